@@ -1,0 +1,57 @@
+// Step schedules: the decreasing list of noise levels a sampler visits.
+//
+// A schedule returns steps + 1 levels s_0 > s_1 > ... > s_steps = 0 in the
+// sampling space of the process (process.h); the last step of every sampler
+// goes to s = 0, where the state is the data. Schedules defined on model time
+// (linspace / leading / trailing for discrete tables, flow shift) are mapped
+// to noise levels through the process.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "tweedie/process/process.h"
+
+namespace tweedie {
+
+struct ScheduleOptions {
+  double s_min = 0;      // 0: the process's s_min()
+  double s_max = 0;      // 0: the process's s_max()
+  double rho = 0;        // 0: the schedule's default (karras 7, polyexponential 1)
+  double rho_or(double dflt) const { return rho > 0 ? rho : dflt; }
+  double beta_a = 0.6;   // beta schedule (Lee et al. 2024)
+  double beta_b = 0.6;
+  double shift = 1.0;    // timestep shift (SD3/Flux flow shift, or any process): lambda -> lambda - log(shift)
+  double gits_coeff = 1.20;  // GITS table coefficient (0.80 .. 1.50 in steps of 0.05)
+  int steps_offset = 1;  // diffusers "leading" spacing offset
+};
+
+using ScheduleFn = std::vector<double> (*)(const Process& p, int steps, const ScheduleOptions& o);
+
+struct ScheduleInfo {
+  std::string name;
+  std::string description;
+  std::string reference;
+  ScheduleFn fn;
+};
+
+const std::vector<ScheduleInfo>& schedules();
+const ScheduleInfo& find_schedule(const std::string& name);  // throws Error listing the known names
+// Build a schedule and validate it (steps >= 1, finite, strictly decreasing, ends at 0).
+std::vector<double> make_schedule(const std::string& name, const Process& p, int steps, const ScheduleOptions& o = {});
+
+struct ScheduleRegistrar {
+  explicit ScheduleRegistrar(ScheduleInfo info);
+};
+
+// Shared helpers for schedule files.
+namespace schedule_util {
+double smin(const Process& p, const ScheduleOptions& o);
+double smax(const Process& p, const ScheduleOptions& o);
+// Append the terminal 0 and apply o.shift (a log-SNR shift, delta = -log(shift)).
+std::vector<double> finish(const Process& p, std::vector<double> s, const ScheduleOptions& o);
+// Log-linear interpolation of a decreasing table of noise levels to steps+1 points
+// (Align-Your-Steps rule for other step counts).
+std::vector<double> loglinear_interp(const std::vector<double>& table, int steps);
+}  // namespace schedule_util
+
+}  // namespace tweedie

@@ -1,0 +1,94 @@
+// Sampler: integrates the reverse process over a list of noise levels, one
+// Denoiser call per NFE, with a per-step callback.
+//
+// Every sampler is one function over (SamplerRun&, x) in the style of
+// k-diffusion's sampling.py: x is the start state in sampling space
+// (x = a(s) x0 + s eps, process.h) at run.sigmas[0], and the function returns
+// the state at run.sigmas.back(). Stochastic samplers draw noise only from
+// run.gen. Deterministic samplers marked invertible also accept an increasing
+// list of levels (starting above 0) and then run the same update backwards:
+// that is inversion.
+#pragma once
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "tweedie/models/denoiser.h"
+
+namespace tweedie {
+
+struct SamplerOptions {
+  double eta = -1;         // noise amount; < 0 means the sampler's own default
+  double s_noise = 1.0;    // scale of fresh noise (k-diffusion s_noise)
+  double s_churn = 0.0;    // Heun/Euler churn (EDM S_churn)
+  double s_tmin = 0.0;     // churn only for s in [s_tmin, s_tmax]
+  double s_tmax = std::numeric_limits<double>::infinity();
+  double gamma = 0.3;      // TCD gamma
+  double ge_gamma = 2.0;   // gradient-estimation Euler gamma
+  // eta if set, else the given default.
+  double eta_or(double dflt) const { return eta >= 0 ? eta : dflt; }
+};
+
+struct StepInfo {
+  int step;        // 0-based
+  int steps;       // total steps
+  double s;        // level at the start of the step
+  double s_next;   // level at the end
+  const torch::Tensor& x;   // state at the end of the step
+  const torch::Tensor& x0;  // the denoised estimate used in the step
+};
+using StepCallback = std::function<void(const StepInfo&)>;
+
+class SamplerRun {
+ public:
+  SamplerRun(Denoiser& model, std::vector<double> sigmas, Cond cond = {}, SamplerOptions opt = {},
+             torch::Generator gen = {});
+
+  Denoiser& model;
+  std::vector<double> sigmas;
+  Cond cond;
+  SamplerOptions opt;
+  torch::Generator gen;
+  StepCallback callback;
+  int nfe = 0;
+
+  const Process& process() const { return model.process(); }
+  int steps() const { return static_cast<int>(sigmas.size()) - 1; }
+  bool inverting() const { return sigmas.size() > 1 && sigmas.back() > sigmas.front(); }
+  // One network evaluation (counts NFE; rejects non-finite output).
+  Prediction denoise(const torch::Tensor& x, double s);
+  // Standard normal noise shaped like x, from gen.
+  torch::Tensor randn_like(const torch::Tensor& x);
+  void report(int i, const torch::Tensor& x, const torch::Tensor& x0);
+};
+
+using SamplerFn = torch::Tensor (*)(SamplerRun& run, torch::Tensor x);
+
+struct SamplerInfo {
+  std::string name;          // k-diffusion / stable-diffusion.cpp style: euler-a, dpmpp-2m, ...
+  std::string description;   // one line
+  std::string reference;     // paper
+  SamplerFn fn;
+  bool stochastic = false;
+  bool invertible = false;   // deterministic and correct on an increasing level list
+  int order = 1;             // convergence order of the deterministic update (0: stochastic)
+  std::vector<std::string> aliases = {};
+};
+
+const std::vector<SamplerInfo>& samplers();
+const SamplerInfo& find_sampler(const std::string& name);  // throws Error listing the known names
+
+struct SamplerRegistrar {
+  explicit SamplerRegistrar(SamplerInfo info);
+};
+
+// Run a sampler from x at sigmas[0] to sigmas.back(), validating the levels.
+torch::Tensor run_sampler(const SamplerInfo& info, SamplerRun& run, torch::Tensor x);
+// Invert: run an invertible sampler on the increasing levels (reverse of a
+// sampling schedule without its terminal 0). Throws Error for samplers that cannot.
+torch::Tensor run_inversion(const SamplerInfo& info, SamplerRun& run, torch::Tensor x);
+
+}  // namespace tweedie

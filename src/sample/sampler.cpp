@@ -1,0 +1,97 @@
+// Sampler registry and the per-run context shared by every sampler.
+#include "tweedie/sample/sampler.h"
+
+#include <cmath>
+
+#include "tweedie/core/error.h"
+
+namespace tweedie {
+
+namespace {
+std::vector<SamplerInfo>& registry() {
+  static std::vector<SamplerInfo> r;
+  return r;
+}
+}  // namespace
+
+SamplerRegistrar::SamplerRegistrar(SamplerInfo info) { registry().push_back(std::move(info)); }
+
+const std::vector<SamplerInfo>& samplers() {
+  auto& r = registry();
+  static bool sorted = false;
+  if (!sorted) {
+    std::sort(r.begin(), r.end(), [](const SamplerInfo& a, const SamplerInfo& b) { return a.name < b.name; });
+    sorted = true;
+  }
+  return r;
+}
+
+const SamplerInfo& find_sampler(const std::string& name) {
+  for (auto& s : samplers()) {
+    if (s.name == name) return s;
+    for (auto& a : s.aliases)
+      if (a == name) return s;
+  }
+  std::string known;
+  for (auto& s : samplers()) known += (known.empty() ? "" : ", ") + s.name;
+  fail("unknown sampler '", name, "' (known: ", known, ")");
+}
+
+SamplerRun::SamplerRun(Denoiser& m, std::vector<double> s, Cond c, SamplerOptions o, torch::Generator g)
+    : model(m), sigmas(std::move(s)), cond(std::move(c)), opt(o), gen(std::move(g)) {}
+
+Prediction SamplerRun::denoise(const torch::Tensor& x, double s) {
+  ++nfe;
+  Prediction p = model.predict(x, s, cond);
+  if (!torch::isfinite(p.x0()).all().item<bool>())
+    fail("the denoiser returned non-finite values at sigma = ", s);
+  return p;
+}
+
+torch::Tensor SamplerRun::randn_like(const torch::Tensor& x) {
+  return at::randn(x.sizes(), gen, x.options());
+}
+
+void SamplerRun::report(int i, const torch::Tensor& x, const torch::Tensor& x0) {
+  if (callback) callback(StepInfo{i, steps(), sigmas[i], sigmas[i + 1], x, x0});
+}
+
+namespace {
+void validate_levels(const std::vector<double>& s, bool increasing) {
+  check(s.size() >= 2, "sampling needs at least one step (got ", s.size(), " noise levels)");
+  for (size_t i = 0; i < s.size(); ++i) {
+    check(std::isfinite(s[i]) && s[i] >= 0, "noise level ", i, " is ", s[i], " (must be finite and >= 0)");
+    if (i > 0)
+      check(increasing ? s[i] > s[i - 1] : s[i] < s[i - 1], "noise levels must be strictly ",
+            increasing ? "increasing" : "decreasing", " (at ", i, ")");
+  }
+}
+}  // namespace
+
+torch::Tensor run_sampler(const SamplerInfo& info, SamplerRun& run, torch::Tensor x) {
+  validate_levels(run.sigmas, false);
+  check(run.sigmas.front() <= run.process().s_limit(), "first noise level ", run.sigmas.front(),
+        " is beyond the process's limit ", run.process().s_limit());
+  check(!info.stochastic || run.gen.defined(), "sampler '", info.name, "' is stochastic and needs a generator");
+  check(torch::isfinite(x).all().item<bool>(), "the start state contains NaN or infinity");
+  return info.fn(run, std::move(x));
+}
+
+torch::Tensor run_inversion(const SamplerInfo& info, SamplerRun& run, torch::Tensor x) {
+  if (!info.invertible)
+    fail("sampler '", info.name, "' cannot invert", info.stochastic ? " (it is stochastic)" : "",
+         "; invertible samplers: ", [] {
+           std::string s;
+           for (auto& i : samplers())
+             if (i.invertible) s += (s.empty() ? "" : ", ") + i.name;
+           return s;
+         }());
+  validate_levels(run.sigmas, true);
+  check(run.sigmas.front() > 0, "inversion must start above noise level 0");
+  check(run.sigmas.back() <= run.process().s_limit(), "inversion target ", run.sigmas.back(),
+        " is beyond the process's limit ", run.process().s_limit());
+  check(torch::isfinite(x).all().item<bool>(), "the input contains NaN or infinity");
+  return info.fn(run, std::move(x));
+}
+
+}  // namespace tweedie
