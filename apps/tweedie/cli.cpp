@@ -122,7 +122,9 @@ Progress::Progress(std::string label, int total, bool enabled)
 
 void Progress::update(int done) {
   if (!enabled_) return;
-  double el = now() - start_;
+  double t = now(), el = t - start_;
+  if (done < total_ && t - last_ < 0.1) return;  // at most 10 updates a second
+  last_ = t;
   double rate = done > 0 ? done / el : 0;
   double eta = rate > 0 ? (total_ - done) / rate : 0;
   std::fprintf(stderr, "\r%s %d/%d  %.2f it/s  ETA %.1fs   ", label_.c_str(), done, total_, rate, eta);

@@ -57,7 +57,7 @@ class Progress {
   std::string label_;
   int total_;
   bool enabled_;
-  double start_;
+  double start_, last_ = 0;
 };
 
 }  // namespace tweedie::cli

@@ -3,7 +3,8 @@
 //   log abar(t) = -(beta_min t + (beta_max - beta_min) t^2 / 2),
 // or the continuous cosine schedule abar(t) = cos^2(pi/2 (t+0.008)/1.008) /
 // cos^2(pi/2 0.008/1.008). Noise level s = sqrt((1 - abar)/abar); model time
-// t in [t_eps, 1].
+// t in [t_eps, 1] (cosine: [t_eps, 0.9946], as DPM-Solver's NoiseScheduleVP,
+// since abar(1) = 0 puts s at infinity).
 #include <cmath>
 
 #include "tweedie/core/error.h"
@@ -22,7 +23,7 @@ class VPContinuous : public Process {
   std::string name() const override { return kind_ == VPContinuousKind::Linear ? "vp-cont" : "vp-cont:cosine"; }
   Space space() const override { return Space::Plain; }
   double s_min() const override { return s_of(teps_); }
-  double s_max() const override { return s_of(1.0); }
+  double s_max() const override { return s_of(kind_ == VPContinuousKind::Linear ? 1.0 : 0.9946); }
   // -log abar(t)
   double nlab(double t) const {
     if (kind_ == VPContinuousKind::Linear) return bmin_ * t + 0.5 * (bmax_ - bmin_) * t * t;

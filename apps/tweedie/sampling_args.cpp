@@ -1,0 +1,59 @@
+#include "sampling_args.h"
+
+#include "tweedie/core/error.h"
+
+namespace tweedie::cli {
+
+std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& dsch, int dsteps) {
+  return {
+      {"sampler", "", false, "sampler (see 'tweedie samplers')", ds},
+      {"schedule", "", false, "step schedule (see 'tweedie samplers')", dsch},
+      {"steps", "s", false, "number of steps", std::to_string(dsteps)},
+      {"eta", "", false, "noise amount of DDIM/ancestral/SDE samplers (default: the sampler's)", ""},
+      {"s-noise", "", false, "scale of fresh noise", "1"},
+      {"churn", "", false, "EDM S_churn for euler/heun", "0"},
+      {"s-tmin", "", false, "churn only for sigma >= this", "0"},
+      {"s-tmax", "", false, "churn only for sigma <= this", "inf"},
+      {"gamma", "", false, "TCD gamma", "0.3"},
+      {"ge-gamma", "", false, "gradient-estimation gamma", "2"},
+      {"rho", "", false, "karras/polyexponential rho (default: the schedule's)", ""},
+      {"shift", "", false, "timestep shift (SD3/Flux flow shift; log-SNR shift by -log(shift))", "1"},
+      {"sigma-min", "", false, "lowest nonzero noise level (default: the process's)", ""},
+      {"sigma-max", "", false, "highest noise level (default: the process's)", ""},
+      {"gits-coeff", "", false, "GITS table coefficient", "1.20"},
+  };
+}
+
+SamplerOptions sampler_options(const Args& a) {
+  SamplerOptions o;
+  if (a.has("eta")) {
+    o.eta = a.number("eta");
+    check(o.eta >= 0, "--eta must be >= 0 (got ", o.eta, ")");
+  }
+  o.s_noise = a.number("s-noise");
+  o.s_churn = a.number("churn");
+  o.s_tmin = a.number("s-tmin");
+  o.s_tmax = a.str("s-tmax") == "inf" ? INFINITY : a.number("s-tmax");
+  o.gamma = a.number("gamma");
+  o.ge_gamma = a.number("ge-gamma");
+  check(o.s_noise >= 0, "--s-noise must be >= 0");
+  check(o.s_churn >= 0, "--churn must be >= 0");
+  check(o.gamma >= 0 && o.gamma <= 1, "--gamma must be in [0, 1] (got ", o.gamma, ")");
+  return o;
+}
+
+ScheduleOptions schedule_options(const Args& a) {
+  ScheduleOptions o;
+  if (a.has("rho")) o.rho = a.number("rho");
+  o.shift = a.number("shift");
+  if (a.has("sigma-min")) o.s_min = a.number("sigma-min");
+  if (a.has("sigma-max")) o.s_max = a.number("sigma-max");
+  o.gits_coeff = a.number("gits-coeff");
+  check(!a.has("rho") || o.rho > 0, "--rho must be positive");
+  check(!a.has("sigma-min") || o.s_min > 0, "--sigma-min must be positive");
+  check(!a.has("sigma-max") || o.s_max > 0, "--sigma-max must be positive");
+  check(o.s_min == 0 || o.s_max == 0 || o.s_min < o.s_max, "--sigma-min must be below --sigma-max");
+  return o;
+}
+
+}  // namespace tweedie::cli

@@ -1,0 +1,18 @@
+// Sampler and schedule options shared by the subcommands that sample.
+#pragma once
+#include <vector>
+
+#include "cli.h"
+#include "tweedie/process/schedule.h"
+#include "tweedie/sample/sampler.h"
+
+namespace tweedie::cli {
+
+// --sampler, --schedule, --steps, --eta, --s-noise, --churn, --s-tmin, --s-tmax,
+// --gamma, --ge-gamma, --rho, --shift, --sigma-min, --sigma-max, --gits-coeff
+std::vector<Args::Opt> sampling_opts(const std::string& default_sampler, const std::string& default_schedule,
+                                     int default_steps);
+SamplerOptions sampler_options(const Args& a);
+ScheduleOptions schedule_options(const Args& a);
+
+}  // namespace tweedie::cli
