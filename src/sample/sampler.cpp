@@ -77,7 +77,7 @@ torch::Tensor run_sampler(const SamplerInfo& info, SamplerRun& run, torch::Tenso
   return info.fn(run, std::move(x));
 }
 
-torch::Tensor run_inversion(const SamplerInfo& info, SamplerRun& run, torch::Tensor x) {
+void require_invertible(const SamplerInfo& info) {
   if (!info.invertible)
     fail("sampler '", info.name, "' cannot invert", info.stochastic ? " (it is stochastic)" : "",
          "; invertible samplers: ", [] {
@@ -86,6 +86,10 @@ torch::Tensor run_inversion(const SamplerInfo& info, SamplerRun& run, torch::Ten
              if (i.invertible) s += (s.empty() ? "" : ", ") + i.name;
            return s;
          }());
+}
+
+torch::Tensor run_inversion(const SamplerInfo& info, SamplerRun& run, torch::Tensor x) {
+  require_invertible(info);
   validate_levels(run.sigmas, true);
   check(run.sigmas.front() > 0, "inversion must start above noise level 0");
   check(run.sigmas.back() <= run.process().s_limit(), "inversion target ", run.sigmas.back(),

@@ -90,5 +90,7 @@ torch::Tensor run_sampler(const SamplerInfo& info, SamplerRun& run, torch::Tenso
 // Invert: run an invertible sampler on the increasing levels (reverse of a
 // sampling schedule without its terminal 0). Throws Error for samplers that cannot.
 torch::Tensor run_inversion(const SamplerInfo& info, SamplerRun& run, torch::Tensor x);
+// Throws the Error run_inversion gives for a sampler that cannot invert.
+void require_invertible(const SamplerInfo& info);
 
 }  // namespace tweedie

@@ -1,0 +1,147 @@
+// The CLI end to end: outputs are written, seeds reproduce, inversion
+// round-trips, and bad input gets one clear error line and a non-zero exit
+// without leaving an output file behind.
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "testing.h"
+#include "tweedie/io/image.h"
+#include "tweedie/io/npy.h"
+
+using namespace tweedie;
+using namespace tweedie::testing;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;  // stdout + stderr
+};
+
+Result cli(const std::string& args) {
+  std::string cmd = std::string("cd ") + TWEEDIE_SOURCE_DIR + " && " + TWEEDIE_CLI + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t k;
+  while ((k = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, k);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+std::string tmp(const std::string& name) { return ::testing::TempDir() + "/cli_" + name; }
+bool exists(const std::string& p) { return std::ifstream(p).good(); }
+
+// The last line of an error run: "error: ..." naming the culprit.
+void expect_error(const std::string& args, const std::string& needle, const std::string& must_not_exist = "") {
+  Result r = cli(args);
+  EXPECT_NE(r.code, 0) << args;
+  EXPECT_NE(r.out.find("error: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.out;
+  EXPECT_EQ(r.out.find("Segmentation"), std::string::npos);
+  EXPECT_EQ(r.out.find("terminate called"), std::string::npos);
+  if (!must_not_exist.empty()) EXPECT_FALSE(exists(must_not_exist)) << must_not_exist;
+}
+
+TEST(CLI, SampleWritesNpyAndPngAndSeedsReproduce) {
+  std::string a = tmp("a.npy"), b = tmp("b.npy"), png = tmp("ring.png");
+  ASSERT_EQ(cli("sample -m gmm:models/gmm/ring2d.json -n 300 --seed 4 --sampler euler-a -q -o " + a).code, 0);
+  ASSERT_EQ(cli("sample -m gmm:models/gmm/ring2d.json -n 300 --seed 4 --sampler euler-a -q -o " + b + " --plot " + png).code, 0);
+  auto x = load_npy(a), y = load_npy(b);
+  EXPECT_EQ(x.sizes(), torch::IntArrayRef({300, 2}));
+  EXPECT_TRUE(torch::equal(x, y));
+  // samples lie on the ring of radius 2
+  EXPECT_NEAR(x.norm(2, 1).mean().item<double>(), 2.0, 0.1);
+  Image img = read_png(png);
+  EXPECT_EQ(img.width, 700);
+}
+
+TEST(CLI, InitNoiseFollowsTheSigmaMaxConvention) {
+  // x_start = sigma_max * noise: Euler's first step from a known noise file is reproducible by hand.
+  std::string noise = tmp("noise.npy"), out = tmp("fromnoise.npy");
+  torch::manual_seed(0);
+  auto z = torch::randn({8, 2});
+  save_npy(noise, z);
+  ASSERT_EQ(cli("sample -m gmm:models/gmm/ring2d.json --sampler euler --schedule karras --steps 1 -q --init-noise " +
+                noise + " -o " + out)
+                .code,
+            0);
+  auto gmm = GaussianMixture::load(source_path("models/gmm/ring2d.json"));
+  auto p = make_process("vp");
+  const double smax = p->s_max();
+  // one Euler step to 0 lands on D(x, s_max)
+  auto expect = gmm.posterior_mean(z * smax, smax, *p, {});
+  EXPECT_TRUE(torch::allclose(load_npy(out), expect, 1e-4, 1e-5));
+}
+
+TEST(CLI, InvertRoundTrips) {
+  std::string data = tmp("data.npy"), noise = tmp("inv.npy"), rec = tmp("rec.npy");
+  auto gmm = GaussianMixture::load(source_path("models/gmm/ring2d.json"));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  save_npy(data, gmm.sample(64, gen));
+  Result r = cli("invert -m gmm:models/gmm/ring2d.json --sampler dpmpp-2m --steps 100 -q -i " + data + " -o " + noise);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto pos = r.out.find("relative ");
+  ASSERT_NE(pos, std::string::npos) << r.out;
+  EXPECT_LT(std::stod(r.out.substr(pos + 9)), 0.02) << r.out;
+  auto z = load_npy(noise);
+  EXPECT_NEAR(z.std().item<double>(), 1.0, 0.25);  // inverted data looks like standard noise
+}
+
+TEST(CLI, BadInputGetsOneClearError) {
+  const std::string m = "-m gmm:models/gmm/ring2d.json ";
+  std::string out = tmp("never.npy");
+  std::remove(out.c_str());
+  expect_error("sample " + m + "--sampler nope -o " + out, "unknown sampler 'nope'", out);
+  expect_error("sample " + m + "--schedule nope -o " + out, "unknown schedule 'nope'", out);
+  expect_error("sample " + m + "--steps 0 -o " + out, "steps must be >= 1", out);
+  expect_error("sample " + m + "--steps abc -o " + out, "--steps expects an integer", out);
+  expect_error("sample " + m + "--frobnicate 3 -o " + out, "unknown option '--frobnicate'", out);
+  expect_error("sample -m gmm:/nonexistent.json -o " + out, "/nonexistent.json", out);
+  expect_error("sample -m nope:x -o " + out, "unknown model 'nope:x'", out);
+  expect_error("sample " + m + "--process vq -o " + out, "unknown process 'vq'", out);
+  expect_error("sample " + m + "-o " + tmp("x.txt"), "must end in .npy or .png");
+  expect_error("sample -m gmm:models/gmm/mix64.json -n 4 -o " + tmp("never.png"), "scatter plots need a 2-D model",
+               tmp("never.png"));
+  // malformed JSON and NaN
+  std::string bad = tmp("bad.json");
+  std::ofstream(bad) << "{\"shape\": [2], \"weights\": [1,";
+  expect_error("sample -m gmm:" + bad + " -o " + out, "malformed JSON", out);
+  std::ofstream(bad) << "{\"shape\": [2], \"weights\": [1], \"means\": [[NaN, 0]], \"variances\": [[1, 1]]}";
+  expect_error("sample -m gmm:" + bad + " -o " + out, bad, out);
+  std::string nan = tmp("nan.npy");
+  save_npy(nan, torch::tensor({0.0f, NAN}).reshape({1, 2}));
+  expect_error("sample " + m + "--init-noise " + nan + " -o " + out, "NaN", out);
+  save_npy(nan, torch::zeros({3, 5}));
+  expect_error("sample " + m + "--init-noise " + nan + " -o " + out, "does not match", out);
+  std::ofstream(nan) << "not numpy";
+  expect_error("sample " + m + "--init-noise " + nan + " -o " + out, "not a .npy file", out);
+  // inversion with a sampler that cannot invert
+  expect_error("invert " + m + "--sampler euler-a -i " + nan + " -o " + out, "cannot invert", out);
+  expect_error("frobnicate", "unknown command 'frobnicate'");
+  EXPECT_EQ(cli("sample --help").code, 0);
+}
+
+TEST(CLI, SamplersListsEverySamplerAndSchedule) {
+  Result r = cli("samplers");
+  ASSERT_EQ(r.code, 0);
+  for (auto& s : samplers()) EXPECT_NE(r.out.find(s.name), std::string::npos) << s.name;
+  for (auto& s : schedules()) EXPECT_NE(r.out.find(s.name), std::string::npos) << s.name;
+}
+
+TEST(CLI, BenchSamplersWritesTableAndPlot) {
+  std::string dir = ::testing::TempDir() + "/bench_cli";
+  std::string mk = "mkdir -p " + dir;
+  ASSERT_EQ(std::system(mk.c_str()), 0);
+  Result r = cli("bench samplers -n 64 --nfe 5,10 --models models/gmm/ring2d.json -o " + dir);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("| dpmpp-2m |"), std::string::npos);
+  EXPECT_TRUE(exists(dir + "/samplers.md"));
+  EXPECT_TRUE(exists(dir + "/samplers_ring2d.png"));
+}
+
+}  // namespace
