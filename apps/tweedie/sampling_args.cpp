@@ -11,7 +11,7 @@ std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& d
       {"steps", "s", false, "number of steps", std::to_string(dsteps)},
       {"eta", "", false, "noise amount of DDIM/ancestral/SDE samplers (default: the sampler's)", ""},
       {"s-noise", "", false, "scale of fresh noise", "1"},
-      {"churn", "", false, "EDM S_churn for euler/heun", "0"},
+      {"churn", "", false, "EDM S_churn for euler, heun and dpm2", "0"},
       {"s-tmin", "", false, "churn only for sigma >= this", "0"},
       {"s-tmax", "", false, "churn only for sigma <= this", "inf"},
       {"gamma", "", false, "TCD gamma", "0.3"},
@@ -21,6 +21,8 @@ std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& d
       {"sigma-min", "", false, "lowest nonzero noise level (default: the process's)", ""},
       {"sigma-max", "", false, "highest noise level (default: the process's)", ""},
       {"gits-coeff", "", false, "GITS table coefficient", "1.20"},
+      {"beta-a", "", false, "beta schedule alpha", "0.6"},
+      {"beta-b", "", false, "beta schedule beta", "0.6"},
   };
 }
 
@@ -49,6 +51,9 @@ ScheduleOptions schedule_options(const Args& a) {
   if (a.has("sigma-min")) o.s_min = a.number("sigma-min");
   if (a.has("sigma-max")) o.s_max = a.number("sigma-max");
   o.gits_coeff = a.number("gits-coeff");
+  o.beta_a = a.number("beta-a");
+  o.beta_b = a.number("beta-b");
+  check(o.beta_a > 0 && o.beta_b > 0, "--beta-a and --beta-b must be positive");
   check(!a.has("rho") || o.rho > 0, "--rho must be positive");
   check(!a.has("sigma-min") || o.s_min > 0, "--sigma-min must be positive");
   check(!a.has("sigma-max") || o.s_max > 0, "--sigma-max must be positive");

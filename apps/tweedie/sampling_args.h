@@ -9,7 +9,8 @@
 namespace tweedie::cli {
 
 // --sampler, --schedule, --steps, --eta, --s-noise, --churn, --s-tmin, --s-tmax,
-// --gamma, --ge-gamma, --rho, --shift, --sigma-min, --sigma-max, --gits-coeff
+// --gamma, --ge-gamma, --rho, --shift, --sigma-min, --sigma-max, --gits-coeff,
+// --beta-a, --beta-b
 std::vector<Args::Opt> sampling_opts(const std::string& default_sampler, const std::string& default_schedule,
                                      int default_steps);
 SamplerOptions sampler_options(const Args& a);

@@ -20,17 +20,7 @@ namespace {
 torch::Tensor euler(SamplerRun& r, torch::Tensor x) {
   const Process& p = r.process();
   for (int i = 0; i < r.steps(); ++i) {
-    double s = r.sigmas[i];
-    const double sn = r.sigmas[i + 1];
-    if (r.opt.s_churn > 0 && s >= r.opt.s_tmin && s <= r.opt.s_tmax && !r.inverting()) {
-      const double gamma = std::min(r.opt.s_churn / r.steps(), std::sqrt(2.0) - 1);
-      const double s_hat = std::min(s * (1 + gamma), p.s_limit());
-      check(r.gen.defined(), "euler with --churn needs a seed");
-      x = x * (p.a(s_hat) / p.a(s)) +
-          r.randn_like(x) * (std::sqrt(std::max(0.0, s_hat * s_hat - std::pow(s * p.a(s_hat) / p.a(s), 2))) *
-                             r.opt.s_noise);
-      s = s_hat;
-    }
+    const double s = r.churn(x, r.sigmas[i]), sn = r.sigmas[i + 1];
     Prediction pr = r.denoise(x, s);
     x = x + p.ode_derivative(x, pr.x0(), s) * (sn - s);
     r.report(i, x, pr.x0());

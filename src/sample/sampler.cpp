@@ -56,6 +56,18 @@ void SamplerRun::report(int i, const torch::Tensor& x, const torch::Tensor& x0) 
   if (callback) callback(StepInfo{i, steps(), sigmas[i], sigmas[i + 1], x, x0});
 }
 
+double SamplerRun::churn(torch::Tensor& x, double s) {
+  if (opt.s_churn <= 0 || s < opt.s_tmin || s > opt.s_tmax || inverting()) return s;
+  const Process& p = process();
+  const double gamma = std::min(opt.s_churn / steps(), std::sqrt(2.0) - 1);
+  const double s_hat = std::min(s * (1 + gamma), p.s_limit());
+  if (!(s_hat > s)) return s;  // nothing to add at the flow limit s = 1
+  check(gen.defined(), "--churn needs a seed (a generator)");
+  const double keep = p.a(s_hat) / p.a(s);
+  x = x * keep + randn_like(x) * (std::sqrt(std::max(0.0, s_hat * s_hat - std::pow(s * keep, 2))) * opt.s_noise);
+  return s_hat;
+}
+
 namespace {
 void validate_levels(const std::vector<double>& s, bool increasing) {
   check(s.size() >= 2, "sampling needs at least one step (got ", s.size(), " noise levels)");

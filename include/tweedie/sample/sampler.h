@@ -63,6 +63,11 @@ class SamplerRun {
   // Standard normal noise shaped like x, from gen.
   torch::Tensor randn_like(const torch::Tensor& x);
   void report(int i, const torch::Tensor& x, const torch::Tensor& x0);
+  // EDM churn (Karras et al. 2022, Alg. 2): if opt.s_churn > 0 and s is in
+  // [s_tmin, s_tmax], raise the level of x from s to s_hat = s (1 + gamma),
+  // gamma = min(s_churn / steps, sqrt 2 - 1), with fresh noise; returns the new
+  // level (s itself when nothing is added, e.g. at the flow limit or inverting).
+  double churn(torch::Tensor& x, double s);
 };
 
 using SamplerFn = torch::Tensor (*)(SamplerRun& run, torch::Tensor x);

@@ -1,0 +1,134 @@
+// .npy and PNG round trips, malformed files rejected, atomic writes.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <fstream>
+
+#include "tweedie/core/error.h"
+#include "tweedie/io/fs.h"
+#include "tweedie/io/image.h"
+#include "tweedie/io/npy.h"
+#include "tweedie/io/plot.h"
+
+using namespace tweedie;
+
+namespace {
+
+std::string tmp(const std::string& n) { return ::testing::TempDir() + "/io_" + n; }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Npy, RoundTripAndHeaderLayout) {
+  auto t = torch::randn({3, 4, 5});
+  save_npy(tmp("a.npy"), t);
+  EXPECT_TRUE(torch::equal(load_npy(tmp("a.npy")), t));
+  std::string bytes = read_file(tmp("a.npy"));
+  EXPECT_EQ(bytes.substr(0, 6), "\x93NUMPY");
+  EXPECT_EQ((10 + (unsigned char)bytes[8]) % 64, 0u);  // data 64-byte aligned as the format requires
+  EXPECT_NE(bytes.find("'shape': (3,4,5)"), std::string::npos);
+  save_npy(tmp("b.npy"), torch::arange(4, torch::kInt64));
+  EXPECT_TRUE(torch::equal(load_npy(tmp("b.npy")), torch::arange(4, torch::kInt64)));
+  save_npy(tmp("c.npy"), torch::zeros({7}));
+  EXPECT_NE(read_file(tmp("c.npy")).find("'shape': (7,)"), std::string::npos);
+}
+
+TEST(Npy, Float64AndFortranOrderAreRead) {
+  // Hand-written header: float64, Fortran order, shape (2, 3).
+  std::string h = "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }";
+  h += std::string(64 - (10 + h.size() + 1) % 64, ' ') + "\n";
+  std::string b = std::string("\x93NUMPY\x01\x00", 8) + char(h.size()) + char(0) + h;
+  double vals[6] = {1, 4, 2, 5, 3, 6};  // column-major of [[1,2,3],[4,5,6]]
+  b.append(reinterpret_cast<char*>(vals), sizeof vals);
+  write_file_atomic(tmp("f.npy"), b);
+  auto t = load_npy(tmp("f.npy"));
+  EXPECT_TRUE(torch::equal(t, torch::tensor({1., 2., 3., 4., 5., 6.}, torch::kFloat64).reshape({2, 3})));
+}
+
+TEST(Npy, MalformedFilesNameTheProblem) {
+  write_file_atomic(tmp("bad1.npy"), "hello");
+  EXPECT_NE(error_of([] { load_npy(tmp("bad1.npy")); }).find("bad magic"), std::string::npos);
+  auto t = torch::randn({4, 4});
+  save_npy(tmp("trunc.npy"), t);
+  std::string b = read_file(tmp("trunc.npy"));
+  write_file_atomic(tmp("trunc.npy"), b.substr(0, b.size() - 5));
+  EXPECT_NE(error_of([] { load_npy(tmp("trunc.npy")); }).find("shape and dtype need 64"), std::string::npos);
+  std::string h = "{'descr': '|b1', 'fortran_order': False, 'shape': (1,), }";
+  write_file_atomic(tmp("dt.npy"), std::string("\x93NUMPY\x01\x00", 8) + char(h.size()) + char(0) + h + "x");
+  EXPECT_NE(error_of([] { load_npy(tmp("dt.npy")); }).find("unsupported .npy dtype '|b1'"), std::string::npos);
+  EXPECT_NE(error_of([] { load_npy(tmp("missing.npy")); }).find("missing.npy: cannot open"), std::string::npos);
+}
+
+TEST(Png, RoundTripWithText) {
+  Image img(37, 21, 3);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = uint8_t((i * 7919) % 251);
+  img.text["parameters"] = "a cat\nSteps: 20, Sampler: euler";
+  write_png(tmp("a.png"), img);
+  Image r = read_png(tmp("a.png"));
+  EXPECT_EQ(r.width, 37);
+  EXPECT_EQ(r.height, 21);
+  EXPECT_EQ(r.channels, 3);
+  EXPECT_EQ(r.pixels, img.pixels);
+  EXPECT_EQ(r.text["parameters"], img.text["parameters"]);
+  Image g(5, 4, 1);
+  for (size_t i = 0; i < g.pixels.size(); ++i) g.pixels[i] = uint8_t(i * 13);
+  write_png(tmp("g.png"), g);
+  EXPECT_EQ(read_png(tmp("g.png")).pixels, g.pixels);
+}
+
+TEST(Png, TensorConversionAndGrid) {
+  auto t = torch::rand({3, 8, 6}) * 2 - 1;
+  Image img = tensor_to_image(t);
+  auto back = image_to_tensor(img);
+  EXPECT_LT((back - t).abs().max().item<float>(), 1.0f / 255 + 1e-6);
+  Image grid = make_grid(torch::zeros({5, 1, 4, 4}), 3);
+  EXPECT_EQ(grid.width, 3 * 4 + 4 * 2);
+  EXPECT_EQ(grid.height, 2 * 4 + 3 * 2);
+}
+
+TEST(Png, MalformedAndTruncated) {
+  write_file_atomic(tmp("x.png"), "not a png");
+  EXPECT_NE(error_of([] { read_png(tmp("x.png")); }).find("not a PNG file"), std::string::npos);
+  Image img(16, 16, 3, 128);
+  write_png(tmp("t.png"), img);
+  std::string b = read_file(tmp("t.png"));
+  write_file_atomic(tmp("t.png"), b.substr(0, b.size() / 2));
+  EXPECT_NE(error_of([] { read_png(tmp("t.png")); }).find("malformed PNG"), std::string::npos);
+}
+
+TEST(Fs, AtomicWriteLeavesNothingOnFailure) {
+  std::string p = tmp("atomic.bin");
+  std::remove(p.c_str());
+  EXPECT_THROW(write_atomic_with(p, [](const std::string& t) {
+                 std::ofstream(t) << "partial";
+                 fail("writer failed");
+               }),
+               Error);
+  EXPECT_FALSE(std::ifstream(p).good());
+  EXPECT_FALSE(std::ifstream(p + ".tmp." + std::to_string(::getpid())).good());
+}
+
+TEST(Plot, DrawsSeriesInsideTheFrame) {
+  Series s{"a", {1, 10, 100}, {1, 0.1, 0.01}, false};
+  PlotOptions o;
+  o.logx = o.logy = true;
+  Image img = plot({s}, o);
+  EXPECT_EQ(img.width, 900);
+  // some pixels carry the first palette colour (31, 119, 180)
+  int colored = 0;
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x) {
+      uint8_t* p = img.at(x, y);
+      colored += p[0] == 31 && p[1] == 119 && p[2] == 180;
+    }
+  EXPECT_GT(colored, 50);
+}
+
+}  // namespace
