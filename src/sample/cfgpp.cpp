@@ -49,7 +49,7 @@ torch::Tensor euler_ancestral_cfgpp(SamplerRun& r, torch::Tensor x) {
     Prediction pr = r.denoise(x, s);
     auto st = p.ancestral_step(s, sn, eta);
     x = cfgpp_step(p, x, pr, s, st.s_down);
-    if (st.noise > 0) x = x * st.scale + r.randn_like(x) * (st.noise * r.opt.s_noise);
+    x = r.renoise(x, st);
     r.report(i, x, pr.x0());
   }
   return x;

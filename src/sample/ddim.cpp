@@ -10,6 +10,9 @@
 #include "tweedie/sample/sampler.h"
 
 namespace tweedie {
+
+torch::Tensor ddim_step(const Process& p, const Prediction& pr, double s_to) { return p.add_noise(pr.x0(), pr.eps(), s_to); }
+
 namespace {
 
 torch::Tensor ddim(SamplerRun& r, torch::Tensor x) {
@@ -19,8 +22,7 @@ torch::Tensor ddim(SamplerRun& r, torch::Tensor x) {
     const double s = r.sigmas[i], sn = r.sigmas[i + 1];
     Prediction pr = r.denoise(x, s);
     auto st = p.ancestral_step(s, sn, eta);
-    x = pr.x0() * p.a(st.s_down) + pr.eps() * st.s_down;
-    if (st.noise > 0) x = x * st.scale + r.randn_like(x) * (st.noise * r.opt.s_noise);
+    x = r.renoise(ddim_step(p, pr, st.s_down), st);
     r.report(i, x, pr.x0());
   }
   return x;

@@ -52,7 +52,7 @@ torch::Tensor dpm2_ancestral(SamplerRun& r, torch::Tensor x) {
     Prediction pr = r.denoise(x, s);
     auto st = p.ancestral_step(s, sn, eta);
     x = dpm2_step(r, x, pr, s, st.s_down);
-    if (st.noise > 0) x = x * st.scale + r.randn_like(x) * (st.noise * r.opt.s_noise);
+    x = r.renoise(x, st);
     r.report(i, x, pr.x0());
   }
   return x;

@@ -29,22 +29,21 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor ddim_to(const Process& p, const Prediction& pr, double sn) { return pr.x0() * p.a(sn) + pr.eps() * sn; }
 
 // One DPM-Solver-k step (noise prediction) from s to sn.
 torch::Tensor dpm_solver_step(SamplerRun& r, const Prediction& pr, double s, double sn, int k) {
   const Process& p = r.process();
   const double l = p.lambda(s), h = p.lambda(sn) - l;
-  auto x1 = ddim_to(p, pr, sn);
+  auto x1 = ddim_step(p, pr, sn);
   if (k == 1 || !std::isfinite(h)) return x1;
   if (k == 2) {
     const double s1 = p.s_of_lambda(l + h / 2);
-    Prediction p1 = r.denoise(ddim_to(p, pr, s1), s1);
+    Prediction p1 = r.denoise(ddim_step(p, pr, s1), s1);
     return x1 - (p1.eps() - pr.eps()) * (sn * std::expm1(h));
   }
   const double r1 = 1.0 / 3, r2 = 2.0 / 3, s1 = p.s_of_lambda(l + r1 * h), s2 = p.s_of_lambda(l + r2 * h);
-  Prediction p1 = r.denoise(ddim_to(p, pr, s1), s1);
-  auto u2 = ddim_to(p, pr, s2) - (p1.eps() - pr.eps()) * (s2 * r2 / r1 * (std::expm1(r2 * h) / (r2 * h) - 1));
+  Prediction p1 = r.denoise(ddim_step(p, pr, s1), s1);
+  auto u2 = ddim_step(p, pr, s2) - (p1.eps() - pr.eps()) * (s2 * r2 / r1 * (std::expm1(r2 * h) / (r2 * h) - 1));
   Prediction p2 = r.denoise(u2, s2);
   return x1 - (p2.eps() - pr.eps()) * (sn / r2 * (std::expm1(h) / h - 1));
 }
@@ -67,14 +66,13 @@ torch::Tensor dpmpp_2s_with_eta(SamplerRun& r, torch::Tensor x, double eta) {
     Prediction pr = r.denoise(x, s);
     auto st = p.ancestral_step(s, sn, eta);
     const double l = p.lambda(s), h = p.lambda(st.s_down) - l;
-    auto x_next = ddim_to(p, pr, st.s_down);
+    auto x_next = ddim_step(p, pr, st.s_down);
     if (std::isfinite(h)) {
       const double s1 = p.s_of_lambda(l + h / 2);
-      Prediction p1 = r.denoise(ddim_to(p, pr, s1), s1);
+      Prediction p1 = r.denoise(ddim_step(p, pr, s1), s1);
       x_next = x_next + (p1.x0() - pr.x0()) * (-p.a(st.s_down) * std::expm1(-h));
     }
-    x = x_next;
-    if (st.noise > 0) x = x * st.scale + r.randn_like(x) * (st.noise * r.opt.s_noise);
+    x = r.renoise(x_next, st);
     r.report(i, x, pr.x0());
   }
   return x;

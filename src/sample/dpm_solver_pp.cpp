@@ -45,7 +45,6 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor ddim_to(const Process& p, const Prediction& pr, double sn) { return pr.x0() * p.a(sn) + pr.eps() * sn; }
 
 torch::Tensor dpmpp_2m(SamplerRun& r, torch::Tensor x) {
   const Process& p = r.process();
@@ -54,7 +53,7 @@ torch::Tensor dpmpp_2m(SamplerRun& r, torch::Tensor x) {
   for (int i = 0; i < r.steps(); ++i) {
     const double s = r.sigmas[i], sn = r.sigmas[i + 1], h = p.lambda(sn) - p.lambda(s);
     Prediction pr = r.denoise(x, s);
-    x = ddim_to(p, pr, sn);
+    x = ddim_step(p, pr, sn);
     if (old.defined() && std::isfinite(h) && std::isfinite(h_last))
       x = x + (pr.x0() - old) * (-p.a(sn) * std::expm1(-h) * h / (2 * h_last));
     old = pr.x0(), h_last = h;
@@ -76,7 +75,7 @@ torch::Tensor dpmpp_2m_v2(SamplerRun& r, torch::Tensor x) {
       auto d = pr.x0() * (1 + 1 / (2 * ratio)) - old * (1 / (2 * ratio));
       x = x * (sn / s) - d * (p.a(sn) * std::expm1(-h_d));
     } else {
-      x = ddim_to(p, pr, sn);
+      x = ddim_step(p, pr, sn);
     }
     old = pr.x0(), h_last = h;
     r.report(i, x, pr.x0());
@@ -113,7 +112,7 @@ torch::Tensor dpmpp_3m(SamplerRun& r, torch::Tensor x) {
   for (int i = 0; i < r.steps(); ++i) {
     const double s = r.sigmas[i], sn = r.sigmas[i + 1], l = p.lambda(s), h = p.lambda(sn) - l;
     Prediction pr = r.denoise(x, s);
-    x = ddim_to(p, pr, sn);
+    x = ddim_step(p, pr, sn);
     if (std::isfinite(h) && std::isfinite(l) && hist.d.size() == 1) {  // warm-up: 2M
       x = x + (pr.x0() - hist.d[0].first) * (-p.a(sn) * std::expm1(-h) * h / (2 * (l - hist.d[0].second)));
     } else if (std::isfinite(h) && std::isfinite(l) && hist.d.size() == 2) {  // 3M
@@ -172,8 +171,8 @@ torch::Tensor dpmpp_sde(SamplerRun& r, torch::Tensor x) {
   auto ancestral = [&](const Prediction& pr, const torch::Tensor& d, double s, double sn) {
     auto st = p.ancestral_step(s, sn, eta);
     const double h = p.lambda(st.s_down) - p.lambda(s);
-    auto y = ddim_to(p, pr, st.s_down) + (d - pr.x0()) * (-p.a(st.s_down) * std::expm1(-h));
-    if (st.noise > 0) y = y * st.scale + tree.noise(s, sn) * (st.noise * r.opt.s_noise);
+    auto y = ddim_step(p, pr, st.s_down) + (d - pr.x0()) * (-p.a(st.s_down) * std::expm1(-h));
+    if (st.noise > 0) y = r.renoise(y, st, tree.noise(s, sn));
     return y;
   };
   for (int i = 0; i < r.steps(); ++i) {

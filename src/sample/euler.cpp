@@ -36,7 +36,7 @@ torch::Tensor euler_ancestral(SamplerRun& r, torch::Tensor x) {
     Prediction pr = r.denoise(x, s);
     auto st = p.ancestral_step(s, sn, eta);
     x = x + p.ode_derivative(x, pr.x0(), s) * (st.s_down - s);
-    if (st.noise > 0) x = x * st.scale + r.randn_like(x) * (st.noise * r.opt.s_noise);
+    x = r.renoise(x, st);
     r.report(i, x, pr.x0());
   }
   return x;

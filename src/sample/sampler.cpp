@@ -68,6 +68,12 @@ double SamplerRun::churn(torch::Tensor& x, double s) {
   return s_hat;
 }
 
+torch::Tensor SamplerRun::renoise(const torch::Tensor& x_down, const Process::Ancestral& st, torch::Tensor z) {
+  if (st.noise <= 0) return x_down;
+  if (!z.defined()) z = randn_like(x_down);
+  return x_down * st.scale + z * (st.noise * opt.s_noise);
+}
+
 namespace {
 void validate_levels(const std::vector<double>& s, bool increasing) {
   check(s.size() >= 2, "sampling needs at least one step (got ", s.size(), " noise levels)");

@@ -68,7 +68,15 @@ class SamplerRun {
   // gamma = min(s_churn / steps, sqrt 2 - 1), with fresh noise; returns the new
   // level (s itself when nothing is added, e.g. at the flow limit or inverting).
   double churn(torch::Tensor& x, double s);
+  // Second half of an ancestral step (Process::ancestral_step): scale the state
+  // reached at st.s_down and add st.noise * s_noise * z (z ~ N(0, I) from gen
+  // unless given, e.g. Brownian-tree noise).
+  torch::Tensor renoise(const torch::Tensor& x_down, const Process::Ancestral& st, torch::Tensor z = {});
 };
+
+// The DDIM step, the first-order move every solver builds on: the state at
+// level s_to with the prediction's x0 and eps, a(s_to) x0 + s_to eps (ddim.cpp).
+torch::Tensor ddim_step(const Process& p, const Prediction& pr, double s_to);
 
 using SamplerFn = torch::Tensor (*)(SamplerRun& run, torch::Tensor x);
 
