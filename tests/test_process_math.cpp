@@ -96,3 +96,25 @@ TEST(ProcessMath, UnknownProcessNamesTheSpec) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ProcessMath, ExponentialIntegratorsAreInvariantAcrossProcesses) {
+  // DDIM, DPM-Solver++ and UniPC depend on the process only through lambda, so
+  // on EDM and flow with levels at the same log-SNR they take the same steps:
+  // the flow state is the VE state times a(s).
+  auto ve = make_process("edm"), fl = make_process("flow");
+  GMMDenoiser dv(test_mixture(), ve), df(test_mixture(), fl);
+  std::vector<double> sv = karras_levels(20.0, 0.05, 12), sf;
+  for (double s : sv) sf.push_back(fl->s_of_lambda(ve->lambda(s)));
+  torch::manual_seed(9);
+  auto xv = torch::randn({32, 2}, torch::kFloat64) * sv.front();
+  for (auto name : {"ddim", "dpmpp-2m", "unipc-bh2", "dpm-solver-2", "deis"}) {
+    SamplerRun rv(dv, sv), rf(df, sf);
+    auto ov = run_sampler(find_sampler(name), rv, xv.clone());
+    auto of = run_sampler(find_sampler(name), rf, xv * fl->a(sf.front()));
+    EXPECT_LT((ov * fl->a(sf.back()) - of).abs().max().item<double>(), 1e-9) << name;
+  }
+}
+
+}  // namespace

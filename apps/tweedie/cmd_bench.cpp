@@ -54,6 +54,7 @@ int bench_samplers(int argc, char** argv) {
           {"nfe", "", false, "comma-separated NFE budgets", "5,10,20,50"},
           {"models", "", false, "comma-separated mixture files", "models/gmm/ring2d.json,models/gmm/mix64.json"},
           {"out", "o", false, "output directory for the table and plots", "bench/results"},
+          {"samplers", "", false, "comma-separated samplers (default: all)", ""},
           {"seed", "", false, "random seed", "0"}});
   if (!a.parse(argc, argv)) return 0;
   auto split = [](const std::string& s) {
@@ -77,6 +78,11 @@ int bench_samplers(int argc, char** argv) {
   const std::string outdir = a.str("out");
   check(is_directory(outdir), "tweedie bench samplers: output directory '", outdir, "' does not exist");
   auto proc = make_process(a.str("process"));
+  std::vector<const SamplerInfo*> chosen;
+  if (a.has("samplers"))
+    for (auto& name : split(a.str("samplers"))) chosen.push_back(&find_sampler(name));
+  else
+    for (auto& info : samplers()) chosen.push_back(&info);
   std::ostringstream md;
   md << "Process `" << proc->name() << "`, schedule `" << a.str("schedule") << "`, " << n
      << " samples; `tweedie bench samplers` (seed " << a.str("seed") << ").\n";
@@ -92,9 +98,10 @@ int bench_samplers(int argc, char** argv) {
     auto truth = gmm.sample(n, gen).reshape({n, -1});
     const double floor_sw = sliced_w1(gmm.sample(n, gen).reshape({n, -1}), truth, gen);
     std::vector<Row> rows;
-    Progress prog("bench " + path, samplers().size());
+    Progress prog("bench " + path, chosen.size());
     int done = 0;
-    for (auto& info : samplers()) {
+    for (const SamplerInfo* ip : chosen) {
+      const SamplerInfo& info = *ip;
       Row r{info.name, {}, {}, {}};
       for (int budget : budgets) {
         int steps = budget, nfe = 0;

@@ -1,0 +1,40 @@
+// Network: a denoising network (UNet, DiT, ...) as a torch module with a
+// JSON architecture config. It maps the model-space input x_t (already scaled
+// by the parameterization's c_in), the model time t [N] (Process::t_of) and
+// the conditioning to its raw output (eps, v, x0, velocity or EDM's F, as
+// the model was trained). NetDenoiser (net_denoiser.h) wraps it as a Denoiser.
+#pragma once
+#include <memory>
+#include <string>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "tweedie/models/denoiser.h"
+#include "tweedie/nn/hooks.h"
+
+namespace tweedie {
+
+class Network : public torch::nn::Module {
+ public:
+  // labels in cond: int64 [N], -1 = the learned null class (for CFG).
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const Cond& c) = 0;
+  virtual std::string arch() const = 0;         // "unet", "dit", ...
+  virtual std::string config_json() const = 0;  // the full config, every key explicit
+  virtual std::vector<int64_t> sample_shape() const = 0;  // [C, H, W]
+  virtual int64_t num_classes() const = 0;      // 0 = unconditional
+  // Hook sites inside the network read and write through this (may be null).
+  void set_hooks(Hooks* h) { hooks_ = h; }
+  Hooks* hooks() const { return hooks_; }
+
+ protected:
+  Hooks* hooks_ = nullptr;
+};
+
+using NetworkPtr = std::shared_ptr<Network>;
+
+// Build a network from its architecture name and JSON config. Unknown keys,
+// wrong types and impossible values are an Error naming the key.
+NetworkPtr make_network(const std::string& arch, const std::string& config_json);
+
+}  // namespace tweedie
