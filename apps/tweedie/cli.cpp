@@ -120,14 +120,14 @@ std::string Args::help() const {
 Progress::Progress(std::string label, int total, bool enabled)
     : label_(std::move(label)), total_(total), enabled_(enabled), start_(now()) {}
 
-void Progress::update(int done) {
+void Progress::update(int done, const std::string& extra) {
   if (!enabled_) return;
   double t = now(), el = t - start_;
   if (done < total_ && t - last_ < 0.1) return;  // at most 10 updates a second
   last_ = t;
   double rate = done > 0 ? done / el : 0;
   double eta = rate > 0 ? (total_ - done) / rate : 0;
-  std::fprintf(stderr, "\r%s %d/%d  %.2f it/s  ETA %.1fs   ", label_.c_str(), done, total_, rate, eta);
+  std::fprintf(stderr, "\r%s %d/%d  %.2f it/s  ETA %.0fs %s  ", label_.c_str(), done, total_, rate, eta, extra.c_str());
   std::fflush(stderr);
 }
 

@@ -50,7 +50,7 @@ const std::vector<Command>& commands();
 class Progress {
  public:
   Progress(std::string label, int total, bool enabled = true);
-  void update(int done);
+  void update(int done, const std::string& extra = "");
   void finish();
 
  private:

@@ -16,7 +16,7 @@ namespace tweedie::cli {
 namespace {
 
 int run(int argc, char** argv) {
-  auto opts = sampling_opts("dpmpp-2m", "karras", 20);
+  auto opts = sampling_opts("deis", "karras", 20);
   std::vector<Args::Opt> own = {
       {"model", "m", false, "model: gmm:FILE.json", ""},
       {"process", "", false, "process for analytic models (vp, vp:cosine, vp+ztsnr, vp-cont, ve, edm, flow)", "vp"},
