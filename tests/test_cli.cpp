@@ -104,7 +104,7 @@ TEST(CLI, BadInputGetsOneClearError) {
   expect_error("sample -m gmm:/nonexistent.json -o " + out, "/nonexistent.json", out);
   expect_error("sample -m nope:x -o " + out, "unknown model 'nope:x'", out);
   expect_error("sample " + m + "--process vq -o " + out, "unknown process 'vq'", out);
-  expect_error("sample " + m + "-o " + tmp("x.txt"), "must end in .npy or .png");
+  expect_error("sample " + m + "-o " + tmp("x.txt"), "must end in .npy, .png or /");
   expect_error("sample -m gmm:models/gmm/mix64.json -n 4 -o " + tmp("never.png"), "scatter plots need a 2-D model",
                tmp("never.png"));
   // malformed JSON and NaN
@@ -142,6 +142,43 @@ TEST(CLI, BenchSamplersWritesTableAndPlot) {
   EXPECT_NE(r.out.find("| dpmpp-2m |"), std::string::npos);
   EXPECT_TRUE(exists(dir + "/samplers.md"));
   EXPECT_TRUE(exists(dir + "/samplers_ring2d.png"));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(CLI, TrainThenSampleImages) {
+  std::string d = ::testing::TempDir() + "/cli_train";
+  ASSERT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str()), 0);
+  std::ofstream(d + "/cfg.json") << R"({"data": "fashion-mnist:test", "arch": "unet",
+    "network": {"in_channels": 1, "image_size": 28, "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                "attention_resolutions": [2], "num_classes": 10, "norm_groups": 4, "num_heads": 2},
+    "batch_size": 4, "steps": 3, "warmup_steps": 1, "sample_steps": 2, "sample_per_class": 1})";
+  Result r = cli("train -q -c " + d + "/cfg.json -o " + d + "/run");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string m = "-m " + d + "/run/model.safetensors --steps 3 -q ";
+  r = cli("sample " + m + "--class all -n 20 --cfg 2 -o " + d + "/grid.png");
+  ASSERT_EQ(r.code, 0) << r.out;
+  Image g = read_png(d + "/grid.png");
+  EXPECT_EQ(g.width, 2 * 28 + 3 * 2);   // two per class
+  EXPECT_EQ(g.height, 10 * 28 + 11 * 2);  // one row per class
+  EXPECT_NE(g.text["parameters"].find("deis"), std::string::npos);
+  r = cli("sample " + m + "--class sneaker -n 3 -o " + d + "/each/");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (auto f : {"00000_c7.png", "00001_c7.png", "00002_c7.png"}) EXPECT_TRUE(exists(d + "/each/" + f)) << f;
+  r = cli("sample " + m + "--class 3 -n 2 --bf16 -o " + d + "/x.npy");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(load_npy(d + "/x.npy").sizes(), torch::IntArrayRef({2, 1, 28, 28}));
+  expect_error("sample " + m + "--class hat -o " + d + "/y.png", "unknown class 'hat'", d + "/y.png");
+  expect_error("sample " + m + "--process edm -o " + d + "/y.png", "apply to analytic models only", d + "/y.png");
+  expect_error("sample " + m + "--class 10 -o " + d + "/y.png", "unknown class '10'", d + "/y.png");
+  std::ofstream(d + "/bad.json") << R"({"arch": "unet", "network": {}, "lr": "fast"})";
+  expect_error("train -c " + d + "/bad.json -o " + d + "/run2", "'lr' must be a number");
+  // resume continues to a larger step count
+  r = cli("train -q -c " + d + "/cfg.json -o " + d + "/run --resume --steps 5");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("(5 steps)"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -17,8 +17,8 @@ int run(int argc, char** argv) {
   auto opts = sampling_opts("ddim", "karras", 50);
   std::vector<Args::Opt> own = {
       {"model", "m", false, "model: gmm:FILE.json", ""},
-      {"process", "", false, "process for analytic models", "vp"},
-      {"prediction", "", false, "parameterization the analytic model reports in", "x0"},
+      {"process", "", false, "process for analytic models (default vp)", ""},
+      {"prediction", "", false, "parameterization an analytic model reports in (default x0)", ""},
       {"input", "i", false, "data to invert, .npy [N, ...]", ""},
       {"output", "o", false, "noise out, .npy [N, ...]: x(sigma_max) / sigma_max, usable as --init-noise", ""},
       {"class", "", false, "class label for conditional models", ""},

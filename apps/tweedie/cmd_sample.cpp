@@ -1,7 +1,11 @@
 // tweedie sample: draw samples from a model with any sampler and schedule.
+// Models: a tweedie model file (default: the shipped Fashion-MNIST model) or an
+// exact Gaussian mixture (gmm:FILE.json).
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cmath>
 #include <cstdio>
+#include <fstream>
 
 #include "cli.h"
 #include "model_spec.h"
@@ -11,51 +15,82 @@
 #include "tweedie/io/fs.h"
 #include "tweedie/io/npy.h"
 #include "tweedie/io/plot.h"
+#include "tweedie/models/net_denoiser.h"
 
 namespace tweedie::cli {
 namespace {
 
+void write_scatter(const std::string& path, const torch::Tensor& x, const LoadedModel& model, const std::string& title) {
+  check(x.dim() == 2 && x.size(1) == 2, path, ": scatter plots need a 2-D model (this one has shape ",
+        c10::IntArrayRef(model.sample_shape), "); write .npy instead");
+  auto c = x.to(torch::kFloat64).contiguous();
+  Series s{"samples", {}, {}, true};
+  for (int64_t i = 0; i < c.size(0); ++i) s.x.push_back(c[i][0].item<double>()), s.y.push_back(c[i][1].item<double>());
+  PlotOptions po;
+  po.title = title;
+  po.equal_aspect = true;
+  po.point_radius = 2;
+  po.point_alpha = 0.5;
+  po.width = po.height = 700;
+  po.legend = false;
+  write_png(path, plot({s}, po));
+}
+
 int run(int argc, char** argv) {
   auto opts = sampling_opts("deis", "karras", 20);
   std::vector<Args::Opt> own = {
-      {"model", "m", false, "model: gmm:FILE.json", ""},
-      {"process", "", false, "process for analytic models (vp, vp:cosine, vp+ztsnr, vp-cont, ve, edm, flow)", "vp"},
-      {"prediction", "", false, "parameterization the analytic model reports in (eps, x0, v, velocity, score, edm)", "x0"},
-      {"num", "n", false, "number of samples", "1024"},
+      {"model", "m", false, "model file (.safetensors) or gmm:FILE.json (default: the shipped Fashion-MNIST model)", ""},
+      {"process", "", false, "process for analytic models: vp (default), vp:cosine, vp+ztsnr, vp-cont, ve, edm, flow", ""},
+      {"prediction", "", false, "parameterization an analytic model reports in: x0 (default), eps, v, velocity, score, edm", ""},
+      {"num", "n", false, "number of samples (image models: 16; mixtures: 1024)", ""},
       {"seed", "", false, "random seed", "0"},
-      {"output", "o", false, "output file: .npy (float32 [N, ...]) or .png (scatter plot, 2-D models)", ""},
-      {"plot", "", false, "also write a scatter plot PNG here (2-D models)", ""},
+      {"output", "o", false, "output: .npy (float32 [N, ...]), .png (image grid, or scatter plot for 2-D mixtures), "
+                             "or DIR/ (one PNG per sample, NNNNN_cK.png)", ""},
+      {"plot", "", false, "also write a scatter plot PNG here (2-D mixtures)", ""},
       {"init-noise", "", false, "start from this standard-normal .npy [N, ...]: x = sigma_max * noise", ""},
-      {"class", "", false, "class label for conditional models", ""},
+      {"class", "", false, "class name or index for conditional models; 'all' = one grid row per class", ""},
       {"cfg", "", false, "classifier-free guidance scale (needs --class)", "1"},
+      {"bf16", "", true, "run the network in bfloat16 (image models)", ""},
       {"quiet", "q", true, "no progress on stderr", ""},
   };
   opts.insert(opts.begin(), own.begin(), own.end());
-  Args a("sample", "-m MODEL [options] -o OUT.npy|OUT.png", opts);
+  Args a("sample", "[-m MODEL] [options] -o OUT.png|OUT.npy|DIR/", opts);
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie sample: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
-  check(a.has("model"), "tweedie sample: --model is required (e.g. -m gmm:models/gmm/ring2d.json)");
-  check(a.has("output"), "tweedie sample: --output is required (.npy or .png)");
+  check(a.has("output"), "tweedie sample: --output is required (.png, .npy or DIR/)");
   const std::string out = a.str("output");
-  check(ends_with(out, ".npy") || ends_with(out, ".png"), "tweedie sample: --output must end in .npy or .png, got '", out, "'");
+  const bool to_dir = ends_with(out, "/") || is_directory(out);
+  check(to_dir || ends_with(out, ".npy") || ends_with(out, ".png"), "tweedie sample: --output must end in .npy, .png or /, got '", out, "'");
 
   const SamplerInfo& sampler = find_sampler(a.str("sampler"));
   SamplerOptions sopt = sampler_options(a);
   ScheduleOptions schopt = schedule_options(a);
-  LoadedModel model = load_model(a.str("model"), a.str("process"), a.str("prediction"));
+  std::string spec = a.str("model");
+  if (spec.empty()) {
+    spec = default_model_path();
+    check(std::ifstream(spec).good(), "tweedie sample: no --model given and the default model ", spec,
+          " is missing (train it with the command in models/README.md)");
+  }
+  LoadedModel model = load_model(spec, a.str("process"), a.str("prediction"));
+  check(!to_dir || model.image, "tweedie sample: DIR/ output needs an image model");
+  if (a.has("bf16")) {
+    auto* nd = dynamic_cast<NetDenoiser*>(model.denoiser.get());
+    check(nd != nullptr, "tweedie sample: --bf16 applies to network models only");
+    nd->set_dtype(torch::kBFloat16);
+  }
   const Process& proc = model.denoiser->process();
   const int steps = a.integer("steps");
   std::vector<double> sigmas = make_schedule(a.str("schedule"), proc, steps, schopt);
 
+  int n = a.has("num") ? a.integer("num") : (model.image ? 16 : 1024);
+  check(n >= 1, "tweedie sample: -n must be >= 1 (got ", n, ")");
   Cond cond;
   DenoiserPtr den = model.denoiser;
-  int n = a.integer("num");
-  check(n >= 1, "tweedie sample: -n must be >= 1 (got ", n, ")");
+  int cols = int(std::ceil(std::sqrt(double(n))));
   if (a.has("class")) {
-    check(model.num_classes > 0, "tweedie sample: --class given but the model has no classes");
-    int c = a.integer("class");
-    check(c >= 0 && c < model.num_classes, "tweedie sample: --class ", c, " out of range [0, ", model.num_classes, ")");
-    cond.labels = torch::full({n}, c, torch::kInt64);
+    cond.labels = class_labels(model, a.str("class"), n);
+    if (a.str("class") == "all") cols = int(cond.labels.size(0) / model.num_classes);
+    n = int(cond.labels.size(0));
   }
   const double cfg = a.number("cfg");
   if (cfg != 1.0) {
@@ -73,14 +108,16 @@ int run(int argc, char** argv) {
     std::vector<int64_t> want(shape.begin() + 1, shape.end());
     check(noise.dim() == int64_t(want.size()) + 1 && noise.sizes().slice(1).vec() == want, a.str("init-noise"),
           ": shape ", noise.sizes(), " does not match [N, ", c10::IntArrayRef(want), "]");
+    check(noise.size(0) >= 1, a.str("init-noise"), ": holds no samples");
+    check(!cond.labels.defined() || noise.size(0) == n, a.str("init-noise"), ": holds ", noise.size(0),
+          " samples but --class asks for ", n);
     n = noise.size(0);
-    check(n >= 1, a.str("init-noise"), ": holds no samples");
-    if (cond.labels.defined()) cond.labels = torch::full({n}, cond.labels[0].item<int64_t>(), torch::kInt64);
   } else {
     noise = at::randn(shape, gen, torch::kFloat32);
   }
   torch::Tensor x = noise * sigmas.front();
 
+  torch::NoGradGuard no_grad;
   SamplerRun runner(*den, sigmas, cond, sopt, gen);
   Progress prog(sampler.name, steps, !a.has("quiet"));
   runner.callback = [&](const StepInfo& st) { prog.update(st.step + 1); };
@@ -88,25 +125,27 @@ int run(int argc, char** argv) {
   prog.finish();
   check(torch::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
 
-  auto scatter = [&](const std::string& path) {
-    check(x.dim() == 2 && x.size(1) == 2, path, ": scatter plots need a 2-D model (this one has shape ",
-          c10::IntArrayRef(model.sample_shape), "); write .npy instead");
-    auto c = x.to(torch::kFloat64).contiguous();
-    Series s{"samples", {}, {}, true};
-    for (int64_t i = 0; i < c.size(0); ++i) s.x.push_back(c[i][0].item<double>()), s.y.push_back(c[i][1].item<double>());
-    PlotOptions po;
-    po.title = sampler.name + ", " + a.str("schedule") + ", " + std::to_string(steps) + " steps, " +
-               std::to_string(runner.nfe) + " NFE";
-    po.equal_aspect = true;
-    po.point_radius = 2;
-    po.point_alpha = 0.5;
-    po.width = po.height = 700;
-    po.legend = false;
-    write_png(path, plot({s}, po));
-  };
-  if (ends_with(out, ".npy")) save_npy(out, x);
-  else scatter(out);
-  if (a.has("plot")) scatter(a.str("plot"));
+  const std::string title = sampler.name + ", " + a.str("schedule") + ", " + std::to_string(steps) + " steps, " +
+                            std::to_string(runner.nfe) + " NFE";
+  if (to_dir) {
+    if (!is_directory(out)) check(std::system(("mkdir -p '" + out + "'").c_str()) == 0, "cannot create '", out, "'");
+    for (int64_t i = 0; i < n; ++i) {
+      char name[64];
+      std::snprintf(name, sizeof name, "%05ld_c%ld.png", (long)i,
+                    (long)(cond.labels.defined() ? cond.labels[i].item<int64_t>() : -1));
+      write_png(out + (ends_with(out, "/") ? "" : "/") + name, tensor_to_image(x[i].clamp(-1, 1)));
+    }
+  } else if (ends_with(out, ".npy")) {
+    save_npy(out, x);
+  } else if (model.image) {
+    Image grid = make_grid(x.clamp(-1, 1), cols);
+    grid.text["parameters"] = title + ", seed " + a.str("seed") + ", cfg " + a.str("cfg") +
+                              (a.has("class") ? ", class " + a.str("class") : "");
+    write_png(out, grid);
+  } else {
+    write_scatter(out, x, model, title);
+  }
+  if (a.has("plot")) write_scatter(a.str("plot"), x, model, title);
   std::fprintf(stderr, "wrote %s (%d samples, %d NFE, %s)\n", out.c_str(), n, runner.nfe, model.description.c_str());
   return 0;
 }
