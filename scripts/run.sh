@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh --target tweedie_cli
 mkdir -p out
-./build/tweedie sample -m gmm:models/gmm/ring2d.json -n 4000 --seed 1 -o out/ring2d.png
-echo "wrote out/ring2d.png"
+# the shipped class-conditional Fashion-MNIST model: one row per class, 8 samples each
+./build/tweedie sample --class all -n 80 --cfg 3 --steps 20 -o out/fashion_mnist.png

@@ -173,6 +173,7 @@ TEST(CLI, TrainThenSampleImages) {
   expect_error("sample " + m + "--class hat -o " + d + "/y.png", "unknown class 'hat'", d + "/y.png");
   expect_error("sample " + m + "--process edm -o " + d + "/y.png", "apply to analytic models only", d + "/y.png");
   expect_error("sample " + m + "--class 10 -o " + d + "/y.png", "unknown class '10'", d + "/y.png");
+  expect_error("sample " + m + "--class all -n 15 -o " + d + "/y.png", "multiple of the 10 classes", d + "/y.png");
   std::ofstream(d + "/bad.json") << R"({"arch": "unet", "network": {}, "lr": "fast"})";
   expect_error("train -c " + d + "/bad.json -o " + d + "/run2", "'lr' must be a number");
   // resume continues to a larger step count

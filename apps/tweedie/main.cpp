@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "tweedie/core/error.h"
+#include "tweedie/core/threads.h"
 
 int main(int argc, char** argv) {
   using namespace tweedie::cli;
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
     usage();
     return argc < 2 ? 1 : 0;
   }
+  tweedie::configure_threads();
   for (auto& c : commands()) {
     if (c.name == argv[1]) {
       try {

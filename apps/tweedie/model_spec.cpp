@@ -34,9 +34,9 @@ std::string default_model_path() {
 torch::Tensor class_labels(const LoadedModel& m, const std::string& spec, int64_t n) {
   check(m.num_classes > 0, "--class given but the model has no classes");
   if (spec == "all") {
-    check(n % m.num_classes == 0 || n >= m.num_classes, "--class all needs -n >= ", m.num_classes);
-    const int64_t per = std::max<int64_t>(1, n / m.num_classes);
-    return torch::arange(m.num_classes, torch::kInt64).repeat_interleave(per);
+    check(n > 0 && n % m.num_classes == 0, "--class all needs -n to be a multiple of the ", m.num_classes,
+          " classes (one grid row per class), got -n ", n);
+    return torch::arange(m.num_classes, torch::kInt64).repeat_interleave(n / m.num_classes);
   }
   std::vector<std::string> names = m.class_names;
   if (names.empty())

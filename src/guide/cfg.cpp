@@ -12,12 +12,13 @@ CFGDenoiser::CFGDenoiser(DenoiserPtr inner, double scale) : inner_(std::move(inn
   check(std::isfinite(scale), "cfg scale must be finite");
 }
 
+// Both branches run as one batch [cond; uncond] (one network call per NFE).
 Prediction CFGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
-  Prediction cond = inner_->predict(x, s, c);
-  if (scale_ == 1.0) return cond;
-  Prediction uncond = inner_->predict(x, s, c.null_like());
-  Prediction out = Prediction::from_x0(uncond.x0() + (cond.x0() - uncond.x0()) * scale_, x, s, inner_->process());
-  out.set_renoise_eps(uncond.eps());
+  if (scale_ == 1.0) return inner_->predict(x, s, c);
+  Prediction both = inner_->predict(torch::cat({x, x}), s, c.concat(c.null_like()));
+  auto x0 = both.x0().chunk(2), eps = both.eps().chunk(2);
+  Prediction out = Prediction::from_x0(x0[1] + (x0[0] - x0[1]) * scale_, x, s, inner_->process());
+  out.set_renoise_eps(eps[1]);
   return out;
 }
 

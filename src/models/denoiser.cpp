@@ -1,6 +1,8 @@
 // Cond helpers.
 #include "tweedie/models/denoiser.h"
 
+#include "tweedie/core/error.h"
+
 namespace tweedie {
 
 Cond Cond::null_like() const {
@@ -14,6 +16,26 @@ Cond Cond::null_like() const {
   }
   for (auto& [k, v] : extra)
     if (k == "null_context") c.extra[k] = v;
+  return c;
+}
+
+namespace {
+torch::Tensor cat_defined(const torch::Tensor& a, const torch::Tensor& b, const char* what) {
+  check(a.defined() == b.defined(), "Cond::concat: '", what, "' is set in one condition only");
+  return a.defined() ? torch::cat({a, b}) : a;
+}
+}  // namespace
+
+Cond Cond::concat(const Cond& other) const {
+  Cond c;
+  c.labels = cat_defined(labels, other.labels, "labels");
+  c.context = cat_defined(context, other.context, "context");
+  check(extra.size() == other.extra.size(), "Cond::concat: the conditions have different extra entries");
+  for (auto& [k, v] : extra) {
+    auto it = other.extra.find(k);
+    check(it != other.extra.end(), "Cond::concat: extra '", k, "' is set in one condition only");
+    c.extra[k] = v.is_same(it->second) ? v : torch::cat({v, it->second});
+  }
   return c;
 }
 

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tweedie/core/error.h"
+#include "tweedie/core/threads.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
@@ -301,7 +302,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool resume) : impl_(new 
   m.cfg = std::move(cfg);
   m.out = std::move(out_dir);
   check(is_directory(m.out), "output directory '", m.out, "' does not exist");
-  if (m.cfg.threads > 0) torch::set_num_threads(m.cfg.threads);
+  if (m.cfg.threads > 0) configure_threads(m.cfg.threads);
   m.data = load_dataset(m.cfg.data);
   if (m.cfg.pad > 0) m.data = m.data.padded(m.cfg.pad);
   check(m.data.size() >= m.cfg.batch_size, m.cfg.data, ": ", m.data.size(), " images, fewer than batch_size ",

@@ -24,6 +24,10 @@ struct Cond {
   // The unconditional counterpart of this condition (labels -> -1, context
   // -> the stored null context if any). Used by classifier-free guidance.
   Cond null_like() const;
+  // This condition and `other` stacked along the batch (this first), so two
+  // branches can run in one network call. Extra entries that are the same
+  // tensor in both (shared, not per-sample) are kept once.
+  Cond concat(const Cond& other) const;
   bool empty() const { return !labels.defined() && !context.defined() && extra.empty(); }
 };
 
