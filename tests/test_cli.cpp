@@ -9,8 +9,11 @@
 #include <fstream>
 
 #include "testing.h"
+#include "tweedie/eval/evaluator.h"
+#include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
 #include "tweedie/io/npy.h"
+#include "tweedie/models/network_io.h"
 
 using namespace tweedie;
 using namespace tweedie::testing;
@@ -180,6 +183,65 @@ TEST(CLI, TrainThenSampleImages) {
   r = cli("train -q -c " + d + "/cfg.json -o " + d + "/run --resume --steps 5");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("(5 steps)"), std::string::npos) << r.out;
+}
+
+}  // namespace
+
+namespace {
+
+// tweedie eval reads PNG folders exactly as it judges tensors: the FID it
+// prints for images written to disk equals the library's on the same images.
+TEST(CLI, EvalImagesMatchesTheLibraryAndRejectsBadFolders) {
+  std::string d = ::testing::TempDir() + "/cli_eval";
+  ASSERT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "/imgs' '" + d + "/mixed' '" + d + "/empty'").c_str()), 0);
+  // 40 test-set images as samples "generated" for their true class.
+  Dataset test = load_dataset("fashion-mnist:test");
+  auto idx = torch::arange(40, torch::kInt64);
+  auto imgs = test.batch_images(idx), labels = test.batch_labels(idx);
+  for (int64_t i = 0; i < 40; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "/imgs/%05ld_c%ld.png", (long)i, (long)labels[i].item<int64_t>());
+    write_png(d + name, tensor_to_image(imgs[i]));
+  }
+  Result r = cli("eval --images " + d + "/imgs --json " + d + "/r.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = read_file(d + "/r.json");
+  auto clf = as_classifier(load_network(source_path("models/fashion_mnist_classifier.safetensors")), "clf");
+  Evaluator ev(clf, test);
+  EvalResult want = ev.evaluate(imgs, labels);
+  auto num = [&](const std::string& key) {
+    auto p = j.find("\"" + key + "\":");
+    EXPECT_NE(p, std::string::npos) << key << " in " << j;
+    return std::stod(j.substr(p + key.size() + 3));
+  };
+  EXPECT_NEAR(num("fid"), want.fid, 1e-6 * std::max(1.0, want.fid));
+  EXPECT_NEAR(num("accuracy"), want.accuracy, 1e-12);
+  EXPECT_NE(r.out.find("class accuracy"), std::string::npos);
+
+  write_png(d + "/mixed/00000_c1.png", tensor_to_image(imgs[0]));
+  write_png(d + "/mixed/00001_c2.png", tensor_to_image(torch::zeros({1, 32, 32})));
+  expect_error("eval --images " + d + "/mixed", "differs from");
+  expect_error("eval --images " + d + "/empty", "at least 2 PNG images");
+  expect_error("eval --images " + d + "/nope", "is not a directory");
+  expect_error("eval --classifier models/fashion_mnist.safetensors --images " + d + "/imgs", "not a classifier");
+  expect_error("eval -m models/fashion_mnist_classifier.safetensors -n 4", "not a diffusion model");
+  expect_error("eval --images " + d + "/imgs -m models/fashion_mnist.safetensors", "not both");
+  expect_error("eval -n 4 --steps 3 --nfe 5", "either --steps or --nfe");
+  expect_error("train-classifier -o " + d + "/c.bin", "must end in .safetensors");
+  std::ofstream(d + "/bad.json") << R"({"epochs": 2, "optimiser": "sgd"})";
+  expect_error("train-classifier -c " + d + "/bad.json -o " + d + "/c.safetensors", "unknown key 'optimiser'",
+               d + "/c.safetensors");
+}
+
+TEST(CLI, EvalSamplesAModelWithAnNfeBudget) {
+  std::string d = ::testing::TempDir() + "/cli_eval2";
+  ASSERT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str()), 0);
+  Result r = cli("eval -q -n 20 --sampler heun --nfe 6 --json " + d + "/r.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = read_file(d + "/r.json");
+  EXPECT_NE(j.find("\"steps\": 3"), std::string::npos) << j;  // heun: 2 per step, 1 at the last -> 5 NFE
+  EXPECT_NE(j.find("\"nfe\": 5"), std::string::npos) << j;
+  EXPECT_NE(r.out.find("FID "), std::string::npos);
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ int run(int argc, char** argv) {
   require_invertible(sampler);
   LoadedModel model = load_model(a.str("model"), a.str("process"), a.str("prediction"));
   const Process& proc = model.denoiser->process();
-  std::vector<double> down = make_schedule(a.str("schedule"), proc, a.integer("steps"), schedule_options(a));
+  std::vector<double> down = make_schedule(a.str("schedule"), proc, sampling_steps(a, sampler), schedule_options(a));
   down.pop_back();  // inversion starts at the lowest positive level, with the data as the state there
   check(down.size() >= 2, "tweedie invert: needs at least 2 steps");
   std::vector<double> up(down.rbegin(), down.rend());

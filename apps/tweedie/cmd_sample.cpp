@@ -16,6 +16,7 @@
 #include "tweedie/io/npy.h"
 #include "tweedie/io/plot.h"
 #include "tweedie/models/net_denoiser.h"
+#include "tweedie/sample/generate.h"
 
 namespace tweedie::cli {
 namespace {
@@ -51,6 +52,7 @@ int run(int argc, char** argv) {
       {"class", "", false, "class name or index for conditional models; 'all' = one grid row per class", ""},
       {"cfg", "", false, "classifier-free guidance scale (needs --class)", "1"},
       {"bf16", "", true, "run the network in bfloat16 (image models)", ""},
+      {"batch", "", false, "samples per sampler run, to bound memory (0 = all at once; stochastic samplers' output depends on it) (default: 256 for image models, all at once for mixtures)", ""},
       {"quiet", "q", true, "no progress on stderr", ""},
   };
   opts.insert(opts.begin(), own.begin(), own.end());
@@ -79,7 +81,7 @@ int run(int argc, char** argv) {
     nd->set_dtype(torch::kBFloat16);
   }
   const Process& proc = model.denoiser->process();
-  const int steps = a.integer("steps");
+  const int steps = sampling_steps(a, sampler);
   std::vector<double> sigmas = make_schedule(a.str("schedule"), proc, steps, schopt);
 
   int n = a.has("num") ? a.integer("num") : (model.image ? 16 : 1024);
@@ -115,18 +117,20 @@ int run(int argc, char** argv) {
   } else {
     noise = at::randn(shape, gen, torch::kFloat32);
   }
-  torch::Tensor x = noise * sigmas.front();
-
   torch::NoGradGuard no_grad;
-  SamplerRun runner(*den, sigmas, cond, sopt, gen);
-  Progress prog(sampler.name, steps, !a.has("quiet"));
-  runner.callback = [&](const StepInfo& st) { prog.update(st.step + 1); };
-  x = run_sampler(sampler, runner, x);
+  GenerateOptions gopt;
+  gopt.sampler = sopt;
+  gopt.batch = a.has("batch") ? a.integer("batch") : (model.image ? 256 : 0);
+  check(gopt.batch >= 0, "tweedie sample: --batch must be >= 0");
+  Progress prog(sampler.name, int(chunks_of(n, gopt.batch) * steps), !a.has("quiet"));
+  gopt.progress = [&](int64_t done, int64_t) { prog.update(int(done)); };
+  Generated g = generate(*den, sampler, sigmas, noise, cond, gopt, gen);
   prog.finish();
+  torch::Tensor x = g.x;
   check(torch::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
 
   const std::string title = sampler.name + ", " + a.str("schedule") + ", " + std::to_string(steps) + " steps, " +
-                            std::to_string(runner.nfe) + " NFE";
+                            std::to_string(g.nfe) + " NFE";
   if (to_dir) {
     if (!is_directory(out)) check(std::system(("mkdir -p '" + out + "'").c_str()) == 0, "cannot create '", out, "'");
     for (int64_t i = 0; i < n; ++i) {
@@ -146,7 +150,7 @@ int run(int argc, char** argv) {
     write_scatter(out, x, model, title);
   }
   if (a.has("plot")) write_scatter(a.str("plot"), x, model, title);
-  std::fprintf(stderr, "wrote %s (%d samples, %d NFE, %s)\n", out.c_str(), n, runner.nfe, model.description.c_str());
+  std::fprintf(stderr, "wrote %s (%d samples, %d NFE, %s)\n", out.c_str(), n, g.nfe, model.description.c_str());
   return 0;
 }
 

@@ -7,7 +7,7 @@
 
 #include "cli.h"
 #include "tweedie/core/error.h"
-#include "tweedie/core/threads.h"
+#include "tweedie/core/runtime.h"
 
 int main(int argc, char** argv) {
   using namespace tweedie::cli;
@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 1 : 0;
   }
   tweedie::configure_threads();
+  tweedie::configure_allocator();
   for (auto& c : commands()) {
     if (c.name == argv[1]) {
       try {

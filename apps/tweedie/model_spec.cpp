@@ -31,6 +31,12 @@ std::string default_model_path() {
   return std::string(TWEEDIE_SOURCE_DIR) + "/models/fashion_mnist.safetensors";
 }
 
+std::string default_classifier_path() {
+  const char* env = std::getenv("TWEEDIE_CLASSIFIER");
+  if (env && *env) return env;
+  return std::string(TWEEDIE_SOURCE_DIR) + "/models/fashion_mnist_classifier.safetensors";
+}
+
 torch::Tensor class_labels(const LoadedModel& m, const std::string& spec, int64_t n) {
   check(m.num_classes > 0, "--class given but the model has no classes");
   if (spec == "all") {

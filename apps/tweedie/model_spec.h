@@ -19,6 +19,10 @@ struct LoadedModel {
 // The model `tweedie sample` uses when no --model is given.
 std::string default_model_path();
 
+// The evaluation classifier `tweedie eval` uses when no --classifier is given
+// ($TWEEDIE_CLASSIFIER or models/fashion_mnist_classifier.safetensors).
+std::string default_classifier_path();
+
 // "gmm:FILE.json" (an exact Gaussian-mixture denoiser; process_spec and
 // prediction choose its process and the parameterization it reports in) or a
 // tweedie model file (.safetensors; its process and parameterization are its

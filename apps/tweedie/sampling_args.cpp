@@ -1,6 +1,7 @@
 #include "sampling_args.h"
 
 #include "tweedie/core/error.h"
+#include "tweedie/sample/generate.h"
 
 namespace tweedie::cli {
 
@@ -9,6 +10,7 @@ std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& d
       {"sampler", "", false, "sampler (see 'tweedie samplers')", ds},
       {"schedule", "", false, "step schedule (see 'tweedie samplers')", dsch},
       {"steps", "s", false, "number of steps", std::to_string(dsteps)},
+      {"nfe", "", false, "evaluation budget instead of --steps: the most steps this sampler fits in N model evaluations", ""},
       {"eta", "", false, "noise amount of DDIM/ancestral/SDE samplers (default: the sampler's)", ""},
       {"s-noise", "", false, "scale of fresh noise", "1"},
       {"churn", "", false, "EDM S_churn for euler, heun and dpm2", "0"},
@@ -24,6 +26,14 @@ std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& d
       {"beta-a", "", false, "beta schedule alpha", "0.6"},
       {"beta-b", "", false, "beta schedule beta", "0.6"},
   };
+}
+
+int sampling_steps(const Args& a, const SamplerInfo& s) {
+  check(!(a.has("nfe") && a.has("steps")), "give either --steps or --nfe, not both");
+  if (a.has("nfe")) return steps_for_nfe(s, a.integer("nfe"));
+  const int steps = a.integer("steps");
+  check(steps >= 1, "--steps must be >= 1 (got ", steps, ")");
+  return steps;
 }
 
 SamplerOptions sampler_options(const Args& a) {

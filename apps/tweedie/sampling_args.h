@@ -8,12 +8,14 @@
 
 namespace tweedie::cli {
 
-// --sampler, --schedule, --steps, --eta, --s-noise, --churn, --s-tmin, --s-tmax,
+// --sampler, --schedule, --steps, --nfe, --eta, --s-noise, --churn, --s-tmin, --s-tmax,
 // --gamma, --ge-gamma, --rho, --shift, --sigma-min, --sigma-max, --gits-coeff,
 // --beta-a, --beta-b
 std::vector<Args::Opt> sampling_opts(const std::string& default_sampler, const std::string& default_schedule,
                                      int default_steps);
 SamplerOptions sampler_options(const Args& a);
+// --steps, or with --nfe N the most steps sampler s fits in N evaluations.
+int sampling_steps(const Args& a, const SamplerInfo& s);
 ScheduleOptions schedule_options(const Args& a);
 
 }  // namespace tweedie::cli

@@ -12,7 +12,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 
-#include "config_reader.h"
+#include "../core/config_reader.h"
 #include "tweedie/core/error.h"
 #include "tweedie/nn/attention.h"
 #include "tweedie/nn/embedding.h"
@@ -28,13 +28,7 @@ DiTConfig DiTConfig::from_json(const std::string& text) {
   DiTConfig c;
   c.in_channels = r.integer("in_channels", c.in_channels, 1);
   c.out_channels = r.integer("out_channels", c.in_channels, 1);
-  if (r.has("image_size")) {
-    if (r.has("height") || r.has("width")) r.bad("image_size", "give either image_size or height/width, not both");
-    c.height = c.width = r.integer("image_size", 32, 1);
-  } else {
-    c.height = r.integer("height", c.height, 1);
-    c.width = r.integer("width", c.width, 1);
-  }
+  r.image_size(c.height, c.width);
   c.patch_size = r.integer("patch_size", c.patch_size, 1);
   c.hidden_size = r.integer("hidden_size", c.hidden_size, 1);
   c.depth = r.integer("depth", c.depth, 1);

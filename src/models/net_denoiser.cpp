@@ -32,6 +32,7 @@ Prediction NetDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
 ModelFile load_model_file(const std::string& path) {
   std::map<std::string, std::string> md;
   NetworkPtr net = load_network(path, &md);
+  check(net->arch() != "classifier", path, ": holds a 'classifier' network, not a diffusion model");
   auto get = [&](const std::string& k) {
     auto it = md.find(k);
     if (it == md.end()) fail(path, ": not a tweedie model file (metadata lacks '", k, "')");

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../nn/inplace.h"
-#include "config_reader.h"
+#include "../core/config_reader.h"
 #include "tweedie/core/error.h"
 #include "tweedie/nn/attention.h"
 #include "tweedie/nn/embedding.h"
@@ -26,13 +26,7 @@ UNetConfig UNetConfig::from_json(const std::string& text) {
   UNetConfig c;
   c.in_channels = r.integer("in_channels", c.in_channels, 1);
   c.out_channels = r.integer("out_channels", c.in_channels, 1);
-  if (r.has("image_size")) {
-    if (r.has("height") || r.has("width")) r.bad("image_size", "give either image_size or height/width, not both");
-    c.height = c.width = r.integer("image_size", 32, 1);
-  } else {
-    c.height = r.integer("height", c.height, 1);
-    c.width = r.integer("width", c.width, 1);
-  }
+  r.image_size(c.height, c.width);
   c.model_channels = r.integer("model_channels", c.model_channels, 1);
   c.channel_mult = r.int_list("channel_mult", c.channel_mult, 1);
   if (c.channel_mult.empty()) r.bad("channel_mult", "must be a non-empty list of positive integers");

@@ -79,4 +79,19 @@ torch::Tensor random_hflip(const torch::Tensor& x, torch::Generator gen, double 
   return torch::where(flip, x.flip({3}), x);
 }
 
+torch::Tensor random_translate(const torch::Tensor& x, int64_t max_shift, torch::Generator gen) {
+  check(x.dim() == 4, "random_translate expects [B, C, H, W], got ", x.sizes());
+  check(max_shift >= 0, "random_translate: max_shift must be >= 0, got ", max_shift);
+  if (max_shift == 0) return x;
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3), m = max_shift;
+  auto off = torch::randint(0, 2 * m + 1, {B, 2}, gen, torch::TensorOptions().dtype(torch::kInt64));
+  auto padded = torch::replication_pad2d(x, {m, m, m, m});
+  auto acc = off.accessor<int64_t, 2>();
+  std::vector<torch::Tensor> out;
+  out.reserve(B);
+  for (int64_t i = 0; i < B; ++i)
+    out.push_back(padded[i].narrow(1, acc[i][0], H).narrow(2, acc[i][1], W));
+  return torch::stack(out);
+}
+
 }  // namespace tweedie

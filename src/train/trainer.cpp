@@ -13,8 +13,9 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "../core/config_reader.h"
 #include "tweedie/core/error.h"
-#include "tweedie/core/threads.h"
+#include "tweedie/core/runtime.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
@@ -32,96 +33,53 @@ namespace tweedie {
 using json = nlohmann::json;
 
 TrainConfig TrainConfig::parse(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const std::exception& e) {
-    fail(where, ": malformed JSON (", e.what(), ")");
-  }
-  if (!j.is_object()) fail(where, ": the training config must be a JSON object");
+  if (text.empty()) fail(where, ": malformed JSON (the file is empty)");
+  detail::ConfigReader r(where, text, detail::ConfigReader::Style::WhyThenValue);
   TrainConfig c;
-  auto num = [&](const std::string& k, const json& v) {
-    if (!v.is_number()) fail(where, ": '", k, "' must be a number");
-    return v.get<double>();
-  };
-  auto integer = [&](const std::string& k, const json& v, int64_t lo) {
-    if (!v.is_number_integer()) fail(where, ": '", k, "' must be an integer");
-    int64_t x = v.get<int64_t>();
-    if (x < lo) fail(where, ": '", k, "' must be >= ", lo, " (got ", x, ")");
-    return x;
-  };
-  auto str = [&](const std::string& k, const json& v) {
-    if (!v.is_string()) fail(where, ": '", k, "' must be a string");
-    return v.get<std::string>();
-  };
-  auto boolean = [&](const std::string& k, const json& v) {
-    if (!v.is_boolean()) fail(where, ": '", k, "' must be true or false");
-    return v.get<bool>();
-  };
-  auto prob = [&](const std::string& k, const json& v) {
-    double x = num(k, v);
-    if (x < 0 || x > 1) fail(where, ": '", k, "' must be in [0, 1] (got ", x, ")");
-    return x;
-  };
-  auto positive = [&](const std::string& k, const json& v) {
-    double x = num(k, v);
-    if (!(x > 0)) fail(where, ": '", k, "' must be positive (got ", x, ")");
-    return x;
-  };
-  for (auto& [k, v] : j.items()) {
-    try {
-      if (k == "data") c.data = str(k, v);
-      else if (k == "pad") c.pad = int(integer(k, v, 0));
-      else if (k == "hflip") c.hflip = boolean(k, v);
-      else if (k == "arch") c.arch = str(k, v);
-      else if (k == "network") {
-        if (!v.is_object()) fail(where, ": 'network' must be an object");
-        c.network_json = v.dump();
-      } else if (k == "process") c.process = str(k, v);
-      else if (k == "prediction") c.param.kind = pred_kind_from_string(str(k, v));
-      else if (k == "sigma_data") c.param.sigma_data = positive(k, v);
-      else if (k == "timestep_sampling") c.timesteps.kind = timestep_sampling_from_string(str(k, v));
-      else if (k == "logit_mean") c.timesteps.logit_mean = num(k, v);
-      else if (k == "logit_std") c.timesteps.logit_std = positive(k, v);
-      else if (k == "p_mean") c.timesteps.p_mean = num(k, v);
-      else if (k == "p_std") c.timesteps.p_std = positive(k, v);
-      else if (k == "weighting") c.weighting.kind = weighting_from_string(str(k, v));
-      else if (k == "min_snr_gamma") c.weighting.gamma = positive(k, v);
-      else if (k == "p2_k") c.weighting.p2_k = positive(k, v);
-      else if (k == "p2_gamma") c.weighting.p2_gamma = num(k, v);
-      else if (k == "cond_dropout") c.cond_dropout = prob(k, v);
-      else if (k == "batch_size") c.batch_size = integer(k, v, 1);
-      else if (k == "steps") c.steps = integer(k, v, 1);
-      else if (k == "lr") c.lr = positive(k, v);
-      else if (k == "lr_schedule") c.lr_schedule = str(k, v);
-      else if (k == "warmup_steps") c.warmup_steps = integer(k, v, 0);
-      else if (k == "min_lr") c.min_lr = num(k, v);
-      else if (k == "weight_decay") c.weight_decay = num(k, v);
-      else if (k == "beta1") c.beta1 = prob(k, v);
-      else if (k == "beta2") c.beta2 = prob(k, v);
-      else if (k == "adam_eps") c.adam_eps = positive(k, v);
-      else if (k == "grad_clip") c.grad_clip = num(k, v);
-      else if (k == "ema_decay") c.ema_decay = prob(k, v);
-      else if (k == "bf16") c.bf16 = boolean(k, v);
-      else if (k == "seed") c.seed = uint64_t(integer(k, v, 0));
-      else if (k == "threads") c.threads = int(integer(k, v, 0));
-      else if (k == "log_every") c.log_every = integer(k, v, 1);
-      else if (k == "checkpoint_every") c.checkpoint_every = integer(k, v, 1);
-      else if (k == "sample_every") c.sample_every = integer(k, v, 0);
-      else if (k == "sample_steps") c.sample_steps = int(integer(k, v, 1));
-      else if (k == "sample_cfg") c.sample_cfg = num(k, v);
-      else if (k == "sample_per_class") c.sample_per_class = int(integer(k, v, 1));
-      else fail(where, ": unknown key '", k, "'");
-    } catch (const Error& e) {
-      std::string m = e.what();
-      if (m.rfind(where, 0) == 0) throw;
-      fail(where, ": '", k, "': ", m);
-    }
-  }
+  c.data = r.string("data", c.data);
+  c.pad = int(r.integer("pad", c.pad, 0));
+  c.hflip = r.boolean("hflip", c.hflip);
+  c.arch = r.string("arch", c.arch);
+  c.network_json = r.object_json("network");
+  c.process = r.string("process", c.process);
+  c.param.kind = r.parsed("prediction", c.param.kind, pred_kind_from_string);
+  c.param.sigma_data = r.positive("sigma_data", c.param.sigma_data);
+  c.timesteps.kind = r.parsed("timestep_sampling", c.timesteps.kind, timestep_sampling_from_string);
+  c.timesteps.logit_mean = r.number("logit_mean", c.timesteps.logit_mean);
+  c.timesteps.logit_std = r.positive("logit_std", c.timesteps.logit_std);
+  c.timesteps.p_mean = r.number("p_mean", c.timesteps.p_mean);
+  c.timesteps.p_std = r.positive("p_std", c.timesteps.p_std);
+  c.weighting.kind = r.parsed("weighting", c.weighting.kind, weighting_from_string);
+  c.weighting.gamma = r.positive("min_snr_gamma", c.weighting.gamma);
+  c.weighting.p2_k = r.positive("p2_k", c.weighting.p2_k);
+  c.weighting.p2_gamma = r.number("p2_gamma", c.weighting.p2_gamma);
+  c.cond_dropout = r.probability("cond_dropout", c.cond_dropout);
+  c.batch_size = r.integer("batch_size", c.batch_size, 1);
+  c.steps = r.integer("steps", c.steps, 1);
+  c.lr = r.positive("lr", c.lr);
+  c.lr_schedule = r.string("lr_schedule", c.lr_schedule);
+  c.warmup_steps = r.integer("warmup_steps", c.warmup_steps, 0);
+  c.min_lr = r.number("min_lr", c.min_lr);
+  c.weight_decay = r.number("weight_decay", c.weight_decay);
+  c.beta1 = r.probability("beta1", c.beta1);
+  c.beta2 = r.probability("beta2", c.beta2);
+  c.adam_eps = r.positive("adam_eps", c.adam_eps);
+  c.grad_clip = r.number("grad_clip", c.grad_clip);
+  c.ema_decay = r.probability("ema_decay", c.ema_decay);
+  c.bf16 = r.boolean("bf16", c.bf16);
+  c.seed = uint64_t(r.integer("seed", int64_t(c.seed), 0));
+  c.threads = int(r.integer("threads", c.threads, 0));
+  c.log_every = r.integer("log_every", c.log_every, 1);
+  c.checkpoint_every = r.integer("checkpoint_every", c.checkpoint_every, 1);
+  c.sample_every = r.integer("sample_every", c.sample_every, 0);
+  c.sample_steps = int(r.integer("sample_steps", c.sample_steps, 1));
+  c.sample_cfg = r.number("sample_cfg", c.sample_cfg);
+  c.sample_per_class = int(r.integer("sample_per_class", c.sample_per_class, 1));
+  r.finish();
   if (c.arch.empty() || c.network_json.empty()) fail(where, ": 'arch' and 'network' are required");
-  if (c.weight_decay < 0) fail(where, ": 'weight_decay' must be >= 0");
-  if (c.grad_clip < 0) fail(where, ": 'grad_clip' must be >= 0");
-  if (c.min_lr < 0 || c.min_lr > c.lr) fail(where, ": 'min_lr' must be in [0, lr]");
+  if (c.weight_decay < 0) r.bad("weight_decay", "must be >= 0");
+  if (c.grad_clip < 0) r.bad("grad_clip", "must be >= 0");
+  if (c.min_lr < 0 || c.min_lr > c.lr) r.bad("min_lr", "must be in [0, lr]");
   try {
     make_process(c.process);
     make_network(c.arch, c.network_json);
@@ -130,7 +88,7 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& where
   } catch (const Error& e) {
     fail(where, ": ", e.what());
   }
-  c.config_json = j.dump();
+  c.config_json = r.object().dump();
   return c;
 }
 

@@ -144,4 +144,9 @@ class DataOrder {
 // uniform per image from gen (on the CPU; x may live on any device).
 torch::Tensor random_hflip(const torch::Tensor& x, torch::Generator gen, double p = 0.5);
 
+// Translate each image of x [B, C, H, W] by integer offsets drawn uniformly
+// from [-max_shift, max_shift] in each direction (from gen), filling the
+// uncovered border by replicating the edge pixels.
+torch::Tensor random_translate(const torch::Tensor& x, int64_t max_shift, torch::Generator gen);
+
 }  // namespace tweedie
