@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "cli_testing.h"
 #include "testing.h"
 #include "tweedie/eval/evaluator.h"
 #include "tweedie/io/fs.h"
@@ -20,35 +21,7 @@ using namespace tweedie::testing;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout + stderr
-};
-
-Result cli(const std::string& args) {
-  std::string cmd = std::string("cd ") + TWEEDIE_SOURCE_DIR + " && " + TWEEDIE_CLI + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t k;
-  while ((k = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, k);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
-
-std::string tmp(const std::string& name) { return ::testing::TempDir() + "/cli_" + name; }
-bool exists(const std::string& p) { return std::ifstream(p).good(); }
-
-// The last line of an error run: "error: ..." naming the culprit.
-void expect_error(const std::string& args, const std::string& needle, const std::string& must_not_exist = "") {
-  Result r = cli(args);
-  EXPECT_NE(r.code, 0) << args;
-  EXPECT_NE(r.out.find("error: "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.out;
-  EXPECT_EQ(r.out.find("Segmentation"), std::string::npos);
-  EXPECT_EQ(r.out.find("terminate called"), std::string::npos);
-  if (!must_not_exist.empty()) EXPECT_FALSE(exists(must_not_exist)) << must_not_exist;
-}
+// cli(), tmp(), exists() and expect_error() are in cli_testing.h.
 
 TEST(CLI, SampleWritesNpyAndPngAndSeedsReproduce) {
   std::string a = tmp("a.npy"), b = tmp("b.npy"), png = tmp("ring.png");
@@ -242,6 +215,101 @@ TEST(CLI, EvalSamplesAModelWithAnNfeBudget) {
   EXPECT_NE(j.find("\"steps\": 3"), std::string::npos) << j;  // heun: 2 per step, 1 at the last -> 5 NFE
   EXPECT_NE(j.find("\"nfe\": 5"), std::string::npos) << j;
   EXPECT_NE(r.out.find("FID "), std::string::npos);
+}
+
+}  // namespace
+
+// Guidance flags (guidance_args.h): they build exactly the library's
+// make_guidance, CADS reproduces from the seed, and bad values get one line
+// naming the option.
+#include "tweedie/guide/guidance.h"
+#include "tweedie/sample/generate.h"
+
+namespace {
+
+TEST(CLI, GuidanceFlagsBuildTheLibraryGuidance) {
+  const std::string out = tmp("guided.npy");
+  Result r = cli("sample -m gmm:models/gmm/ring2d.json -n 64 --seed 5 --class 2 --cfg 3 --negative-class 6 "
+                 "--cfg-rescale 0.5 --guidance-interval 0.2,6 --cfg-schedule cosine --dynamic-threshold 0.9 "
+                 "--dynamic-threshold-max 1.5 -q -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // the same run through the library
+  auto d = std::make_shared<GMMDenoiser>(GaussianMixture::load(source_path("models/gmm/ring2d.json")), make_process("vp"));
+  GuidanceOptions g;
+  g.cfg = 3;
+  g.negative_class = 6;
+  g.rescale = 0.5;
+  g.interval = {0.2, 6.0};
+  g.schedule = CFGSchedule::Cosine;
+  g.threshold = 0.9;
+  g.threshold_max = 1.5;
+  auto guided = make_guidance(d, g);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto noise = at::randn({64, 2}, gen, torch::kFloat32);
+  Cond c;
+  c.labels = torch::full({64}, 2, torch::kInt64);
+  auto want = generate(*guided, find_sampler("deis"), make_schedule("karras", d->process(), 20), noise, c, {}, gen).x;
+  EXPECT_TRUE(torch::equal(load_npy(out), want));
+  // guiding class 2 (at (0, 2)) away from the opposite class 6 (at (0, -2)) pushes it out along the y axis
+  auto plain = tmp("plain.npy");
+  ASSERT_EQ(cli("sample -m gmm:models/gmm/ring2d.json -n 64 --seed 5 --class 2 --cfg 3 --negative-class 6 -q -o " + plain).code, 0);
+  auto m = load_npy(plain).to(torch::kFloat64).mean(0);
+  EXPECT_NEAR(m[0].item<double>(), 0.0, 0.2);
+  EXPECT_GT(m[1].item<double>(), 4.0);
+  Result h = cli("sample --help");
+  for (auto f : {"--negative-class", "--cfg-rescale", "--guidance-interval", "--cfg-schedule", "--dynamic-threshold",
+                 "--dynamic-threshold-max", "--cads-noise", "--cads-tau", "--cads-psi"})
+    EXPECT_NE(h.out.find(f), std::string::npos) << f;
+}
+
+TEST(CLI, CADSReproducesFromTheSeed) {
+  const std::string m = "sample --class 3 -n 2 --steps 3 --cfg 3 -q ";
+  std::string a = tmp("cads_a.npy"), b = tmp("cads_b.npy"), c = tmp("cads_c.npy");
+  ASSERT_EQ(cli(m + "--cads-noise 0.25 --seed 1 -o " + a).code, 0);
+  ASSERT_EQ(cli(m + "--cads-noise 0.25 --seed 1 -o " + b).code, 0);
+  ASSERT_EQ(cli(m + "--cads-noise 0.25 --cads-tau 0.5,0.8 --cads-psi 0 --seed 1 -o " + c).code, 0);
+  EXPECT_TRUE(torch::equal(load_npy(a), load_npy(b)));
+  EXPECT_FALSE(torch::equal(load_npy(a), load_npy(c)));  // --cads-tau and --cads-psi act
+  EXPECT_TRUE(torch::isfinite(load_npy(c)).all().item<bool>());
+}
+
+TEST(CLI, EvalTakesTheGuidanceFlags) {
+  std::string d = ::testing::TempDir() + "/cli_eval_guided";
+  ASSERT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str()), 0);
+  Result r = cli("eval -q -n 20 --steps 3 --cfg 2 --negative-class 0 --cfg-schedule linear --guidance-interval 0.1,50 "
+                 "--cfg-rescale 0.7 --dynamic-threshold 0.995 --cads-noise 0.1 --json " + d + "/r.json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = read_file(d + "/r.json");
+  EXPECT_NE(j.find("cfg 2, negative class 0, linear schedule, interval (0.1, 50], rescale 0.7, CADS"), std::string::npos)
+      << j;
+  EXPECT_NE(j.find("dynamic threshold 0.995"), std::string::npos) << j;
+  EXPECT_NE(r.out.find("FID "), std::string::npos);
+}
+
+TEST(CLI, GuidanceBadInputGetsOneClearError) {
+  const std::string m = "sample -m gmm:models/gmm/ring2d.json ", g = m + "--class 1 --cfg 3 ";
+  std::string out = tmp("never_guided.npy");
+  std::remove(out.c_str());
+  expect_error(m + "--negative-class 2 -o " + out, "--negative-class needs --class", out);
+  expect_error(m + "--class 1 --negative-class 2 -o " + out, "--negative-class has no effect without guidance", out);
+  expect_error(g + "--negative-class nine -o " + out, "--negative-class: unknown class 'nine'", out);
+  expect_error(g + "--negative-class all -o " + out, "takes one class", out);
+  expect_error(g + "--guidance-interval 5,1 -o " + out, "--guidance-interval: LO must be below HI (got 5,1)", out);
+  expect_error(g + "--guidance-interval 1 -o " + out, "--guidance-interval expects two numbers", out);
+  expect_error(g + "--guidance-interval -1,2 -o " + out, "LO must be >= 0", out);
+  expect_error(g + "--cfg-rescale 2 -o " + out, "--cfg-rescale must be in [0, 1]", out);
+  expect_error(g + "--cfg-schedule quadratic -o " + out, "--cfg-schedule: unknown schedule 'quadratic'", out);
+  expect_error(g + "--dynamic-threshold 1.5 -o " + out, "--dynamic-threshold must be a percentile in (0, 1)", out);
+  expect_error(g + "--dynamic-threshold 0 -o " + out, "--dynamic-threshold must be a percentile in (0, 1)", out);
+  expect_error(g + "--dynamic-threshold 0.99 --dynamic-threshold-max 0.5 -o " + out, "must be >= 1", out);
+  expect_error(g + "--dynamic-threshold-max 2 -o " + out, "--dynamic-threshold-max needs --dynamic-threshold", out);
+  expect_error(g + "--cads-noise 0.25 -o " + out, "--cads-noise needs a network model", out);
+  expect_error(g + "--cads-tau 0.5,0.9 -o " + out, "--cads-tau needs --cads-noise", out);
+  expect_error("sample --class 1 --cfg 3 --cads-noise 0.2 --cads-tau 0.9,0.5 -o " + out, "0 <= TAU1 < TAU2 <= 1", out);
+  expect_error("sample --class 1 --cfg 3 --cads-noise -1 -o " + out, "--cads-noise must be positive", out);
+  expect_error("sample --cads-noise 0.2 -o " + out, "--cads-noise needs --class", out);
+  expect_error("eval -n 4 --negative-class 99", "--negative-class: unknown class '99'");
+  expect_error("bench fid -n 4 --cfg-rescale 3", "--cfg-rescale must be in [0, 1]");
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "eval_common.h"
+#include "guidance_args.h"
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
@@ -170,19 +171,23 @@ int bench_samplers(int argc, char** argv) {
 // for several samplers (the same seeded noise for every run), judged by the
 // shipped classifier (eval_common.h). Writes fid.md and fid.png.
 int bench_fid(int argc, char** argv) {
-  Args a("bench fid", "[options]",
-         {{"model", "m", false, "model file (default: the shipped Fashion-MNIST model)", ""},
-          {"classifier", "", false, "classifier model file (default: models/fashion_mnist_classifier.safetensors)", ""},
-          {"reference", "", false, "reference images", "fashion-mnist:test"},
-          {"samplers", "", false, "comma-separated samplers", "ddim,euler,heun,dpmpp-2m,unipc-bh2,deis"},
-          {"schedule", "", false, "step schedule", "karras"},
-          {"nfe", "", false, "comma-separated NFE budgets", "10,20,50"},
-          {"num", "n", false, "samples per run (class-balanced)", "1000"},
-          {"cfg", "", false, "classifier-free guidance scale", "3"},
-          {"batch", "", false, "samples per sampler run", "250"},
-          {"seed", "", false, "random seed (the same noise for every run)", "0"},
-          {"out", "o", false, "output directory for fid.md and fid.png", "bench/results"},
-          {"quiet", "q", true, "no progress on stderr", ""}});
+  std::vector<Args::Opt> opts = {
+      {"model", "m", false, "model file (default: the shipped Fashion-MNIST model)", ""},
+      {"classifier", "", false, "classifier model file (default: models/fashion_mnist_classifier.safetensors)", ""},
+      {"reference", "", false, "reference images", "fashion-mnist:test"},
+      {"samplers", "", false, "comma-separated samplers", "ddim,euler,heun,dpmpp-2m,unipc-bh2,deis"},
+      {"schedule", "", false, "step schedule", "karras"},
+      {"nfe", "", false, "comma-separated NFE budgets", "10,20,50"},
+      {"num", "n", false, "samples per run (class-balanced)", "1000"},
+      {"cfg", "", false, "classifier-free guidance scale", "3"},
+      {"batch", "", false, "samples per sampler run", "250"},
+      {"seed", "", false, "random seed (the same noise for every run)", "0"},
+      {"out", "o", false, "output directory for fid.md and fid.png", "bench/results"},
+      {"quiet", "q", true, "no progress on stderr", ""},
+  };
+  auto gopts = guidance_opts();
+  opts.insert(opts.end(), gopts.begin(), gopts.end());
+  Args a("bench fid", "[options]", opts);
   if (!a.parse(argc, argv)) return 0;
   auto split = [](const std::string& s) {
     std::vector<std::string> out;
@@ -204,12 +209,14 @@ int bench_fid(int argc, char** argv) {
   check(!budgets.empty() && !chosen.empty(), "tweedie bench fid: no samplers or NFE budgets given");
   const std::string outdir = a.str("out");
   check(is_directory(outdir), "tweedie bench fid: output directory '", outdir, "' does not exist");
-  auto ev = make_evaluator(a.str("classifier"), a.str("reference"));
   const std::string spec = a.has("model") ? a.str("model") : default_model_path();
   LoadedModel model = load_model(spec, "", "");
+  const double cfg = model.num_classes > 0 ? a.number("cfg") : 1.0;
+  const GuidanceOptions guidance = guidance_options(a, model, cfg, model.num_classes > 0, "a class-conditional model",
+                                                    uint64_t(a.integer("seed")));
+  auto ev = make_evaluator(a.str("classifier"), a.str("reference"));
   check_model_fits(model, *ev, spec);
   const int64_t n = a.integer("num");
-  const double cfg = model.num_classes > 0 ? a.number("cfg") : 1.0;
   GenerateOptions gopt;
   gopt.batch = a.integer("batch");
 
@@ -227,7 +234,7 @@ int bench_fid(int argc, char** argv) {
                     !a.has("quiet"));
       gopt.progress = [&](int64_t done, int64_t) { prog.update(int(done)); };
       const auto t0 = std::chrono::steady_clock::now();
-      auto smp = generate_balanced(model, *s, sigmas, n, cfg, uint64_t(a.integer("seed")), gopt);
+      auto smp = generate_balanced(model, *s, sigmas, n, guidance, uint64_t(a.integer("seed")), gopt);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       prog.finish();
       EvalResult r = ev->evaluate(smp.images, smp.labels);
@@ -235,9 +242,9 @@ int bench_fid(int argc, char** argv) {
     }
   }
   std::ostringstream md;
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "%ld class-balanced samples, CFG %g, schedule %s, seed %ld; reference %s (%ld images)",
-                (long)n, cfg, a.str("schedule").c_str(), (long)a.integer("seed"), a.str("reference").c_str(),
+  char buf[400];
+  std::snprintf(buf, sizeof buf, "%ld class-balanced samples, %s, schedule %s, seed %ld; reference %s (%ld images)",
+                (long)n, guidance.describe().c_str(), a.str("schedule").c_str(), (long)a.integer("seed"), a.str("reference").c_str(),
                 (long)ev->reference().n);
   md << "# FID and class accuracy vs NFE\n\n`tweedie bench fid";
   for (int i = 0; i < argc; ++i) md << " " << argv[i];

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "eval_common.h"
+#include "guidance_args.h"
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
@@ -54,6 +55,8 @@ std::string percent(double x) {
 
 int run(int argc, char** argv) {
   auto opts = sampling_opts("deis", "karras", 20);
+  auto gopts = guidance_opts();
+  opts.insert(opts.end(), gopts.begin(), gopts.end());
   std::vector<Args::Opt> own = {
       {"model", "m", false, "model file to sample (default: the shipped Fashion-MNIST model)", ""},
       {"images", "", false, "evaluate the PNGs in this directory instead (classes from NNNNN_cK.png names)", ""},
@@ -88,6 +91,9 @@ int run(int argc, char** argv) {
     LoadedModel model = load_model(spec, "", "");
     const SamplerInfo& sampler = find_sampler(a.str("sampler"));
     const int steps = sampling_steps(a, sampler);
+    const double cfg = model.num_classes > 0 ? a.number("cfg") : 1.0;
+    const GuidanceOptions guidance = guidance_options(a, model, cfg, model.num_classes > 0,
+                                                      "a class-conditional model", uint64_t(a.integer("seed")));
     ev = make_evaluator(a.str("classifier"), a.str("reference"));
     check_model_fits(model, *ev, spec);
     if (a.has("bf16")) static_cast<NetDenoiser&>(*model.denoiser).set_dtype(torch::kBFloat16);
@@ -99,16 +105,15 @@ int run(int argc, char** argv) {
     const int64_t n = a.integer("num");
     Progress prog("eval " + sampler.name, int(chunks_of(n, gopt.batch) * steps), !a.has("quiet"));
     gopt.progress = [&](int64_t done, int64_t) { prog.update(int(done)); };
-    const double cfg = model.num_classes > 0 ? a.number("cfg") : 1.0;
-    auto s = generate_balanced(model, sampler, sigmas, n, cfg, uint64_t(a.integer("seed")), gopt);
+    auto s = generate_balanced(model, sampler, sigmas, n, guidance, uint64_t(a.integer("seed")), gopt);
     prog.finish();
     r = ev->evaluate(s.images, s.labels);
     char b[256];
-    std::snprintf(b, sizeof b, "%ld samples of %s: %s, %s, %d steps, %d NFE, cfg %g", (long)r.n, spec.c_str(),
-                  sampler.name.c_str(), a.str("schedule").c_str(), steps, s.nfe, cfg);
-    what = b;
+    std::snprintf(b, sizeof b, "%ld samples of %s: %s, %s, %d steps, %d NFE, ", (long)r.n, spec.c_str(),
+                  sampler.name.c_str(), a.str("schedule").c_str(), steps, s.nfe);
+    what = b + guidance.describe();
     j.update({{"model", spec}, {"sampler", sampler.name}, {"schedule", a.str("schedule")}, {"steps", steps},
-              {"nfe", s.nfe}, {"cfg", cfg}, {"seed", a.integer("seed")}});
+              {"nfe", s.nfe}, {"cfg", cfg}, {"guidance", guidance.describe()}, {"seed", a.integer("seed")}});
   }
   std::printf("FID %.3f", r.fid);
   if (r.accuracy >= 0) std::printf("  class accuracy %s", percent(r.accuracy).c_str());

@@ -8,10 +8,10 @@
 #include <fstream>
 
 #include "cli.h"
+#include "guidance_args.h"
 #include "model_spec.h"
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
-#include "tweedie/guide/cfg.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/npy.h"
 #include "tweedie/io/plot.h"
@@ -39,6 +39,8 @@ void write_scatter(const std::string& path, const torch::Tensor& x, const Loaded
 
 int run(int argc, char** argv) {
   auto opts = sampling_opts("deis", "karras", 20);
+  auto gopts = guidance_opts();
+  opts.insert(opts.end(), gopts.begin(), gopts.end());
   std::vector<Args::Opt> own = {
       {"model", "m", false, "model file (.safetensors) or gmm:FILE.json (default: the shipped Fashion-MNIST model)", ""},
       {"process", "", false, "process for analytic models: vp (default), vp:cosine, vp+ztsnr, vp-cont, ve, edm, flow", ""},
@@ -95,10 +97,10 @@ int run(int argc, char** argv) {
     n = int(cond.labels.size(0));
   }
   const double cfg = a.number("cfg");
-  if (cfg != 1.0) {
-    check(cond.labels.defined(), "tweedie sample: --cfg needs --class");
-    den = std::make_shared<CFGDenoiser>(den, cfg);
-  }
+  check(cfg == 1.0 || cond.labels.defined(), "tweedie sample: --cfg needs --class");
+  const GuidanceOptions guidance =
+      guidance_options(a, model, cfg, cond.labels.defined(), "--class", static_cast<uint64_t>(a.integer("seed")));
+  den = make_guidance(den, guidance);
 
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(a.integer("seed")));
   std::vector<int64_t> shape{n};
@@ -143,7 +145,7 @@ int run(int argc, char** argv) {
     save_npy(out, x);
   } else if (model.image) {
     Image grid = make_grid(x.clamp(-1, 1), cols);
-    grid.text["parameters"] = title + ", seed " + a.str("seed") + ", cfg " + a.str("cfg") +
+    grid.text["parameters"] = title + ", seed " + a.str("seed") + ", " + guidance.describe() +
                               (a.has("class") ? ", class " + a.str("class") : "");
     write_png(out, grid);
   } else {

@@ -5,7 +5,6 @@
 #include <fstream>
 
 #include "tweedie/core/error.h"
-#include "tweedie/guide/cfg.h"
 #include "tweedie/models/network_io.h"
 
 namespace tweedie::cli {
@@ -28,7 +27,7 @@ void check_model_fits(const LoadedModel& model, const Evaluator& ev, const std::
 }
 
 BalancedSamples generate_balanced(const LoadedModel& model, const SamplerInfo& sampler, const std::vector<double>& sigmas,
-                                  int64_t n, double cfg, uint64_t seed, const GenerateOptions& opt) {
+                                  int64_t n, const GuidanceOptions& guidance, uint64_t seed, const GenerateOptions& opt) {
   check(n >= 2, "FID needs at least 2 samples (got -n ", n, ")");
   Cond cond;
   DenoiserPtr den = model.denoiser;
@@ -36,10 +35,10 @@ BalancedSamples generate_balanced(const LoadedModel& model, const SamplerInfo& s
   if (model.num_classes > 0) {
     out.labels = torch::arange(n, torch::kInt64).remainder(model.num_classes);
     cond.labels = out.labels;
-    if (cfg != 1.0) den = std::make_shared<CFGDenoiser>(den, cfg);
   } else {
-    check(cfg == 1.0, "--cfg needs a class-conditional model");
+    check(!guidance.guides(), "--cfg needs a class-conditional model");
   }
+  den = make_guidance(den, guidance);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), model.sample_shape.begin(), model.sample_shape.end());

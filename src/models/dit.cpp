@@ -207,7 +207,9 @@ class DiT : public Network {
     if (y_embedder) {
       auto labels = c.labels.defined() ? c.labels.reshape({-1}) : torch::full({N}, -1, torch::kInt64);
       check(labels.numel() == N, "dit: ", labels.numel(), " class labels for a batch of ", N);
-      emb = emb + y_embedder->forward(labels.to(x.device()));
+      auto y = y_embedder->forward(labels.to(x.device()));
+      if (hk) y = hk->apply("label_emb", y);
+      emb = emb + y;
     } else if (c.labels.defined() && c.labels.numel() > 0) {
       check(c.labels.max().item<int64_t>() < 0, "dit: the model is unconditional but class labels were given");
     }

@@ -251,7 +251,9 @@ class UNet : public Network {
     if (label_emb) {
       auto labels = c.labels.defined() ? c.labels.reshape({-1}) : torch::full({N}, -1, torch::kInt64);
       check(labels.numel() == N, "unet: ", labels.numel(), " class labels for a batch of ", N);
-      emb = emb + label_emb->forward(labels.to(x.device()));
+      auto y = label_emb->forward(labels.to(x.device()));
+      if (hk) y = hk->apply("label_emb", y);
+      emb = emb + y;
     } else if (c.labels.defined() && c.labels.numel() > 0) {
       check(c.labels.max().item<int64_t>() < 0, "unet: the model is unconditional but class labels were given");
     }

@@ -139,6 +139,7 @@ struct Trainer::Impl {
   std::unique_ptr<EMA> ema;
   std::unique_ptr<DataOrder> order;
   torch::Generator gen;
+  std::vector<torch::Tensor> params;  // the network's, for gradient clipping
   LRSchedule lrs;
   int64_t step = 0;
   double train_seconds = 0;
@@ -296,39 +297,47 @@ std::shared_ptr<NetDenoiser> Trainer::ema_denoiser() {
   return std::make_shared<NetDenoiser>(net, impl_->proc, impl_->cfg.param);
 }
 
+double Trainer::train_step() {
+  Impl& m = *impl_;
+  const TrainConfig& c = m.cfg;
+  check(m.step < c.steps, "training is complete (", m.step, " of ", c.steps, " steps)");
+  if (m.params.empty())
+    for (auto& p : m.net->parameters()) m.params.push_back(p);
+  auto idx = m.order->next();
+  auto x0 = m.data.batch_images(idx);
+  if (c.hflip) x0 = random_hflip(x0, m.gen);
+  Cond cond;
+  if (m.data.labelled() && m.net->num_classes() > 0) cond.labels = drop_labels(m.data.batch_labels(idx), c.cond_dropout, m.gen);
+  auto s = sample_levels(c.timesteps, *m.proc, x0.size(0), m.gen);
+  auto eps = at::randn(x0.sizes(), m.gen, x0.options());
+  auto x = add_noise(*m.proc, x0, eps, s);
+  auto in = model_input(*m.proc, c.param, x, s);
+  torch::Tensor loss;
+  {
+    AutocastBF16 ac(c.bf16);
+    auto outp = m.net->forward(in.x, in.t, cond);
+    loss = training_loss(outp.to(torch::kFloat32), x0, eps, s, c.param, *m.proc, c.weighting).mean();
+  }
+  const double lv = loss.item<double>();
+  check(std::isfinite(lv), "training diverged: the loss is ", lv, " at step ", m.step + 1);
+  m.opt->zero_grad();
+  loss.backward();
+  if (c.grad_clip > 0) clip_grad_norm(m.params, c.grad_clip);
+  m.opt->step(lr_at(m.lrs, m.step));
+  m.ema->update(*m.net);
+  ++m.step;
+  return lv;
+}
+
 void Trainer::run(const std::function<void(const TrainStats&)>& progress) {
   Impl& m = *impl_;
   const TrainConfig& c = m.cfg;
   auto t0 = std::chrono::steady_clock::now();
   const double seconds_before = m.train_seconds;
   const int64_t first = m.step;
-  std::vector<torch::Tensor> params;
-  for (auto& p : m.net->parameters()) params.push_back(p);
   while (m.step < c.steps) {
-    auto idx = m.order->next();
-    auto x0 = m.data.batch_images(idx);
-    if (c.hflip) x0 = random_hflip(x0, m.gen);
-    Cond cond;
-    if (m.data.labelled() && m.net->num_classes() > 0) cond.labels = drop_labels(m.data.batch_labels(idx), c.cond_dropout, m.gen);
-    auto s = sample_levels(c.timesteps, *m.proc, x0.size(0), m.gen);
-    auto eps = at::randn(x0.sizes(), m.gen, x0.options());
-    auto x = add_noise(*m.proc, x0, eps, s);
-    auto in = model_input(*m.proc, c.param, x, s);
-    torch::Tensor loss;
-    {
-      AutocastBF16 ac(c.bf16);
-      auto outp = m.net->forward(in.x, in.t, cond);
-      loss = training_loss(outp.to(torch::kFloat32), x0, eps, s, c.param, *m.proc, c.weighting).mean();
-    }
-    const double lv = loss.item<double>();
-    check(std::isfinite(lv), "training diverged: the loss is ", lv, " at step ", m.step + 1);
-    m.opt->zero_grad();
-    loss.backward();
-    if (c.grad_clip > 0) clip_grad_norm(params, c.grad_clip);
     const double lr = lr_at(m.lrs, m.step);
-    m.opt->step(lr);
-    m.ema->update(*m.net);
-    ++m.step;
+    const double lv = train_step();
     m.train_seconds = seconds_before + seconds_since(t0);
     m.log_sum += lv, ++m.log_n;
     if (m.step % c.log_every == 0 || m.step == c.steps) {

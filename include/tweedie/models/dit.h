@@ -28,7 +28,8 @@
 // State-dict names follow DiT: x_embedder.proj, t_embedder.mlp.{0,2},
 // y_embedder.embedding_table, pos_embed (buffer), blocks.<i>.{attn.qkv,
 // attn.proj, mlp.fc1, mlp.fc2, adaLN_modulation.1}, final_layer.{linear,
-// adaLN_modulation.1}. Hook sites: "temb", "blocks.<i>.attn.q/.k/.v/.probs/.out"
+// adaLN_modulation.1}. Hook sites: "label_emb" (the class embedding, before it
+// is added to the time embedding), "temb", "blocks.<i>.attn.q/.k/.v/.probs/.out"
 // (out before the gate), "blocks.<i>.out".
 // Verified in tests/test_networks.cpp.
 #pragma once

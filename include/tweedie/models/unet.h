@@ -26,7 +26,8 @@
 // label_emb.embedding_table, conv_in, down.<l>.res.<i>, down.<l>.attn.<i>,
 // down.<l>.down, mid.res.{0,1}, mid.attn.0, up.<l>.res.<i>, up.<l>.attn.<i>,
 // up.<l>.up (l = resolution level, 0 = full size, in both halves),
-// norm_out, conv_out. Hook sites: "temb" [N, 4*model_channels] (time + class),
+// norm_out, conv_out. Hook sites: "label_emb" [N, 4*model_channels] (the class
+// embedding, before it is added), "temb" [N, 4*model_channels] (time + class),
 // "skip.<i>" (the i-th skip connection in the order the encoder produced it,
 // 0 = conv_in output, fired when the decoder concatenates it),
 // "<resblock>.out", "<attn>.q/.k/.v/.probs/.out".

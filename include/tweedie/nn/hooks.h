@@ -9,6 +9,7 @@
 //   "down.1.attn.0.out"     attention output before the residual add
 //   "down.1.res.0.out"      a residual block's output
 //   "skip.3"                a UNet skip connection
+//   "label_emb"             the class embedding (before it joins temb)
 //   "temb"                  the time (+class) embedding
 //   "blocks.4.out"          a transformer block's output
 // A hook returns the value to use (the input itself to only observe).

@@ -77,6 +77,11 @@ class Trainer {
   Trainer(TrainConfig cfg, std::string out_dir, bool resume);
   ~Trainer();
   void run(const std::function<void(const TrainStats&)>& progress = {});
+  // One optimizer step (batch, noise levels, forward + loss under the
+  // configured autocast, backward, clipping, AdamW, EMA) without the logging,
+  // checkpoints and samples of run(); returns the step's loss. run() is a loop
+  // over this. Error once every configured step is done.
+  double train_step();
   int64_t step() const;
   // The current EMA model as a denoiser (for tests and evaluation).
   std::shared_ptr<NetDenoiser> ema_denoiser();

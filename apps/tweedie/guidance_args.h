@@ -1,0 +1,27 @@
+// Guidance options shared by the subcommands that sample (sample, eval,
+// bench fid): --negative-class, --cfg-rescale, --guidance-interval,
+// --cfg-schedule, --dynamic-threshold, --dynamic-threshold-max, --cads-noise,
+// --cads-tau, --cads-psi. --cfg itself stays each command's own option (the
+// defaults differ). The rules and their order: include/tweedie/guide/guidance.h.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "model_spec.h"
+#include "tweedie/guide/guidance.h"
+
+namespace tweedie::cli {
+
+std::vector<Args::Opt> guidance_opts();
+
+// The guidance for these arguments. cfg: the command's CFG scale; labelled:
+// whether the samples carry class labels (needs names what supplies them in
+// errors, e.g. "--class"); seed: the command's --seed (CADS draws its noise
+// from a seed derived from it, independent of the start noise). Options that cannot
+// act (a negative class without labels, a rescale without --cfg, ...) are an
+// Error naming the option.
+GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double cfg, bool labelled,
+                                 const std::string& needs, uint64_t seed);
+
+}  // namespace tweedie::cli
