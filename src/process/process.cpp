@@ -43,6 +43,12 @@ Process::Ancestral Process::ancestral_step(double s, double s_next, double eta) 
   return {s_down, a(s_next) * up, a(s_next) / a(s_down)};
 }
 
+torch::Tensor Process::noise_up(const torch::Tensor& x, const torch::Tensor& z, double s, double s_to) const {
+  check(s_to >= s && a(s) > 0, "noise_up: cannot move from level ", s, " to ", s_to);
+  const double keep = a(s_to) / a(s);
+  return x * keep + z * std::sqrt(std::max(0.0, s_to * s_to - std::pow(s * keep, 2)));
+}
+
 double Process::s_at_timestep(double i) const {
   const double t0 = t_of(s_min()), t1 = t_of(s_max());
   return s_of(t0 + (t1 - t0) * i / (timesteps() - 1));

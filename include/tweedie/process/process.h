@@ -74,6 +74,11 @@ class Process {
     double s_down, noise, scale;
   };
   Ancestral ancestral_step(double s, double s_next, double eta) const;
+  // Forward transition q(x_{s_to} | x_s) from level s up to s_to >= s with
+  // standard normal z: x' = (a(s_to)/a(s)) x + sqrt(s_to^2 - (s a(s_to)/a(s))^2) z.
+  // The marginal of data noised to s, moved up, is the data noised to s_to
+  // (RePaint's and DDNM's time travel; s_to = 1 under flow gives z).
+  torch::Tensor noise_up(const torch::Tensor& x, const torch::Tensor& z, double s, double s_to) const;
 
   // Number of discrete training timesteps (table length for discrete VP,
   // 1000 uniform model times for continuous processes).

@@ -1,0 +1,96 @@
+// Restoration solver registry, validation, and RePaint's time-travel path.
+// The solvers: ddnm.cpp (DDNM, DDNM+), ddrm.cpp (DDRM), pigdm.cpp (PiGDM), dps.cpp (DPS).
+#include "tweedie/restore/solver.h"
+
+#include <cmath>
+#include <map>
+
+#include "tweedie/core/error.h"
+
+namespace tweedie {
+
+namespace {
+std::vector<RestoreSolverInfo>& registry() {
+  static std::vector<RestoreSolverInfo> r;
+  return r;
+}
+}  // namespace
+
+RestoreSolverRegistrar::RestoreSolverRegistrar(RestoreSolverInfo info) { registry().push_back(std::move(info)); }
+
+const std::vector<RestoreSolverInfo>& restore_solvers() {
+  auto& r = registry();
+  static bool sorted = false;
+  if (!sorted) {
+    std::sort(r.begin(), r.end(), [](const RestoreSolverInfo& a, const RestoreSolverInfo& b) { return a.name < b.name; });
+    sorted = true;
+  }
+  return r;
+}
+
+const RestoreSolverInfo& find_restore_solver(const std::string& name) {
+  for (auto& s : restore_solvers())
+    if (s.name == name) return s;
+  std::string known;
+  for (auto& s : restore_solvers()) known += (known.empty() ? "" : ", ") + s.name;
+  fail("unknown solver '", name, "' (known: ", known, ")");
+}
+
+std::vector<int> time_travel_path(int steps, int length, int repeat) {
+  check(steps >= 1, "time travel needs at least one step (got ", steps, ")");
+  check(length >= 1, "time-travel length must be >= 1 (got ", length, ")");
+  check(repeat >= 1, "time-travel repeat must be >= 1 (got ", repeat, ")");
+  // RePaint counts t = steps-1 .. 0, then -1 for the final step; level index k = steps - 1 - t.
+  std::map<int, int> jumps;
+  for (int j = 0; j < steps - length; j += length) jumps[j] = repeat - 1;
+  std::vector<int> path;
+  int t = steps;
+  while (t >= 1) {
+    path.push_back(steps - 1 - --t);
+    auto it = jumps.find(t);
+    if (it != jumps.end() && it->second > 0) {
+      --it->second;
+      for (int l = 0; l < length; ++l) path.push_back(steps - 1 - ++t);
+    }
+  }
+  path.push_back(steps);
+  return path;
+}
+
+int restore_nfe(const RestoreSolverInfo& info, int steps, const RestoreOptions& o) {
+  if (!info.time_travel) return steps;
+  auto path = time_travel_path(steps, o.travel_length, o.travel_repeat);
+  int down = 0;
+  for (size_t i = 1; i < path.size(); ++i) down += path[i] > path[i - 1];
+  return down;
+}
+
+torch::Tensor run_restore(const RestoreSolverInfo& info, SamplerRun& run, const Measurement& m, torch::Tensor x,
+                          const RestoreOptions& o) {
+  const auto& s = run.sigmas;
+  check(s.size() >= 2, info.name, ": needs at least one step (got ", s.size(), " noise levels)");
+  for (size_t i = 0; i < s.size(); ++i) {
+    check(std::isfinite(s[i]) && s[i] >= 0, info.name, ": noise level ", i, " is ", s[i]);
+    if (i > 0) check(s[i] < s[i - 1], info.name, ": noise levels must be strictly decreasing (at ", i, ")");
+  }
+  check(s.back() == 0, info.name, ": the last noise level must be 0 (got ", s.back(), ")");
+  check(s.front() <= run.process().s_limit(), info.name, ": first noise level ", s.front(),
+        " is beyond the process's limit ", run.process().s_limit());
+  check(m.op != nullptr, info.name, ": no operator");
+  m.op->check_x(x);
+  m.op->check_y(m.y);
+  check(m.y.size(0) == x.size(0), info.name, ": ", m.y.size(0), " measurements for ", x.size(0), " start states");
+  check(std::isfinite(m.sigma_y) && m.sigma_y >= 0, info.name, ": sigma_y must be >= 0 (got ", m.sigma_y, ")");
+  check(o.eta < 0 || o.eta <= 1, info.name, ": eta must be in [0, 1] (got ", o.eta, ")");
+  check(std::isfinite(o.eta_b) && o.eta_b >= 0 && o.eta_b <= 1, info.name, ": eta_b must be in [0, 1] (got ", o.eta_b,
+        ")");
+  check(std::isfinite(o.zeta) && o.zeta >= 0, info.name, ": zeta must be >= 0 (got ", o.zeta, ")");
+  if (info.time_travel) time_travel_path(run.steps(), o.travel_length, o.travel_repeat);  // validates them
+  if (info.needs_svd) m.op->require_svd(info.name);
+  check(run.gen.defined(), info.name, ": restoration solvers are stochastic and need a generator");
+  check(torch::isfinite(x).all().item<bool>(), info.name, ": the start state contains NaN or infinity");
+  check(torch::isfinite(m.y).all().item<bool>(), info.name, ": the measurement contains NaN or infinity");
+  return info.fn(run, m, std::move(x), o);
+}
+
+}  // namespace tweedie

@@ -1,0 +1,697 @@
+// Inverse problems: the operators' algebra (adjoint, pseudo-inverse, SVD)
+// against dense matrices, and the solvers (DDNM, DDNM+, DDRM, PiGDM, DPS) against exact
+// answers: measurement consistency for a noiseless y, and the closed-form
+// posterior mean of a Gaussian prior; and `tweedie restore` end to end on a
+// Fashion-MNIST test image. Suites: Operator*, Restore*, RestoreCLI*.
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "cli_testing.h"
+#include "testing.h"
+#include "tweedie/core/error.h"
+#include "tweedie/io/image.h"
+#include "tweedie/restore/operator.h"
+#include "tweedie/restore/solver.h"
+#include "tweedie/train/dataset.h"
+
+using namespace tweedie;
+using namespace tweedie::testing;
+
+namespace {
+
+torch::Generator seeded(uint64_t s) { return at::make_generator<at::CPUGeneratorImpl>(s); }
+
+const std::vector<int64_t> kShape{2, 8, 8};
+
+std::vector<OperatorPtr> all_operators(const std::vector<int64_t>& shape, double blur_cutoff = 0) {
+  return {make_box_mask(shape),      make_random_mask(shape, 0.5, seeded(3)), make_avgpool(shape, 2),
+          make_avgpool(shape, 4),    make_gaussian_blur(shape, 0.7, blur_cutoff), make_identity(shape)};
+}
+
+torch::Tensor randn(std::vector<int64_t> lead, const std::vector<int64_t>& shape, uint64_t seed) {
+  lead.insert(lead.end(), shape.begin(), shape.end());
+  return at::randn(lead, seeded(seed), torch::kFloat64);
+}
+
+// The dense matrix of A [M, D], column j = A e_j.
+torch::Tensor dense(const Operator& op) {
+  const int64_t D = op.in_dim();
+  std::vector<int64_t> s{D};
+  s.insert(s.end(), op.in_shape().begin(), op.in_shape().end());
+  auto eye = torch::eye(D, torch::kFloat64).reshape(s);
+  return op.A(eye).reshape({D, op.out_dim()}).t().contiguous();
+}
+
+double rel(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).norm() / (b.norm() + 1e-300)).item<double>();
+}
+
+// A first-row-sum operator with no SVD: y[c, h] = sum_w x[c, h, w].
+class RowSum : public Operator {
+ public:
+  using Operator::Operator;
+  std::string name() const override { return "rowsum"; }
+  std::vector<int64_t> out_shape() const override { return {in_shape_[0], in_shape_[1], 1}; }
+  torch::Tensor A(const torch::Tensor& x) const override { return x.sum(3, true); }
+  torch::Tensor At(const torch::Tensor& y) const override { return y.expand({y.size(0), -1, -1, in_shape_[2]}); }
+  torch::Tensor pinv(const torch::Tensor& y) const override { return At(y) / double(in_shape_[2]); }
+};
+
+TEST(Operator, AdjointMatchesInnerProducts) {
+  for (auto& op : all_operators(kShape)) {
+    auto x = randn({3}, kShape, 1), y = randn({3}, op->out_shape(), 2);
+    double lhs = (op->A(x) * y).sum().item<double>(), rhs = (x * op->At(y)).sum().item<double>();
+    EXPECT_NEAR(lhs, rhs, 1e-10 * std::abs(lhs) + 1e-12) << op->name();
+    // As matrices, A^T is the transpose of A: A^T e_j is row j of A.
+    const int64_t M = op->out_dim();
+    std::vector<int64_t> s{M}, o = op->out_shape();
+    s.insert(s.end(), o.begin(), o.end());
+    auto rows = op->At(torch::eye(M, torch::kFloat64).reshape(s)).reshape({M, op->in_dim()});
+    EXPECT_LT(rel(rows, dense(*op)), 1e-12) << op->name();
+  }
+}
+
+TEST(Operator, PseudoInverseIdentitiesAndLeastSquares) {
+  for (auto& op : all_operators(kShape)) {
+    auto x = randn({4}, kShape, 5), y = randn({4}, op->out_shape(), 6);
+    EXPECT_LT(rel(op->A(op->pinv(op->A(x))), op->A(x)), 1e-10) << op->name() << ": A A+ A = A";
+    EXPECT_LT(rel(op->pinv(op->A(op->pinv(y))), op->pinv(y)), 1e-10) << op->name() << ": A+ A A+ = A+";
+    // The minimum-norm least-squares solution from the dense matrix.
+    auto Am = dense(*op);
+    auto ls = torch::matmul(torch::linalg::pinv(Am), y.reshape({4, -1}).t()).t();
+    EXPECT_LT(rel(op->pinv(y).reshape({4, -1}), ls), 1e-9) << op->name();
+    // Normal equations A^T (A x - y) = 0 at x = A^+ y.
+    auto r = op->At(op->A(op->pinv(y)) - y);
+    EXPECT_LT(r.abs().max().item<double>(), 1e-10) << op->name();
+  }
+}
+
+TEST(Operator, SvdReconstructsTheOperator) {
+  for (auto& op : all_operators(kShape)) {
+    ASSERT_TRUE(op->has_svd()) << op->name();
+    const int64_t N = 3, D = op->in_dim(), M = op->out_dim();
+    auto x = randn({N}, kShape, 7), y = randn({N}, op->out_shape(), 8);
+    auto vx = op->Vt(x);
+    ASSERT_EQ(vx.sizes(), torch::IntArrayRef({N, D})) << op->name();
+    EXPECT_LT(rel(op->V(vx), x), 1e-12) << op->name() << ": V V^T = I";
+    EXPECT_NEAR(vx.norm().item<double>(), x.norm().item<double>(), 1e-10) << op->name() << ": V orthogonal";
+    auto uy = op->Ut(y);
+    ASSERT_EQ(uy.sizes(), torch::IntArrayRef({N, M})) << op->name();
+    EXPECT_LT(rel(op->U(uy), y), 1e-12) << op->name() << ": U U^T = I";
+    EXPECT_NEAR(uy.norm().item<double>(), y.norm().item<double>(), 1e-10) << op->name();
+    auto S = op->singulars();
+    ASSERT_EQ(S.sizes(), torch::IntArrayRef({M})) << op->name();
+    EXPECT_GE(S.min().item<double>(), 0) << op->name();
+    // A = U S V^T and A^T = V S^T U^T.
+    EXPECT_LT(rel(op->U(vx.slice(1, 0, M) * S), op->A(x)), 1e-10) << op->name();
+    auto pad = torch::cat({uy * S, torch::zeros({N, D - M}, torch::kFloat64)}, 1);
+    EXPECT_LT(rel(op->V(pad), op->At(y)), 1e-10) << op->name();
+    // V's columns are orthonormal as a matrix too (not only norm-preserving on one draw).
+    std::vector<int64_t> s{D};
+    s.insert(s.end(), kShape.begin(), kShape.end());
+    auto Vm = op->Vt(torch::eye(D, torch::kFloat64).reshape(s));
+    EXPECT_LT((Vm.mm(Vm.t()) - torch::eye(D, torch::kFloat64)).abs().max().item<double>(), 1e-12) << op->name();
+  }
+}
+
+TEST(Operator, BlurIsACircularGaussianConvolution) {
+  const double sd = 1.3;
+  auto op = make_gaussian_blur(kShape, sd);
+  auto x = randn({2}, kShape, 9);
+  // Direct spatial circular convolution with the periodised kernel.
+  auto g = [&](int d) {  // the Gaussian periodised over a period of 8
+    double v = 0;
+    for (int m = -3; m <= 3; ++m) v += std::exp(-std::pow(d + 8 * m, 2) / (2 * sd * sd));
+    return v;
+  };
+  torch::Tensor y = torch::zeros_like(x);
+  double total = 0;
+  for (int dy = 0; dy < 8; ++dy)
+    for (int dx = 0; dx < 8; ++dx) total += g(dy) * g(dx);
+  for (int dy = 0; dy < 8; ++dy)
+    for (int dx = 0; dx < 8; ++dx) y += torch::roll(x, {dy, dx}, {2, 3}) * (g(dy) * g(dx) / total);
+  EXPECT_LT(rel(op->A(x), y), 1e-12);
+  // The transfer function is real and positive for a Gaussian: U = V.
+  EXPECT_LT(rel(op->Ut(y), op->Vt(y)), 1e-12);
+}
+
+TEST(Operator, BlurCutoffTruncatesThePseudoInverse) {
+  auto exact = make_gaussian_blur(kShape, 1.5, 0), cut = make_gaussian_blur(kShape, 1.5, 0.05);
+  auto y = randn({2}, kShape, 10);
+  auto S = cut->spectral_singulars();
+  EXPECT_GT((S == 0).sum().item<int64_t>(), 0);
+  EXPECT_EQ((S > 0).sum().item<int64_t>(), (exact->singulars() > 0.05).sum().item<int64_t>());
+  // A^+ = V diag(1/s for s > cutoff) U^T.
+  auto inv = torch::where(S > 0, 1 / S, torch::zeros_like(S));
+  EXPECT_LT(rel(cut->pinv(y), cut->V(cut->Ut(y) * inv)), 1e-12);
+  // A A^+ is the projection onto the kept singular vectors.
+  auto p = cut->A(cut->pinv(y));
+  EXPECT_LT(rel(p, cut->U(cut->Ut(y) * (S > 0).to(torch::kFloat64))), 1e-12);
+  EXPECT_LT(rel(cut->A(cut->pinv(cut->A(y))), cut->A(y)), 0.05);
+}
+
+TEST(Operator, MasksMissTheRightPixels) {
+  auto box = make_box_mask({1, 8, 12});
+  auto ones = torch::ones({1, 1, 8, 12}, torch::kFloat64);
+  auto m = box->A(ones)[0][0];
+  EXPECT_EQ((m == 0).sum().item<int64_t>(), 4 * 6);
+  EXPECT_EQ(m.slice(0, 2, 6).slice(1, 3, 9).sum().item<double>(), 0);
+  auto r1 = make_random_mask({1, 64, 64}, 0.3, seeded(1)), r2 = make_random_mask({1, 64, 64}, 0.3, seeded(1));
+  auto o = torch::ones({1, 1, 64, 64}, torch::kFloat64);
+  EXPECT_TRUE(torch::equal(r1->A(o), r2->A(o)));
+  EXPECT_NEAR((r1->A(o) == 0).to(torch::kFloat64).mean().item<double>(), 0.3, 0.03);
+  // Every channel shares the pixel mask.
+  auto rgb = make_random_mask({3, 8, 8}, 0.5, seeded(2))->A(torch::ones({1, 3, 8, 8}));
+  EXPECT_TRUE(torch::equal(rgb[0][0], rgb[0][1]) && torch::equal(rgb[0][0], rgb[0][2]));
+}
+
+TEST(Operator, MeasurementNoiseOnlyWhereObserved) {
+  auto op = make_box_mask({1, 32, 32});
+  auto x = torch::zeros({64, 1, 32, 32}, torch::kFloat64);
+  auto y = op->measure(x, 0.2, seeded(4));
+  auto miss = op->A(torch::ones_like(x)) == 0;
+  EXPECT_EQ(y.masked_select(miss).abs().max().item<double>(), 0);
+  EXPECT_NEAR(y.masked_select(~miss).std().item<double>(), 0.2, 0.005);
+  auto sr = make_avgpool({1, 32, 32}, 4);
+  EXPECT_NEAR(sr->measure(x, 0.1, seeded(5)).std().item<double>(), 0.1, 0.005);
+  EXPECT_TRUE(torch::equal(sr->measure(x + 1, 0), sr->A(x + 1)));
+}
+
+TEST(Operator, ErrorsNameTheCulprit) {
+  auto op = make_avgpool({1, 8, 8}, 2);
+  try {
+    op->A(torch::zeros({2, 1, 8, 9}));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("operator sr2 expects x [N, 1, 8, 8]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_avgpool({1, 8, 6}, 4), Error);
+  EXPECT_THROW(make_gaussian_blur({1, 8, 8}, -1), Error);
+  EXPECT_THROW(make_box_mask({1, 8, 8}, 9, 2), Error);
+  EXPECT_THROW(make_random_mask({1, 8, 8}, 1.5, seeded(0)), Error);
+  EXPECT_THROW(make_mask({1, 8, 8}, torch::full({8, 8}, 0.5), "m"), Error);
+  EXPECT_THROW(op->measure(torch::zeros({1, 1, 8, 8}), -0.1), Error);
+  try {
+    make_task_operator("sr3", {1, 8, 8});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown task 'sr3' (known: inpaint-box"), std::string::npos) << e.what();
+  }
+  RowSum rs({1, 4, 4});
+  try {
+    rs.Vt(torch::zeros({1, 1, 4, 4}));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'rowsum' has none"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Operator, TasksBuildTheirOperators) {
+  const std::vector<int64_t> s{1, 28, 28};
+  EXPECT_EQ(make_task_operator("sr4", s)->out_shape(), (std::vector<int64_t>{1, 7, 7}));
+  EXPECT_EQ(make_task_operator("sr2", s)->out_shape(), (std::vector<int64_t>{1, 14, 14}));
+  for (auto& t : task_names()) {
+    auto op = make_task_operator(t, s, seeded(0));
+    EXPECT_EQ(op->name(), t);
+    EXPECT_TRUE(op->has_svd()) << t;
+  }
+  EXPECT_DOUBLE_EQ(make_task_operator("blur", s)->cutoff(), 0.02);
+}
+
+// ---- solvers ----------------------------------------------------------------
+
+// A Gaussian prior N(mu, diag(var)) on [1, 6, 6] images as a one-component mixture.
+GaussianMixture gaussian_prior(const std::vector<int64_t>& shape, uint64_t seed) {
+  auto g = seeded(seed);
+  int64_t D = 1;
+  for (auto v : shape) D *= v;
+  GaussianMixture m;
+  m.shape = shape;
+  m.weights = torch::ones({1}, torch::kFloat64);
+  m.means = (at::rand({1, D}, g, torch::kFloat64) - 0.5);
+  m.variances = at::rand({1, D}, g, torch::kFloat64) * 0.45 + 0.05;
+  return m;
+}
+
+// Closed-form posterior mean of x ~ N(mu, Sigma) given y = A x + sigma_y n (n
+// only on the range of A): mu + Sigma A^T (A Sigma A^T + sigma_y^2 P)^+ (y - A mu).
+torch::Tensor posterior_mean(const Operator& op, const torch::Tensor& mu, const torch::Tensor& var,
+                             const torch::Tensor& y, double sigma_y) {
+  auto A = dense(op);
+  auto Sig = torch::diag(var);
+  auto P = torch::matmul(A, torch::linalg::pinv(A));  // projection onto the range of A
+  auto K = torch::matmul(Sig, torch::matmul(A.t(), torch::linalg::pinv(A.mm(Sig).mm(A.t()) + P * sigma_y * sigma_y)));
+  auto r = y.reshape({-1}).to(torch::kFloat64) - A.mv(mu);
+  return mu + K.mv(r);
+}
+torch::Tensor posterior_mean(const Operator& op, const GaussianMixture& m, const torch::Tensor& y, double sigma_y) {
+  return posterior_mean(op, m.means[0], m.variances[0], y, sigma_y);
+}
+
+// The standard normal prior on `shape`.
+GaussianMixture standard_normal(const std::vector<int64_t>& shape) {
+  GaussianMixture m = gaussian_prior(shape, 0);
+  m.means.zero_();
+  m.variances.fill_(1.0);
+  return m;
+}
+
+struct Solved {
+  torch::Tensor x;  // [N, ...]
+  int nfe;
+};
+
+Solved solve(const std::string& solver, Denoiser& d, const OperatorPtr& op, const torch::Tensor& y1, double sigma_y,
+             int64_t n, int steps, uint64_t seed, RestoreOptions o = {}, const std::string& schedule = "karras") {
+  auto sig = make_schedule(schedule, d.process(), steps);
+  auto gen = seeded(seed);
+  std::vector<int64_t> s{n};
+  s.insert(s.end(), op->in_shape().begin(), op->in_shape().end());
+  auto x = at::randn(s, gen, y1.options()) * sig[0];
+  SamplerRun run(d, sig, {}, {}, gen);
+  Measurement m{op, y1.expand(std::vector<int64_t>{n, -1, -1, -1}).contiguous(), sigma_y};
+  auto out = run_restore(find_restore_solver(solver), run, m, x, o);
+  return {out, run.nfe};
+}
+
+TEST(Restore, TimeTravelPathIsRePaints) {
+  // RePaint's get_schedule_jump(6, 2, 2) = [5,4,3,2,3,4,3,2,1,0,1,2,1,0,-1], as level indices 5 - t.
+  EXPECT_EQ(time_travel_path(6, 2, 2), (std::vector<int>{0, 1, 2, 3, 2, 1, 2, 3, 4, 5, 4, 3, 4, 5, 6}));
+  EXPECT_EQ(time_travel_path(4, 1, 1), (std::vector<int>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(time_travel_path(4, 5, 3), (std::vector<int>{0, 1, 2, 3, 4}));  // L >= steps: no jumps
+  auto p = time_travel_path(20, 5, 3);
+  int down = 0;
+  for (size_t i = 1; i < p.size(); ++i) {
+    EXPECT_EQ(std::abs(p[i] - p[i - 1]), 1);
+    down += p[i] > p[i - 1];
+  }
+  EXPECT_EQ(down, 20 + 3 * 2 * 5);  // jumps at t = 0, 5, 10 (< 15), each 2 extra passes of 5 steps
+  RestoreOptions o;
+  o.travel_length = 5, o.travel_repeat = 3;
+  EXPECT_EQ(restore_nfe(find_restore_solver("ddnm+"), 20, o), down);
+  EXPECT_EQ(restore_nfe(find_restore_solver("ddnm"), 20, o), 20);
+  EXPECT_THROW(time_travel_path(10, 0, 2), Error);
+}
+
+TEST(Restore, NoiselessSolutionsAreConsistentWithTheMeasurement) {
+  const std::vector<int64_t> shape{1, 8, 8};
+  auto prior = gaussian_prior(shape, 1);
+  GMMDenoiser d(prior, make_process("vp:cosine"));
+  auto truth = prior.sample(1, seeded(2)).to(torch::kFloat64);
+  for (auto& op : all_operators(shape)) {
+    auto y = op->A(truth);
+    for (std::string solver : {"ddnm", "ddnm+", "ddrm"}) {
+      Solved r = solve(solver, d, op, y, 0, 8, 10, 3);
+      const double err = (op->A(r.x) - y).norm().item<double>() / std::sqrt(8.0);
+      EXPECT_LT(err, 1e-8 * (1 + y.norm().item<double>())) << solver << " on " << op->name();
+      EXPECT_TRUE(torch::isfinite(r.x).all().item<bool>());
+    }
+  }
+}
+
+TEST(Restore, SameSeedSameBits) {
+  const std::vector<int64_t> shape{1, 6, 6};
+  auto prior = gaussian_prior(shape, 4);
+  GMMDenoiser d(prior, make_process("vp"));
+  auto op = make_avgpool(shape, 2);
+  auto y = op->measure(prior.sample(1, seeded(1)).to(torch::kFloat64), 0.1, seeded(2));
+  for (std::string solver : {"ddnm", "ddnm+", "ddrm"}) {
+    auto a = solve(solver, d, op, y, 0.1, 4, 8, 9).x, b = solve(solver, d, op, y, 0.1, 4, 8, 9).x;
+    EXPECT_TRUE(torch::equal(a, b)) << solver;
+    EXPECT_FALSE(torch::equal(a, solve(solver, d, op, y, 0.1, 4, 8, 10).x)) << solver;
+  }
+}
+
+// Mean of many restorations of one measurement vs the exact posterior mean:
+// the distance left as a fraction of the prior-to-posterior distance, and the
+// largest deviation in Monte-Carlo standard errors (coordinates the
+// measurement pins down exactly must match to 1e-9 instead).
+struct Gap {
+  double rel, max_z, pinv_rel;  // pinv_rel: the same distance for A^+ y
+};
+Gap posterior_mean_gap(const std::string& solver, const std::string& process, const OperatorPtr& op, double sigma_y,
+                       int steps, RestoreOptions o = {}, bool standard = false) {
+  const std::vector<int64_t>& shape = op->in_shape();
+  auto prior = standard ? standard_normal(shape) : gaussian_prior(shape, 7);
+  GMMDenoiser d(prior, make_process(process));
+  auto truth = prior.sample(1, seeded(8)).to(torch::kFloat64);
+  auto y = op->measure(truth, sigma_y, seeded(9));
+  auto exact = posterior_mean(*op, prior, y, sigma_y);
+  Solved r = solve(solver, d, op, y, sigma_y, 4000, steps, 10, o);
+  auto xs = r.x.reshape({r.x.size(0), -1});
+  auto mean = xs.mean(0), se = xs.std(0) / std::sqrt(double(xs.size(0)));
+  auto dev = (mean - exact).abs();
+  auto pinned = se < 1e-9;
+  double max_z = torch::where(pinned, (dev > 1e-9).to(torch::kFloat64) * 1e9, dev / se.clamp_min(1e-9))
+                     .max()
+                     .item<double>();
+  auto base = (prior.means[0] - exact).norm();
+  Gap g{((mean - exact).norm() / base).item<double>(), max_z,
+        ((op->pinv(y).reshape({-1}) - exact).norm() / base).item<double>()};
+  std::printf("[ %s on %s, %s, sigma_y %g, %d steps: mean off by %.4f of the prior-to-posterior distance "
+              "(A^+y: %.4f), max %.2f standard errors ]\n",
+              solver.c_str(), op->name().c_str(), process.c_str(), sigma_y, steps, g.rel, g.pinv_rel, g.max_z);
+  return g;
+}
+
+TEST(Restore, GaussianPriorMaskNoiselessApproachesThePosteriorMean) {
+  // Noiseless masks on a diagonal Gaussian: the posterior is y on the observed
+  // pixels and the prior elsewhere, and all three solvers sample it without
+  // bias (measured: within 2.7 standard errors of 4000 runs, 0.5-1.3 %).
+  const std::vector<int64_t> shape{1, 6, 6};
+  for (auto& op : {make_box_mask(shape), make_random_mask(shape, 0.5, seeded(1))}) {
+    for (std::string solver : {"ddnm", "ddnm+", "ddrm"}) {
+      for (std::string proc : {"vp:cosine", "flow"}) {
+        Gap g = posterior_mean_gap(solver, proc, op, 0, 30);
+        EXPECT_LT(g.max_z, 4.5) << solver << " " << proc << " " << op->name();
+        EXPECT_LT(g.rel, 0.03) << solver << " " << proc << " " << op->name();
+      }
+    }
+  }
+}
+
+TEST(Restore, GaussianPriorNoisyMeasurementsApproachThePosteriorMean) {
+  // With measurement noise DDNM+ and DDRM are approximations (both plug the
+  // unconditional denoiser into a step built for the noisy y), so this checks
+  // that they land much closer to the posterior mean than A^+ y does.
+  // Measured at 50 steps, sigma_y 0.3: DDRM 1.5-1.8 %, DDNM+ (r = 2) 8 %,
+  // against 32-80 % for A^+ y.
+  const std::vector<int64_t> shape{1, 6, 6};
+  for (auto& op : {make_random_mask(shape, 0.5, seeded(1)), make_identity(shape)}) {
+    for (std::string solver : {"ddnm+", "ddrm"}) {
+      Gap g = posterior_mean_gap(solver, "vp:cosine", op, 0.3, 50);
+      EXPECT_LT(g.rel, 0.15) << solver << " " << op->name();
+      EXPECT_LT(g.rel, 0.4 * g.pinv_rel) << solver << " " << op->name();
+    }
+  }
+}
+
+TEST(Restore, DdnmPlusWithoutTimeTravelIsDdrmOnMasksAndIdentity) {
+  // With U = V = I, singular values 0/1 and sigma_y > 0, DDNM+'s noise-aware
+  // step and DDRM's (eta_b = 1) are the same formulas, written independently
+  // in ddnm.cpp and ddrm.cpp: the same seed must give the same restoration.
+  const std::vector<int64_t> shape{1, 6, 6};
+  auto prior = gaussian_prior(shape, 2);
+  GMMDenoiser d(prior, make_process("vp:cosine"));
+  RestoreOptions o;
+  o.travel_repeat = 1;
+  for (auto& op : {make_box_mask(shape), make_identity(shape)}) {
+    const double sy = 0.2;
+    auto y = op->measure(prior.sample(1, seeded(3)).to(torch::kFloat64), sy, seeded(4));
+    auto a = solve("ddnm+", d, op, y, sy, 16, 12, 5, o).x, b = solve("ddrm", d, op, y, sy, 16, 12, 5, o).x;
+    EXPECT_LT((a - b).abs().max().item<double>(), 1e-10) << op->name();
+    // Time travel changes the result.
+    EXPECT_GT((solve("ddnm+", d, op, y, sy, 16, 12, 5).x - b).abs().max().item<double>(), 1e-3) << op->name();
+  }
+}
+
+// A Gaussian-mixture denoiser that hides its graph from autograd.
+class Opaque : public Denoiser {
+ public:
+  explicit Opaque(GMMDenoiser d) : d_(std::move(d)) {}
+  const Process& process() const override { return d_.process(); }
+  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override {
+    torch::NoGradGuard no_grad;
+    return d_.predict(x.detach(), s, c);
+  }
+
+ private:
+  GMMDenoiser d_;
+};
+
+TEST(Restore, PigdmOneStepIsTheExactConditionalMeanOfAStandardNormalPrior) {
+  // Under N(0, I), p(x0 | x) = N(x / (1 + s^2), r^2 I) exactly (VP, r^2 = s^2 / (1 + s^2)), so
+  // PiGDM's guided x0 is E[x0 | x, y], which one step to 0 returns.
+  const std::vector<int64_t> shape{1, 6, 6};
+  GMMDenoiser d(standard_normal(shape), make_process("vp"));
+  const double s0 = 0.8, r2 = s0 * s0 / (1 + s0 * s0);
+  auto x = randn({3}, shape, 11) * s0;
+  for (auto& op : {make_box_mask(shape), make_avgpool(shape, 2), make_gaussian_blur(shape, 0.7), make_identity(shape)}) {
+    for (double sy : {0.0, 0.2}) {
+      auto y = op->measure(randn({3}, shape, 12), sy, seeded(13));
+      SamplerRun run(d, {s0, 0}, {}, {}, seeded(1));
+      auto out = run_restore(find_restore_solver("pigdm"), run, {op, y, sy}, x);
+      for (int i = 0; i < 3; ++i) {
+        auto mu = (x[i] / (1 + s0 * s0)).reshape({-1});
+        auto want = posterior_mean(*op, mu, torch::full_like(mu, r2), y[i], sy);
+        EXPECT_LT(rel(out[i].reshape({-1}), want), 1e-9) << op->name() << " sigma_y " << sy;
+      }
+    }
+  }
+}
+
+TEST(Restore, PigdmSamplesThePosteriorMeanOfAStandardNormalPrior) {
+  // Measured: within 3 standard errors of 4000 runs on every case.
+  const std::vector<int64_t> shape{1, 6, 6};
+  for (auto& op : {make_avgpool(shape, 2), make_gaussian_blur(shape, 1.0), make_random_mask(shape, 0.5, seeded(1))}) {
+    for (double sy : {0.0, 0.2}) {
+      for (std::string proc : {"vp:cosine", "flow"}) {
+        Gap g = posterior_mean_gap("pigdm", proc, op, sy, 20, {}, true);
+        EXPECT_LT(g.max_z, 4.5) << op->name() << " " << proc << " sigma_y " << sy;
+      }
+    }
+  }
+}
+
+TEST(Restore, DpsStepIsTheGradientOfTheResidual) {
+  // One step to 0: x' = x0 - zeta J^T A^T (A x0 - y) / |A x0 - y| / model_scale(s0), with J =
+  // diag(v / (v + s^2)) the Jacobian of a diagonal Gaussian's posterior mean (VP, a = 1).
+  const std::vector<int64_t> shape{1, 6, 6};
+  auto prior = gaussian_prior(shape, 3);
+  auto proc = make_process("vp");
+  GMMDenoiser d(prior, proc);
+  const double s0 = 0.8, zeta = 0.5;
+  auto op = make_avgpool(shape, 2);
+  auto x = randn({2}, shape, 14) * s0;
+  auto y = op->measure(randn({2}, shape, 15), 0.1, seeded(16));
+  SamplerRun run(d, {s0, 0}, {}, {}, seeded(1));
+  RestoreOptions o;
+  o.zeta = zeta;
+  auto out = run_restore(find_restore_solver("dps"), run, {op, y, 0.1}, x, o);
+  auto k = (prior.variances[0] / (prior.variances[0] + s0 * s0)).reshape(shape);
+  auto x0 = prior.means[0].reshape(shape) + k * (x - prior.means[0].reshape(shape));
+  auto r = op->A(x0) - y;
+  auto norm = r.flatten(1).norm(2, 1).reshape({2, 1, 1, 1});
+  auto want = x0 - k * op->At(r) / norm * (zeta / proc->model_scale(s0));
+  EXPECT_LT(rel(out, want), 1e-10);
+}
+
+TEST(Restore, DpsWithoutGuidanceIsDdpmAndWithItApproachesThePosterior) {
+  const std::vector<int64_t> shape{1, 6, 6};
+  auto prior = gaussian_prior(shape, 5);
+  GMMDenoiser d(prior, make_process("vp:cosine"));
+  auto op = make_avgpool(shape, 2);
+  auto y = op->measure(prior.sample(1, seeded(2)).to(torch::kFloat64), 0.1, seeded(3));
+  // zeta = 0: DDIM with eta 1 (the DDPM posterior), bit for bit.
+  RestoreOptions off;
+  off.zeta = 0;
+  auto a = solve("dps", d, op, y, 0.1, 8, 10, 4, off).x;
+  auto sig = make_schedule("karras", d.process(), 10);
+  auto gen = seeded(4);
+  auto x = at::randn({8, 1, 6, 6}, gen, torch::kFloat64) * sig[0];
+  SamplerOptions so;
+  so.eta = 1;
+  SamplerRun run(d, sig, {}, so, gen);
+  EXPECT_TRUE(torch::equal(a, run_sampler(find_sampler("ddim"), run, x)));
+  // With guidance the samples move most of the way to the posterior mean (measured: 0.21 of the
+  // prior-to-posterior distance left at 50 steps; A^+ y is off by 1.44) and fit y.
+  Gap g = posterior_mean_gap("dps", "vp:cosine", op, 0.1, 50);
+  EXPECT_LT(g.rel, 0.4);
+  Solved r = solve("dps", d, op, y, 0.1, 200, 50, 6);
+  const double fit = (op->A(r.x) - y).flatten(1).norm(2, 1).mean().item<double>() / std::sqrt(double(op->out_dim()));
+  const double free = (op->A(a) - y).flatten(1).norm(2, 1).mean().item<double>() / std::sqrt(double(op->out_dim()));
+  std::printf("[ dps residual per measured value: %.4f guided, %.4f unguided (sigma_y 0.1) ]\n", fit, free);
+  EXPECT_LT(fit, 0.15);
+  EXPECT_LT(fit, 0.5 * free);
+}
+
+TEST(Restore, GradientSolversRejectNonDifferentiableDenoisers) {
+  const std::vector<int64_t> shape{1, 4, 4};
+  auto prior = gaussian_prior(shape, 1);
+  Opaque d(GMMDenoiser(prior, make_process("vp")));
+  auto op = make_avgpool(shape, 2);
+  auto y = op->A(prior.sample(1, seeded(0)).to(torch::kFloat64));
+  for (std::string solver : {"pigdm", "dps"}) {
+    try {
+      solve(solver, d, op, y, 0, 2, 3, 1);
+      ADD_FAILURE() << solver;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(solver + ": the denoiser is not differentiable"), std::string::npos)
+          << e.what();
+    }
+  }
+  GMMDenoiser ok(prior, make_process("vp"));
+  auto rs = std::make_shared<RowSum>(shape);
+  auto yr = rs->A(prior.sample(1, seeded(0)).to(torch::kFloat64));
+  EXPECT_THROW(solve("pigdm", ok, rs, yr, 0.1, 2, 3, 1), Error);  // noisy PiGDM needs the SVD
+  EXPECT_NO_THROW(solve("pigdm", ok, rs, yr, 0, 2, 3, 1));        // noiseless needs only A^+
+  EXPECT_NO_THROW(solve("dps", ok, rs, yr, 0.1, 2, 3, 1));        // DPS needs only A
+}
+
+TEST(Restore, SolversRejectBadInput) {
+  const std::vector<int64_t> shape{1, 4, 4};
+  auto prior = gaussian_prior(shape, 1);
+  GMMDenoiser d(prior, make_process("vp"));
+  auto rs = std::make_shared<RowSum>(shape);
+  auto y = rs->A(prior.sample(1, seeded(0)).to(torch::kFloat64));
+  auto msg = [&](const std::string& solver, double sigma_y, RestoreOptions o = {}) -> std::string {
+    try {
+      solve(solver, d, rs, y, sigma_y, 2, 4, 1, o);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(msg("ddrm", 0).find("ddrm needs an operator with a known SVD; 'rowsum' has none"), std::string::npos)
+      << msg("ddrm", 0);
+  EXPECT_NE(msg("ddnm+", 0.1).find("ddnm+ with sigma_y > 0 needs an operator with a known SVD"), std::string::npos);
+  EXPECT_EQ(msg("ddnm", 0), "");  // DDNM needs only A and A^+
+  EXPECT_EQ(msg("ddnm+", 0), "");
+  EXPECT_NE(msg("ddnm", -1).find("sigma_y must be >= 0"), std::string::npos);
+  RestoreOptions bad;
+  bad.eta = 1.5;
+  EXPECT_NE(msg("ddnm", 0, bad).find("eta must be in [0, 1]"), std::string::npos);
+  bad = {};
+  bad.eta_b = 2;
+  EXPECT_NE(msg("ddrm", 0, bad).find("eta_b must be in [0, 1]"), std::string::npos);
+  bad = {};
+  bad.travel_length = 0;
+  EXPECT_NE(msg("ddnm+", 0, bad).find("time-travel length must be >= 1"), std::string::npos);
+  EXPECT_NE([] {
+    try {
+      find_restore_solver("dps2");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }().find("unknown solver 'dps2' (known: ddnm, ddnm+, ddrm, dps, pigdm)"), std::string::npos);
+  // A measurement of the wrong shape names the operator.
+  auto sig = make_schedule("karras", d.process(), 4);
+  SamplerRun run(d, sig, {}, {}, seeded(1));
+  Measurement m{make_avgpool(shape, 2), torch::zeros({2, 1, 4, 4}, torch::kFloat64), 0};
+  EXPECT_THROW(run_restore(find_restore_solver("ddnm"), run, m, torch::zeros({2, 1, 4, 4}, torch::kFloat64)), Error);
+}
+
+// ---- tweedie restore ---------------------------------------------------------
+
+// Fashion-MNIST test image i as a PNG, and as [1, 1, 28, 28] in [-1, 1].
+torch::Tensor test_image(int64_t i, const std::string& path) {
+  static Dataset d = load_dataset("fashion-mnist:test");
+  auto x = d.batch_images(torch::tensor({i}, torch::kInt64));
+  write_png(path, tensor_to_image(x[0]));
+  return image_to_tensor(read_png(path)).unsqueeze(0);
+}
+
+double number_after(const std::string& out, const std::string& key) {
+  auto at = out.find(key);
+  EXPECT_NE(at, std::string::npos) << "no '" << key << "' in: " << out;
+  return at == std::string::npos ? NAN : std::stod(out.substr(at + key.size()));
+}
+
+double psnr(const torch::Tensor& a, const torch::Tensor& b) {
+  return 10 * std::log10(4.0 / (a - b).pow(2).mean().item<double>());
+}
+
+TEST(RestoreCLI, InpaintsAFashionMnistImage) {
+  const std::string in = tmp("restore_in.png"), out = tmp("restore_box.png"), out_y = tmp("restore_box_y.png");
+  std::remove(out.c_str()), std::remove(out_y.c_str());
+  auto x = test_image(0, in);  // an ankle boot
+  Result r = cli("restore --task inpaint-box --solver ddnm --class ankle-boot --steps 12 --eta 0.5 --seed 1 "
+                 "-m models/fashion_mnist.safetensors -q " + in + " -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto y = image_to_tensor(read_png(out_y)).unsqueeze(0), xr = image_to_tensor(read_png(out)).unsqueeze(0);
+  ASSERT_EQ(xr.sizes(), torch::IntArrayRef({1, 1, 28, 28}));
+  // y is the input with the centred 14x14 box zeroed (mid-grey), and the
+  // restoration keeps every observed pixel (DDNM is exact on the range of A).
+  auto op = make_box_mask({1, 28, 28});
+  EXPECT_LT((y - op->A(x)).abs().max().item<double>(), 1.5 / 127.5);
+  EXPECT_LT((op->A(xr) - op->A(x)).abs().max().item<double>(), 1.5 / 127.5);
+  // The printed PSNRs match the files, and the restoration beats A^+ y (the grey box).
+  const double p_pinv = number_after(r.out, "PSNR A^+y "), p_out = number_after(r.out, "restored ");
+  EXPECT_NEAR(p_pinv, psnr(op->pinv(y), x), 0.2);
+  EXPECT_NEAR(p_out, psnr(xr, x), 0.2);
+  EXPECT_GT(p_out, p_pinv + 2) << r.out;
+  EXPECT_NE(r.out.find("inpaint-box, ddnm, sigma_y 0, 12 steps (12 NFE)"), std::string::npos) << r.out;
+  EXPECT_NE(read_png(out).text["parameters"].find("--task inpaint-box --solver ddnm"), std::string::npos);
+}
+
+TEST(RestoreCLI, SuperResolutionDeblurAndSeeds) {
+  const std::string in = tmp("restore_in2.png");
+  test_image(1, in);
+  // DDRM on 4x super-resolution with noise: y is the 7x7 image.
+  const std::string sr = tmp("restore_sr.png");
+  Result r = cli("restore --task sr4 --solver ddrm --eta-b 0.8 --sigma-y 0.05 --steps 4 -q " + in + " -o " + sr);
+  ASSERT_EQ(r.code, 0) << r.out;
+  Image y = read_png(tmp("restore_sr_y.png"));
+  EXPECT_EQ(y.width, 7);
+  EXPECT_EQ(y.height, 7);
+  EXPECT_EQ(read_png(sr).width, 28);
+  // DDNM+ with time travel: the NFE follows the travel path; the same seed gives the same image.
+  RestoreOptions o;
+  o.travel_length = 2, o.travel_repeat = 3;
+  const int nfe = restore_nfe(find_restore_solver("ddnm+"), 5, o);
+  const std::string a = tmp("restore_a.png"), b = tmp("restore_b.png"), c = tmp("restore_c.png");
+  const std::string cmd = "restore --task blur --solver ddnm+ --sigma-y 0.02 --steps 5 --schedule trailing "
+                          "--travel-length 2 --travel-repeat 3 -q " + in;
+  r = cli(cmd + " --seed 3 -o " + a);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("blur, ddnm+, sigma_y 0.02, 5 steps (" + std::to_string(nfe) + " NFE)"), std::string::npos)
+      << r.out;
+  ASSERT_EQ(cli(cmd + " --seed 3 -o " + b).code, 0);
+  ASSERT_EQ(cli(cmd + " --seed 4 -o " + c).code, 0);
+  EXPECT_EQ(read_png(a).pixels, read_png(b).pixels);
+  EXPECT_NE(read_png(a).pixels, read_png(c).pixels);
+  // inpaint-random and denoise run too, and the gradient solvers through the network.
+  for (std::string t : {"inpaint-random", "denoise"}) {
+    Result q = cli("restore --task " + t + " --sigma-y 0.1 --solver ddnm+ --steps 3 -q " + in + " -o " + tmp("r.png"));
+    EXPECT_EQ(q.code, 0) << q.out;
+  }
+  for (std::string solver : {"pigdm", "dps --zeta 0.5"}) {
+    Result q = cli("restore --task sr2 --sigma-y 0.05 --solver " + solver + " --steps 3 -q " + in + " -o " + tmp("g.png"));
+    EXPECT_EQ(q.code, 0) << q.out;
+    EXPECT_NE(q.out.find("sr2, " + solver.substr(0, solver.find(' ')) + ", sigma_y 0.05, 3 steps (3 NFE)"),
+              std::string::npos)
+        << q.out;
+  }
+  Result h = cli("restore --help");
+  for (auto f : {"--task", "--solver", "--sigma-y", "--model", "--class", "--output", "--steps", "--schedule", "--eta",
+                 "--eta-b", "--travel-length", "--travel-repeat", "--zeta", "--seed", "--quiet", "ddnm|ddnm+|ddrm|dps|pigdm",
+                 "inpaint-box|inpaint-random|sr2|sr4|blur|denoise"})
+    EXPECT_NE(h.out.find(f), std::string::npos) << f;
+}
+
+TEST(RestoreCLI, BadInputGetsOneClearError) {
+  const std::string in = tmp("restore_in3.png"), out = tmp("never_restored.png"), out_y = tmp("never_restored_y.png");
+  std::remove(out.c_str()), std::remove(out_y.c_str());
+  test_image(2, in);
+  const std::string big = tmp("restore_big.png"), rgb = tmp("restore_rgb.png");
+  write_png(big, Image(32, 32, 1, 7));
+  write_png(rgb, Image(28, 28, 3, 7));
+  const std::string o = " -o " + out;
+  expect_error("restore --task sr2 " + big + o, "restore_big.png: 32x32 pixels, the model takes 28x28", out);
+  expect_error("restore --task sr2 " + rgb + o, "restore_rgb.png: 3 channel(s), the model takes 1", out);
+  expect_error("restore --task sr3 " + in + o, "unknown task 'sr3' (known: inpaint-box, inpaint-random, sr2", out);
+  expect_error("restore --task sr2 --solver dps9 " + in + o, "unknown solver 'dps9' (known: ddnm, ddnm+, ddrm, dps, pigdm)", out);
+  expect_error("restore --task sr2 --sigma-y -0.1 " + in + o, "--sigma-y must be >= 0 (got -0.1)", out);
+  expect_error("restore --task sr2 --eta-b 0.5 " + in + o, "--eta-b applies to ddrm only, not ddnm", out);
+  expect_error("restore --task sr2 --solver ddrm --travel-length 3 " + in + o, "apply to ddnm+ only, not ddrm", out);
+  expect_error("restore --task sr2 --eta 1.5 " + in + o, "--eta must be in [0, 1]", out);
+  expect_error("restore --task sr2 --solver ddrm --eta-b 2 " + in + o, "--eta-b must be in [0, 1]", out);
+  expect_error("restore --task sr2 --solver ddnm+ --travel-repeat 0 " + in + o, "--travel-repeat must be >= 1", out);
+  expect_error("restore --task sr2 --solver ddnm+ --travel-length 0 " + in + o, "--travel-length must be >= 1", out);
+  expect_error("restore --task sr2 --steps 0 " + in + o, "--steps must be >= 1", out);
+  expect_error("restore --task sr2 --zeta 0.5 " + in + o, "--zeta applies to dps only, not ddnm", out);
+  expect_error("restore --task sr2 --solver dps --zeta -1 " + in + o, "--zeta must be >= 0", out);
+  expect_error("restore --task sr2 --class hat " + in + o, "unknown class 'hat'", out);
+  expect_error("restore --task sr2 -m gmm:models/gmm/ring2d.json " + in + o, "must be an image model file", out);
+  expect_error("restore " + in + o, "--task is required", out);
+  expect_error("restore --task sr2 " + in, "--output is required", out);
+  expect_error("restore --task sr2 " + in + " -o " + tmp("x.jpg"), "--output must end in .png");
+  expect_error("restore --task sr2 -o " + out, "expected one input image", out);
+  expect_error("restore --task sr2 " + tmp("missing.png") + o, "missing.png", out);
+  EXPECT_FALSE(exists(out_y));
+}
+
+}  // namespace
