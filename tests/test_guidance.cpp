@@ -31,15 +31,6 @@ bool same(const torch::Tensor& a, const torch::Tensor& b, double tol = 1e-12) {
   return a.sizes() == b.sizes() && torch::allclose(a, b, tol, tol);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // E[x0 | x, class k] written out from the mixture's parameters: responsibilities
 // over the class's components of N(x; a mu_j, a^2 v_j + s^2), each with the
 // Gaussian posterior mean mu_j + a v_j / (a^2 v_j + s^2) (x - a mu_j).

@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "testing.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
@@ -12,19 +13,11 @@
 #include "tweedie/io/plot.h"
 
 using namespace tweedie;
+using tweedie::testing::error_of;
 
 namespace {
 
 std::string tmp(const std::string& n) { return ::testing::TempDir() + "/io_" + n; }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(Npy, RoundTripAndHeaderLayout) {
   auto t = torch::randn({3, 4, 5});

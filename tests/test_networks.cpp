@@ -9,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "testing.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/safetensors.h"
 #include "tweedie/models/dit.h"
@@ -22,6 +23,7 @@
 #include "tweedie/nn/norm.h"
 
 using namespace tweedie;
+using tweedie::testing::error_of;
 
 namespace {
 
@@ -77,15 +79,6 @@ Batch batch(Network& n, int64_t N = 2, bool labels = true) {
 torch::Tensor run(Network& n, const Batch& b) {
   torch::NoGradGuard g;
   return n.forward(b.x, b.t, b.c);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {

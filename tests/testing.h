@@ -2,16 +2,28 @@
 // solution, and convergence-order measurement.
 #pragma once
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "tweedie/core/error.h"
 #include "tweedie/models/gmm.h"
 #include "tweedie/process/schedule.h"
 #include "tweedie/sample/sampler.h"
 
 namespace tweedie::testing {
+
+// The message of the Error f throws ("" if it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 inline std::string source_path(const std::string& rel) { return std::string(TWEEDIE_SOURCE_DIR) + "/" + rel; }
 
