@@ -26,6 +26,28 @@
 namespace tweedie::cli {
 namespace {
 
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, ',');)
+    if (!t.empty()) v.push_back(t);
+  return v;
+}
+
+// --nfe "10,20,50" -> {10, 20, 50}; Error naming the command and entry.
+std::vector<int> nfe_budgets(const std::string& list, const char* cmd) {
+  std::vector<int> budgets;
+  for (auto& b : split(list)) {
+    try {
+      budgets.push_back(std::stoi(b));
+    } catch (...) {
+      fail(cmd, ": --nfe entry '", b, "' is not an integer");
+    }
+    check(budgets.back() >= 1, cmd, ": NFE budgets must be >= 1");
+  }
+  return budgets;
+}
+
 torch::Tensor exact_flow(Denoiser& d, torch::Tensor x, double s0, int n = 2000) {
   const double u0 = std::log(s0), u1 = std::log(1e-4), h = (u1 - u0) / n;
   auto f = [&](const torch::Tensor& y, double u) { return y - d.predict(y, std::exp(u), {}).x0(); };
@@ -61,22 +83,7 @@ int bench_samplers(int argc, char** argv) {
           {"samplers", "", false, "comma-separated samplers (default: all)", ""},
           {"seed", "", false, "random seed", "0"}});
   if (!a.parse(argc, argv)) return 0;
-  auto split = [](const std::string& s) {
-    std::vector<std::string> v;
-    std::stringstream ss(s);
-    for (std::string t; std::getline(ss, t, ',');)
-      if (!t.empty()) v.push_back(t);
-    return v;
-  };
-  std::vector<int> budgets;
-  for (auto& b : split(a.str("nfe"))) {
-    try {
-      budgets.push_back(std::stoi(b));
-    } catch (...) {
-      fail("tweedie bench samplers: --nfe entry '", b, "' is not an integer");
-    }
-    check(budgets.back() >= 1, "tweedie bench samplers: NFE budgets must be >= 1");
-  }
+  std::vector<int> budgets = nfe_budgets(a.str("nfe"), "tweedie bench samplers");
   const int n = a.integer("num");
   check(n >= 16, "tweedie bench samplers: -n must be >= 16");
   const std::string outdir = a.str("out");
@@ -189,21 +196,7 @@ int bench_fid(int argc, char** argv) {
   opts.insert(opts.end(), gopts.begin(), gopts.end());
   Args a("bench fid", "[options]", opts);
   if (!a.parse(argc, argv)) return 0;
-  auto split = [](const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream ss(s);
-    for (std::string t; std::getline(ss, t, ',');)
-      if (!t.empty()) out.push_back(t);
-    return out;
-  };
-  std::vector<int> budgets;
-  for (auto& b : split(a.str("nfe"))) {
-    try {
-      budgets.push_back(std::stoi(b));
-    } catch (...) {
-      fail("tweedie bench fid: --nfe entry '", b, "' is not an integer");
-    }
-  }
+  std::vector<int> budgets = nfe_budgets(a.str("nfe"), "tweedie bench fid");
   std::vector<const SamplerInfo*> chosen;
   for (auto& name : split(a.str("samplers"))) chosen.push_back(&find_sampler(name));
   check(!budgets.empty() && !chosen.empty(), "tweedie bench fid: no samplers or NFE budgets given");
