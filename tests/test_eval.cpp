@@ -197,11 +197,13 @@ TEST(ShippedModels, DefaultModelSamplesAreTheirClass) {
 
 TEST(ShippedModels, EverySamplerRunsTheDefaultModel) {
   // Every sampler of the foundation works on the network model unchanged: one
-  // sample per class at a 16-evaluation budget with CFG 3 stays finite, and
-  // the classifier recognises most of them overall. The schedule is
-  // uniform in log sigma: the cosine table reaches sigma = 20291, and the
-  // Karras schedule from there leaves a single last step from ~10 to 0.0064 at
-  // 5 steps, which two-evaluation steps (Heun, DPM2) cannot take (README).
+  // sample per class at a 16-evaluation budget with CFG 3 stays finite, the
+  // classifier recognises at least 90 % of them overall and at least 3 of 10
+  // for every sampler. The schedule is uniform in log sigma from 80
+  // (schedule.h, smax_sigma); the two-evaluation sigma-space steps (Heun,
+  // DPM2, DPM-Solver-2) are the weakest at 8 steps (measured 317/340 overall,
+  // heun 5, dpm2-a 4, dpm2 and dpm-solver-2 7; from the table's 20291 it was
+  // 288/340 with heun 1, pndm 1, dpm2-a 0).
   auto clf = as_classifier(load_network(source_path("models/fashion_mnist_classifier.safetensors")), "classifier");
   ModelFile m = load_model_file(source_path("models/fashion_mnist.safetensors"));
   CFGDenoiser guided(m.denoiser, 3.0);
@@ -217,10 +219,11 @@ TEST(ShippedModels, EverySamplerRunsTheDefaultModel) {
     ASSERT_TRUE(torch::isfinite(x).all().item<bool>()) << s.name;
     const int64_t r = (clf->forward(quantize_8bit(x.clamp(-1, 1)), {}, {}).argmax(1) == c.labels).sum().item<int64_t>();
     std::printf("%-22s %ld/10\n", s.name.c_str(), (long)r);
+    EXPECT_GE(r, 3) << s.name;
     right += r;
     total += 10;
   }
-  EXPECT_GE(double(right) / double(total), 0.8) << right << " of " << total;
+  EXPECT_GE(double(right) / double(total), 0.9) << right << " of " << total;
 }
 
 }  // namespace

@@ -45,6 +45,22 @@ TEST(Schedules, KarrasIsEquation5) {
   }
 }
 
+// Sigma-space schedules start at min(s_max, 80) unless --sigma-max is given;
+// timestep spacings keep the whole table (the cosine VP table reaches 20291).
+TEST(Schedules, SigmaSpaceSchedulesStartAtEdmSigmaMax) {
+  auto cosine = make_process("vp:cosine"), sd = make_process("vp");
+  ASSERT_GT(cosine->s_max(), 1000.0);
+  ASSERT_LT(sd->s_max(), 80.0);
+  for (std::string name : {"karras", "exponential", "kl-optimal", "bong-tangent"}) {
+    EXPECT_NEAR(make_schedule(name, *cosine, 10).front(), 80.0, 1e-9) << name;
+    EXPECT_NEAR(make_schedule(name, *sd, 10).front(), sd->s_max(), 1e-9 * sd->s_max()) << name;
+    ScheduleOptions o;
+    o.s_max = 500;
+    EXPECT_NEAR(make_schedule(name, *cosine, 10, o).front(), 500.0, 1e-9) << name;
+  }
+  EXPECT_NEAR(make_schedule("trailing", *cosine, 10).front(), cosine->s_max(), 1e-6 * cosine->s_max());
+}
+
 TEST(Schedules, ExponentialIsLogUniform) {
   auto p = make_process("edm");
   auto s = make_schedule("exponential", *p, 8);

@@ -24,6 +24,15 @@ double now() {
 CommandRegistrar::CommandRegistrar(Command c) { table().push_back(std::move(c)); }
 const std::vector<Command>& commands() { return table(); }
 
+namespace {
+std::vector<Command>& bench_table() {
+  static std::vector<Command> t;
+  return t;
+}
+}  // namespace
+BenchRegistrar::BenchRegistrar(Command c) { bench_table().push_back(std::move(c)); }
+const std::vector<Command>& bench_commands() { return bench_table(); }
+
 Args::Args(std::string command, std::string usage, std::vector<Opt> opts)
     : command_(std::move(command)), usage_(std::move(usage)), opts_(std::move(opts)) {}
 

@@ -46,6 +46,13 @@ struct CommandRegistrar {
 };
 const std::vector<Command>& commands();
 
+// `tweedie bench NAME`: each benchmark is a file (cmd_bench_*.cpp) that
+// registers itself here, like the commands above.
+struct BenchRegistrar {
+  explicit BenchRegistrar(Command c);
+};
+const std::vector<Command>& bench_commands();
+
 // Progress line on stderr: "step i/n  it/s  ETA".
 class Progress {
  public:

@@ -1,5 +1,6 @@
 // tweedie train: train a diffusion model from a JSON config (train/trainer.h).
 #include <cstdio>
+#include <filesystem>
 
 #include "cli.h"
 #include "tweedie/core/error.h"
@@ -27,7 +28,11 @@ int run(int argc, char** argv) {
     cfg.set_steps(s);
   }
   const std::string out = a.str("output");
-  if (!is_directory(out)) check(std::system(("mkdir -p '" + out + "'").c_str()) == 0, "cannot create '", out, "'");
+  if (!is_directory(out)) {
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    check(!ec, "tweedie train: cannot create output directory '", out, "': ", ec.message());
+  }
   Trainer t(cfg, out, a.has("resume"));
   Progress prog("train", int(cfg.steps), !a.has("quiet"));
   char buf[96];

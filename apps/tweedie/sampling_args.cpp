@@ -21,7 +21,7 @@ std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& d
       {"rho", "", false, "karras/polyexponential rho (default: the schedule's)", ""},
       {"shift", "", false, "timestep shift (SD3/Flux flow shift; log-SNR shift by -log(shift))", "1"},
       {"sigma-min", "", false, "lowest nonzero noise level (default: the process's)", ""},
-      {"sigma-max", "", false, "highest noise level (default: the process's)", ""},
+      {"sigma-max", "", false, "highest noise level (default: the process's; karras, exponential, kl-optimal and bong-tangent cap it at 80)", ""},
       {"gits-coeff", "", false, "GITS table coefficient", "1.20"},
       {"beta-a", "", false, "beta schedule alpha", "0.6"},
       {"beta-b", "", false, "beta schedule beta", "0.6"},

@@ -1,6 +1,7 @@
 // Schedule registry, validation and shared helpers (see schedule.h).
 #include "tweedie/process/schedule.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tweedie/core/error.h"
@@ -55,6 +56,9 @@ namespace schedule_util {
 
 double smin(const Process& p, const ScheduleOptions& o) { return o.s_min > 0 ? o.s_min : p.s_min(); }
 double smax(const Process& p, const ScheduleOptions& o) { return o.s_max > 0 ? o.s_max : p.s_max(); }
+double smax_sigma(const Process& p, const ScheduleOptions& o) {
+  return o.s_max > 0 ? o.s_max : std::min(p.s_max(), kEdmSigmaMax);
+}
 
 std::vector<double> finish(const Process& p, std::vector<double> s, const ScheduleOptions& o) {
   if (o.shift != 1.0)

@@ -28,7 +28,7 @@ std::vector<double> ramp(int len, double slope, double pivot, double start, doub
 }
 
 std::vector<double> bong_tangent(const Process& p, int n, const ScheduleOptions& o) {
-  const double start = schedule_util::smax(p, o), end = schedule_util::smin(p, o), middle = end + (start - end) * 0.5;
+  const double start = schedule_util::smax_sigma(p, o), end = schedule_util::smin(p, o), middle = end + (start - end) * 0.5;
   const int m = n + 2;
   const int split = int((m * 0.6 + m * 0.6) / 2), pivot = int(m * 0.6);
   const double slope = 0.2 / (m / 40.0);

@@ -10,7 +10,7 @@ namespace tweedie {
 namespace {
 
 std::vector<double> polyexp(const Process& p, int n, double rho, const ScheduleOptions& o) {
-  double lo = std::log(schedule_util::smin(p, o)), hi = std::log(schedule_util::smax(p, o));
+  double lo = std::log(schedule_util::smin(p, o)), hi = std::log(schedule_util::smax_sigma(p, o));
   std::vector<double> s(n);
   for (int i = 0; i < n; ++i) {
     double r = n == 1 ? 1.0 : 1.0 - double(i) / (n - 1);

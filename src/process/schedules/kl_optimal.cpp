@@ -17,7 +17,7 @@ namespace tweedie {
 namespace {
 
 std::vector<double> kl_optimal(const Process& p, int n, const ScheduleOptions& o) {
-  const double hi = std::atan(std::exp(-p.lambda(schedule_util::smax(p, o))));
+  const double hi = std::atan(std::exp(-p.lambda(schedule_util::smax_sigma(p, o))));
   const double lo = std::atan(std::exp(-p.lambda(schedule_util::smin(p, o))));
   std::vector<double> s(n);
   for (int i = 0; i < n; ++i) {
@@ -26,7 +26,7 @@ std::vector<double> kl_optimal(const Process& p, int n, const ScheduleOptions& o
     s[i] = std::min(p.s_of_lambda(-std::log(sigma)), p.s_limit());
   }
   // tan(pi/2) is finite in floating point: pin the flow start at exactly t = 1.
-  if (p.space() == Space::Flow && schedule_util::smax(p, o) >= 1.0) s[0] = 1.0;
+  if (p.space() == Space::Flow && schedule_util::smax_sigma(p, o) >= 1.0) s[0] = 1.0;
   return schedule_util::finish(p, s, o);
 }
 

@@ -1,0 +1,199 @@
+// tweedie bench speed: training throughput and sampling time on this machine.
+//
+//   train fp32 / bf16   Trainer::train_step() with the default model's config
+//       (configs/fashion_mnist.json: ADM UNet, 1.74M parameters, min-SNR
+//       v-loss) on Fashion-MNIST: batch, noise levels, forward + loss (under
+//       bf16 autocast for bf16), backward, clipping, AdamW, EMA. Images/s.
+//   grid fp32 / bf16, CFG 1 / 3   one 16-image grid with the shipped model,
+//       20 steps of DEIS on the Karras schedule, labels 0..9 cycling, made by
+//       generate() as `tweedie sample` makes it. Seconds per grid.
+// Each measurement: one warm-up, then repetitions of at least --min-time
+// seconds each; the table reports the median repetition. Writes speed.md.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <thread>
+
+#include "cli.h"
+#include "model_spec.h"
+#include "tweedie/core/error.h"
+#include "tweedie/guide/cfg.h"
+#include "tweedie/io/fs.h"
+#include "tweedie/models/net_denoiser.h"
+#include "tweedie/process/schedule.h"
+#include "tweedie/sample/generate.h"
+#include "tweedie/train/trainer.h"
+
+namespace tweedie::cli {
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+struct Timing {
+  double median = 0, min = 0, max = 0;  // seconds per call
+};
+
+// One warm-up call, then `reps` repetitions of at least `min_time` seconds;
+// each repetition's time per call, summarized.
+Timing measure(const std::function<void()>& call, int reps, double min_time, Progress& prog, int& done) {
+  call();
+  std::vector<double> per;
+  for (int r = 0; r < reps; ++r) {
+    int calls = 0;
+    const double t0 = now();
+    double t = t0;
+    do {
+      call();
+      ++calls;
+      t = now();
+    } while (t - t0 < min_time);
+    per.push_back((t - t0) / calls);
+    prog.update(++done);
+  }
+  std::sort(per.begin(), per.end());
+  return {per[per.size() / 2], per.front(), per.back()};
+}
+
+std::string first_line_with(const std::string& path, const std::string& key) {
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(key, 0) == 0) {
+      auto c = line.find(':');
+      return c == std::string::npos ? line : line.substr(line.find_first_not_of(" \t", c + 1));
+    }
+  return "unknown";
+}
+
+std::string cpu_flags() {
+  std::string flags = " " + first_line_with("/proc/cpuinfo", "flags") + " ", out;
+  for (const char* f : {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    if (flags.find(std::string(" ") + f + " ") != std::string::npos) out += (out.empty() ? "" : " ") + std::string(f);
+  return out;
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+std::string fmt_time(double s) { return s >= 1 ? fmt("%.2f s", s) : fmt("%.0f ms", s * 1e3); }
+
+int bench_speed(int argc, char** argv) {
+  Args a("bench speed", "[options]",
+         {{"config", "c", false, "training config", std::string(TWEEDIE_SOURCE_DIR) + "/configs/fashion_mnist.json"},
+          {"model", "m", false, "model for the sampling rows (default: the shipped Fashion-MNIST model)", ""},
+          {"grid", "", false, "images per grid", "16"},
+          {"steps", "", false, "sampling steps per grid", "20"},
+          {"reps", "", false, "repetitions per measurement (the table shows the median)", "3"},
+          {"min-time", "", false, "seconds per repetition (at least one call)", "2"},
+          {"out", "o", false, "output directory for speed.md", "bench/results"},
+          {"quiet", "q", true, "no progress on stderr", ""}});
+  if (!a.parse(argc, argv)) return 0;
+  check(a.positional().empty(), "tweedie bench speed: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
+  const int reps = a.integer("reps"), grid = a.integer("grid"), steps = a.integer("steps");
+  const double min_time = a.number("min-time");
+  check(reps >= 1, "tweedie bench speed: --reps must be >= 1");
+  check(grid >= 1, "tweedie bench speed: --grid must be >= 1");
+  check(steps >= 1, "tweedie bench speed: --steps must be >= 1");
+  check(min_time >= 0, "tweedie bench speed: --min-time must be >= 0");
+  const std::string outdir = a.str("out");
+  check(is_directory(outdir), "tweedie bench speed: output directory '", outdir, "' does not exist");
+  const std::string load = first_line_with("/proc/loadavg", "");
+
+  struct Row {
+    std::string what;
+    Timing t;
+    double items;  // images per call
+  };
+  std::vector<Row> rows;
+  Progress prog("bench speed", 6 * reps, !a.has("quiet"));
+  int done = 0;
+
+  // Training: the trainer's own step on the real data.
+  const std::string cfg_path = a.str("config");
+  const std::string cfg_text = read_file(cfg_path);
+  const std::filesystem::path scratch =
+      std::filesystem::temp_directory_path() / ("tweedie-bench-speed-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(scratch);
+  int64_t batch = 0;
+  try {
+    for (bool bf16 : {false, true}) {
+      TrainConfig c = TrainConfig::parse(cfg_text, cfg_path);
+      c.bf16 = bf16;
+      c.set_steps(1000000);
+      batch = c.batch_size;
+      Trainer tr(c, scratch.string(), false);
+      rows.push_back({std::string("training step, batch ") + std::to_string(batch) + (bf16 ? ", bf16 autocast" : ", fp32"),
+                      measure([&] { tr.train_step(); }, reps, min_time, prog, done), double(batch)});
+    }
+  } catch (...) {
+    std::filesystem::remove_all(scratch);
+    throw;
+  }
+  std::filesystem::remove_all(scratch);
+
+  // Sampling: a class-cycling grid made as `tweedie sample` makes it.
+  const std::string model_path = a.has("model") ? a.str("model") : default_model_path();
+  LoadedModel model = load_model(model_path, "", "");
+  auto* nd = dynamic_cast<NetDenoiser*>(model.denoiser.get());
+  check(nd != nullptr && model.num_classes > 0, "tweedie bench speed: the sampling rows need a class-conditional network model");
+  const SamplerInfo& sampler = find_sampler("deis");
+  const std::vector<double> sigmas = make_schedule("karras", model.denoiser->process(), steps, ScheduleOptions{});
+  std::vector<int64_t> shape{grid};
+  shape.insert(shape.end(), model.sample_shape.begin(), model.sample_shape.end());
+  Cond cond;
+  cond.labels = torch::arange(grid, torch::kInt64).remainder(model.num_classes);
+  int nfe = 0;
+  for (bool bf16 : {false, true}) {
+    nd->set_dtype(bf16 ? torch::kBFloat16 : torch::kFloat32);
+    for (double cfg : {1.0, 3.0}) {
+      DenoiserPtr den = model.denoiser;
+      if (cfg != 1.0) den = std::make_shared<CFGDenoiser>(den, cfg);
+      auto call = [&] {
+        torch::NoGradGuard ng;
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+        auto noise = at::randn(shape, gen, torch::kFloat32);
+        nfe = generate(*den, sampler, sigmas, noise, cond, GenerateOptions{}, gen).nfe;
+      };
+      rows.push_back({std::to_string(grid) + "-image grid, " + std::to_string(steps) + " steps" +
+                          (cfg != 1.0 ? ", CFG 3" : "") + (bf16 ? ", bf16" : ", fp32"),
+                      measure(call, reps, min_time, prog, done), double(grid)});
+    }
+  }
+  prog.finish();
+
+  std::ostringstream md;
+  md << "# Speed\n\n`tweedie bench speed";
+  for (int i = 0; i < argc; ++i) md << ' ' << argv[i];
+  md << "`\n\nTraining: `Trainer::train_step()` with `" << std::filesystem::path(cfg_path).filename().string()
+     << "` on its data (batch, noise levels, forward + loss, backward, gradient clipping, AdamW, EMA). "
+     << "Sampling: one grid from `" << std::filesystem::path(model_path).filename().string() << "`, DEIS on the "
+     << "Karras schedule (" << nfe << " NFE), labels cycling over the classes, made by `generate()` as `tweedie sample` "
+     << "makes it. Median of " << reps << " repetitions of at least " << min_time << " s each (after one warm-up).\n\n"
+     << "| what | time (median) | min | max | images/s |\n|---|---|---|---|---|\n";
+  for (auto& r : rows)
+    md << "| " << r.what << " | " << fmt_time(r.t.median) << " | " << fmt_time(r.t.min) << " | " << fmt_time(r.t.max)
+       << " | " << fmt("%.1f", r.items / r.t.median) << " |\n";
+  md << "\n- CPU: " << first_line_with("/proc/cpuinfo", "model name") << ", " << std::thread::hardware_concurrency()
+     << " hardware threads (" << cpu_flags() << ")\n"
+     << "- threads: torch intra-op " << at::get_num_threads() << ", OpenBLAS 1 (`configure_threads`, as every command)\n"
+     << "- load average at start (1, 5, 15 min, running/total, last pid): " << load << "\n"
+     << "- libtorch " << TORCH_VERSION << "\n";
+  write_file_atomic(outdir + "/speed.md", md.str());
+  std::printf("%s", md.str().c_str());
+  return 0;
+}
+
+BenchRegistrar reg({"speed", "training images/s and time per sample grid, fp32 and bf16 (writes speed.md)", bench_speed});
+
+}  // namespace
+}  // namespace tweedie::cli
