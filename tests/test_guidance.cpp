@@ -12,6 +12,8 @@
 
 #include "testing.h"
 #include "tweedie/core/error.h"
+#include "cli_testing.h"
+#include "tweedie/guide/autoguidance.h"
 #include "tweedie/guide/cads.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/guide/cfg_rescale.h"
@@ -19,6 +21,13 @@
 #include "tweedie/guide/dynamic_threshold.h"
 #include "tweedie/guide/guidance.h"
 #include "tweedie/guide/guidance_interval.h"
+#include "tweedie/guide/classifier_guidance.h"
+#include "tweedie/guide/loss_guidance.h"
+#include "tweedie/guide/pag.h"
+#include "tweedie/guide/sag.h"
+#include "tweedie/models/classifier.h"
+#include "tweedie/models/network_io.h"
+#include "tweedie/sample/generate.h"
 #include "tweedie/models/net_denoiser.h"
 #include "tweedie/models/network.h"
 
@@ -434,6 +443,486 @@ TEST(Guidance, CADSNoisesTheClassEmbeddingOfRealClassesOnly) {
     auto xu = net->predict(x, s_noisy, cc.null_like()).x0();
     EXPECT_TRUE(torch::allclose(guided, xu + 3 * (xc - xu), 1e-5, 1e-5)) << arch;
   }
+}
+
+// ---- Hooks: ids and scoped hooks ----
+
+TEST(Hooks, IdsRemoveExactlyTheirHookAndScopedHooksCleanUpInAnyOrder) {
+  Hooks h;
+  std::vector<int> seen;
+  auto mark = [&](int k) {
+    return [&seen, k](const std::string&, const torch::Tensor& v, const HookContext&) {
+      seen.push_back(k);
+      return v + 1;
+    };
+  };
+  const HookId a = h.add("x", mark(1)), b = h.add("*", mark(2));
+  EXPECT_NE(a, b);
+  EXPECT_EQ(h.apply("x", torch::zeros({1})).item<float>(), 2.f);
+  h.remove(a);
+  h.remove(a);  // gone already: no-op
+  EXPECT_EQ(h.size(), 1u);
+  EXPECT_EQ(h.apply("x", torch::zeros({1})).item<float>(), 1.f);
+  EXPECT_EQ(seen, (std::vector<int>{1, 2, 2}));
+
+  auto net = tiny_net("unet");
+  Network& n = net->network();
+  ASSERT_EQ(n.hooks(), nullptr);
+  auto one = std::make_unique<ScopedHook>(n, "temb", mark(3));
+  Hooks* installed = n.hooks();
+  ASSERT_NE(installed, nullptr);
+  auto two = std::make_unique<ScopedHook>(n, "temb", mark(4));
+  EXPECT_EQ(n.hooks(), installed);
+  EXPECT_EQ(installed->size(), 2u);
+  one.reset();  // not the last one created: the installed Hooks stays for `two`
+  EXPECT_EQ(n.hooks(), installed);
+  EXPECT_EQ(installed->size(), 1u);
+  two.reset();
+  EXPECT_EQ(n.hooks(), nullptr);
+  // on a user's Hooks object: added and removed, the user's own hook untouched
+  Hooks mine;
+  mine.add("temb", mark(5));
+  n.set_hooks(&mine);
+  {
+    ScopedHook s(n, "label_emb", mark(6));
+    EXPECT_EQ(mine.size(), 2u);
+  }
+  EXPECT_EQ(n.hooks(), &mine);
+  EXPECT_EQ(mine.size(), 1u);
+  n.set_hooks(nullptr);
+}
+
+// ---- PAG ----
+
+std::shared_ptr<NetDenoiser> tiny_dit() { return tiny_net("dit"); }
+
+// tiny_net with attention that matters: q/k/v and output projections scaled
+// up, so attention maps are far from uniform and the branch is not negligible.
+std::shared_ptr<NetDenoiser> attentive_net(const std::string& arch) {
+  auto net = tiny_net(arch);
+  torch::NoGradGuard ng;
+  for (auto& p : net->network().named_parameters())
+    if (p.key().find("attn") != std::string::npos) p.value().mul_(p.key().find("qkv") != std::string::npos ? 8 : 4);
+  return net;
+}
+
+// The network with identity attention at `site` on every row.
+torch::Tensor perturbed_x0(const std::shared_ptr<NetDenoiser>& net, const std::string& site, const torch::Tensor& x,
+                           double s, const Cond& c) {
+  Hooks h;
+  h.add(site + ".probs", [&](const std::string&, const torch::Tensor& p, const HookContext&) {
+    return identity_attention_rows(p, x.size(0), 0);
+  });
+  net->network().set_hooks(&h);
+  auto out = net->predict(x, s, c).x0();
+  net->network().set_hooks(nullptr);
+  return out;
+}
+
+TEST(PAG, IdentityAttentionMakesTheSiteIgnoreQueriesAndKeys) {
+  torch::NoGradGuard ng;
+  auto net = attentive_net("unet");
+  const std::string site = middle_attention_site(net->network());
+  EXPECT_EQ(site, "mid.attn.0");
+  EXPECT_EQ(middle_attention_site(tiny_dit()->network()), "blocks.0.attn");
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto x = at::randn({2, 1, 8, 8}, gen, torch::kFloat32);
+  auto c = labels({0, 2});
+  // scramble the queries and keys of the site: the identity-attention output must not move
+  auto run = [&](bool identity, bool scramble) {
+    Hooks h;
+    if (scramble)
+      for (const char* w : {".q", ".k"})
+        h.add(site + w, [](const std::string&, const torch::Tensor& v, const HookContext&) { return v.flip(2) * 3; });
+    if (identity)
+      h.add(site + ".probs", [&](const std::string&, const torch::Tensor& p, const HookContext&) {
+        return identity_attention_rows(p, 2, 0);
+      });
+    net->network().set_hooks(&h);
+    auto out = net->predict(x, 0.8, c).x0();
+    net->network().set_hooks(nullptr);
+    return out;
+  };
+  EXPECT_TRUE(torch::equal(run(true, false), run(true, true)));
+  EXPECT_GT((run(false, false) - run(false, true)).abs().max().item<double>(), 1e-4);
+  // identity_attention_rows leaves the first rows alone
+  auto p = torch::softmax(torch::randn({6, 4, 4}), -1);
+  auto q = identity_attention_rows(p, 3, 2);  // 2 heads; batch rows 0, 1 kept
+  EXPECT_TRUE(torch::equal(q.narrow(0, 0, 4), p.narrow(0, 0, 4)));
+  EXPECT_TRUE(torch::equal(q[4], torch::eye(4)));
+  EXPECT_TRUE(torch::equal(q[5], torch::eye(4)));
+}
+
+TEST(PAG, GuidedPredictionIsTheFormulaWithAndWithoutCFGInOneCall) {
+  torch::NoGradGuard ng;
+  for (std::string arch : {"unet", "dit"}) {
+    auto net = attentive_net(arch);
+    const std::string site = middle_attention_site(net->network());
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+    auto x = at::randn({3, 1, 8, 8}, gen, torch::kFloat32);
+    auto c = labels({0, 1, 2});
+    const double s = 0.7;
+    auto xc = net->predict(x, s, c).x0(), xu = net->predict(x, s, c.null_like()).x0();
+    auto xp = perturbed_x0(net, site, x, s, c);
+    EXPECT_GT((xp - xc).abs().max().item<double>(), 1e-4) << arch;
+    auto counted = std::make_shared<Counting>(net);
+    PAGDenoiser pag(counted, net, {2.0});
+    EXPECT_TRUE(torch::allclose(pag.predict(x, s, c).x0(), xc + 2 * (xc - xp), 1e-5, 1e-5)) << arch;
+    CFGOptions cfg;
+    cfg.scale = 3;
+    PAGDenoiser both(counted, net, {2.0}, cfg);
+    Prediction g = both.predict(x, s, c);
+    EXPECT_TRUE(torch::allclose(g.x0(), xu + 3 * (xc - xu) + 2 * (xc - xp), 1e-5, 1e-5)) << arch;
+    EXPECT_EQ(counted->rows, (std::vector<int64_t>{6, 9})) << arch;  // [c; c_pert], then [c; null; c_pert]
+    EXPECT_TRUE(torch::allclose(g.renoise_eps(), net->predict(x, s, c.null_like()).eps(), 1e-5, 1e-5)) << arch;
+    // make_guidance builds the same rule, and the network's hooks are left as they were
+    GuidanceOptions o;
+    o.cfg = 3;
+    o.pag = 2;
+    EXPECT_TRUE(torch::allclose(make_guidance(net, o)->predict(x, s, c).x0(), g.x0(), 1e-6, 1e-6)) << arch;
+    EXPECT_EQ(net->network().hooks(), nullptr);
+    o.pag_sites = {"nowhere.attn"};
+    EXPECT_NE(error_of([&] { make_guidance(net, o)->predict(x, s, c); }).find("no self-attention at 'nowhere.attn'"),
+              std::string::npos);
+    EXPECT_EQ(net->network().hooks(), nullptr);
+  }
+  // a network-free model is refused
+  GuidanceOptions o;
+  o.pag = 1;
+  auto gmm = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
+  EXPECT_NE(error_of([&] { make_guidance(gmm, o); }).find("PAG needs a network model"), std::string::npos);
+}
+
+// ---- SAG ----
+
+TEST(SAG, BlurAndMaskMatchHandComputations) {
+  // a centred delta blurs to the outer product of the normalized 9-tap Gaussian
+  auto x = torch::zeros({1, 2, 11, 11});
+  x[0][1][5][5] = 1;
+  auto b = gaussian_blur(x, 9, 1.0);
+  std::vector<double> k(9);
+  double sum = 0;
+  for (int i = 0; i < 9; ++i) sum += (k[i] = std::exp(-0.5 * (i - 4) * (i - 4)));
+  for (int i = 0; i < 9; ++i)
+    for (int j : {2, 4, 5}) EXPECT_NEAR(b[0][1][1 + i][1 + j].item<double>(), k[i] * k[j] / (sum * sum), 1e-6);
+  EXPECT_EQ(b[0][0].abs().max().item<float>(), 0.f);
+  EXPECT_NEAR(b.sum().item<double>(), 1.0, 1e-5);
+  // a constant image stays constant (reflect padding)
+  EXPECT_TRUE(torch::allclose(gaussian_blur(torch::full({1, 1, 8, 8}, 0.3), 9, 1.0), torch::full({1, 1, 8, 8}, 0.3), 1e-6, 1e-6));
+  // mask: batch 2, 2 heads, 4 tokens (2x2 map) on a 4x4 image
+  auto p = torch::full({4, 4, 4}, 0.25);  // uniform: every token receives exactly 1 -> no mask
+  p[2] = torch::zeros({4, 4});
+  p[2].select(1, 3).fill_(1);  // sample 1, head 0: every query attends to token 3 (receives 4; head mean 2.5)
+  auto m = sag_mask(p, 2, 4, 4);
+  ASSERT_EQ(m.sizes(), (std::vector<int64_t>{2, 1, 4, 4}));
+  EXPECT_EQ(m[0].sum().item<float>(), 0.f);
+  EXPECT_EQ(m[1].sum().item<float>(), 4.f);
+  EXPECT_EQ(m[1][0].slice(0, 2, 4).slice(1, 2, 4).sum().item<float>(), 4.f);  // token 3 = bottom-right 2x2 block
+  EXPECT_NE(error_of([&] { sag_mask(torch::full({2, 5, 5}, 0.2), 1, 4, 4); }).find("does not tile"), std::string::npos);
+}
+
+TEST(SAG, GuidedEpsIsTheFormulaOnEachRow) {
+  torch::NoGradGuard ng;
+  auto net = tiny_net("unet");
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
+  auto x = at::randn({2, 1, 8, 8}, gen, torch::kFloat32) * 1.5;
+  auto c = labels({1, -1});
+  const double s = 1.3;
+  // by hand: the attention map of the plain pass, the mask, the degraded state, the second pass
+  torch::Tensor probs;
+  Hooks h;
+  h.add("mid.attn.0.probs", [&](const std::string&, const torch::Tensor& a, const HookContext&) {
+    probs = a.clone();
+    return a;
+  });
+  net->network().set_hooks(&h);
+  Prediction p = net->predict(x, s, c);
+  net->network().set_hooks(nullptr);
+  auto mask = sag_mask(probs, 2, 8, 8);
+  auto x0d = gaussian_blur(p.x0(), 9, 1.0) * mask + p.x0() * (1 - mask);
+  auto ed = net->predict(net->process().add_noise(x0d, p.eps(), s), s, c).eps();
+  auto want = p.eps() + 0.75 * (p.eps() - ed);
+  SAGDenoiser sag(net, net, {0.75});
+  auto got = sag.predict(x, s, c);
+  EXPECT_TRUE(torch::allclose(got.eps(), want, 1e-5, 1e-5));
+  EXPECT_FALSE(torch::allclose(got.eps(), p.eps(), 1e-4, 1e-4));
+  EXPECT_EQ(net->network().hooks(), nullptr);
+  // scale 0 is the inner denoiser, bit for bit
+  EXPECT_TRUE(torch::equal(SAGDenoiser(net, net, {0.0}).predict(x, s, c).x0(), p.x0()));
+}
+
+// ---- AutoGuidance ----
+
+TEST(AutoGuidance, FormulaSelfGuidanceAndMismatchedGuides) {
+  torch::NoGradGuard ng;
+  auto good = tiny_net("unet"), bad = tiny_dit();  // same process, shape and classes, other architecture
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  auto x = at::randn({3, 1, 8, 8}, gen, torch::kFloat32);
+  auto c = labels({0, -1, 2});
+  const double s = 0.9;
+  auto xg = good->predict(x, s, c).x0(), xb = bad->predict(x, s, c).x0();
+  AutoGuidanceDenoiser ag(good, bad, 2.5);
+  EXPECT_TRUE(torch::allclose(ag.predict(x, s, c).x0(), xb + 2.5 * (xg - xb), 1e-5, 1e-5));
+  for (double w : {1.0, 2.0, 4.0})
+    EXPECT_TRUE(torch::equal(AutoGuidanceDenoiser(good, good, w).predict(x, s, c).x0(), xg)) << w;
+  GuidanceOptions o;
+  o.autoguidance = 2.5;
+  EXPECT_NE(error_of([&] { make_guidance(good, o); }).find("needs a guide model"), std::string::npos);
+  o.guide_model = bad;
+  EXPECT_TRUE(torch::allclose(make_guidance(good, o)->predict(x, s, c).x0(), xb + 2.5 * (xg - xb), 1e-5, 1e-5));
+  auto other = std::make_shared<NetDenoiser>(bad->network_ptr(), make_process("vp:cosine"), Parameterization{});
+  EXPECT_NE(error_of([&] { AutoGuidanceDenoiser(good, other, 2); }).find("process vp:cosine differs"), std::string::npos);
+  EXPECT_NE(error_of([&] { check_guide_model(*good, {1, 8, 8}, 3, *bad, {1, 16, 16}, 3, "g.st"); })
+                .find("g.st: samples of shape [1, 16, 16] differ from the model's [1, 8, 8]"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { check_guide_model(*good, {1, 8, 8}, 3, *bad, {1, 8, 8}, 10, "g.st"); })
+                .find("g.st: 10 classes, the model has 3"),
+            std::string::npos);
+}
+
+// ---- classifier and loss guidance ----
+
+std::shared_ptr<Classifier> tiny_classifier(bool time_conditional) {
+  ClassifierConfig cc;
+  cc.height = cc.width = 8;
+  cc.channels = {8, 8};
+  cc.feature_dim = 8;
+  cc.num_classes = 3;
+  cc.norm_groups = 4;
+  cc.time_conditional = time_conditional;
+  auto clf = make_classifier(cc);
+  torch::NoGradGuard ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  for (auto& p : clf->parameters()) p.copy_(at::randn(p.sizes(), gen, p.options()) * 0.3);
+  return clf;
+}
+
+TEST(ClassifierGuidance, GuidedEpsIsEpsMinusScaleSigmaGradLogP) {
+  torch::NoGradGuard ng;
+  auto net = tiny_net("unet");
+  auto clf = tiny_classifier(true);
+  const Process& p = net->process();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
+  auto x = at::randn({3, 1, 8, 8}, gen, torch::kFloat32) * 2;
+  auto c = labels({2, -1, 0});
+  const double s = 1.7, scale = 4.0;
+  torch::Tensor grad;
+  {
+    torch::AutoGradMode on(true);
+    auto xt = (x * p.model_scale(s)).requires_grad_(true);
+    auto lp = torch::log_softmax(clf->forward(xt, torch::full({3}, p.t_of(s)), {}), 1);
+    (lp[0][2] + lp[2][0]).backward();
+    grad = xt.grad();
+  }
+  EXPECT_EQ(grad[1].abs().max().item<float>(), 0.f);
+  ClassifierGuidanceDenoiser cg(net, clf, scale);
+  auto plain = net->predict(x, s, c);
+  auto got = cg.predict(x, s, c);
+  EXPECT_TRUE(torch::allclose(got.eps(), plain.eps() - scale * p.sigma_t(s) * grad, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::equal(got.eps()[1], plain.eps()[1]) ||
+              torch::allclose(got.eps()[1], plain.eps()[1], 1e-6, 1e-6));  // the null row does not move
+  EXPECT_TRUE(torch::equal(ClassifierGuidanceDenoiser(net, clf, 0).predict(x, s, c).x0(), plain.x0()));
+  EXPECT_NE(error_of([&] { ClassifierGuidanceDenoiser(net, tiny_classifier(false), 1); }).find("noise-conditional"),
+            std::string::npos);
+  // the classifier's module paths gain only the time parts
+  auto names = [](Network& n) {
+    std::vector<std::string> v;
+    for (auto& t : network_tensors(n)) v.push_back(t.first);
+    return v;
+  };
+  auto clean = names(*tiny_classifier(false)), noisy = names(*clf);
+  for (auto& k : clean) EXPECT_NE(std::find(noisy.begin(), noisy.end(), k), noisy.end()) << k;
+  EXPECT_NE(std::find(noisy.begin(), noisy.end(), "time_embed.mlp.0.weight"), noisy.end());
+  EXPECT_NE(std::find(noisy.begin(), noisy.end(), "stages.1.temb.weight"), noisy.end());
+}
+
+TEST(LossGuidance, GuidedEpsMatchesTheFormulaWithAFiniteDifferenceGradient) {
+  // Exact mixture denoiser in float64: the gradient of L(x0_hat(x)) by
+  // central differences against the autograd gradient inside the rule.
+  auto base = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
+  const Process& p = base->process();
+  auto x = points(4, 21, 1.2);
+  Cond c = labels({0, 1, 0, 1});
+  const double s = 0.8, scale = 0.6, target = 0.3;
+  auto loss = brightness_loss(target);
+  auto L = [&](const torch::Tensor& y) { return loss(base->predict(y, s, c).x0(), c); };
+  auto grad = torch::zeros_like(x);
+  const double h = 1e-5;
+  for (int64_t i = 0; i < x.size(0); ++i)
+    for (int64_t j = 0; j < x.size(1); ++j) {
+      auto e = torch::zeros_like(x);
+      e[i][j] = h;
+      grad[i][j] = ((L(x + e) - L(x - e))[i] / (2 * h)).item<double>();
+    }
+  LossGuidanceDenoiser lg(base, loss, scale);
+  auto plain = base->predict(x, s, c);
+  auto got = lg.predict(x, s, c);
+  // eps + scale sigma_t grad_{x_t} L, grad_{x_t} = grad_x / model_scale
+  EXPECT_TRUE(same(got.eps(), plain.eps() + grad * (scale * p.sigma_t(s) / p.model_scale(s)), 1e-7));
+  EXPECT_FALSE(same(got.eps(), plain.eps(), 1e-3));
+  EXPECT_TRUE(torch::equal(LossGuidanceDenoiser(base, loss, 0).predict(x, s, c).x0(), plain.x0()));
+  // the classifier loss: cross-entropy for the row's class, 0 on null rows
+  auto clf = tiny_classifier(false);
+  auto imgs = torch::randn({2, 1, 8, 8});
+  auto ce = classifier_loss(clf)(imgs, labels({1, -1}));
+  auto lp = torch::log_softmax(clf->forward(imgs, {}, {}), 1);
+  EXPECT_NEAR(ce[0].item<double>(), -lp[0][1].item<double>(), 1e-6);
+  EXPECT_EQ(ce[1].item<double>(), 0.0);
+  EXPECT_NE(error_of([&] { classifier_loss(tiny_classifier(true)); }).find("clean images"), std::string::npos);
+}
+
+// Guided samples on the default model: 10 per run (one per class), 10 DDIM steps.
+struct DefaultModelRun {
+  std::shared_ptr<NetDenoiser> model =
+      load_model_file(source_path("models/fashion_mnist.safetensors")).denoiser;
+  std::shared_ptr<Classifier> judge =
+      as_classifier(load_network(source_path("models/fashion_mnist_classifier.safetensors")), "classifier");
+  Cond c = labels({0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  torch::Tensor sample(const GuidanceOptions& g, int64_t seed = 3) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    auto noise = at::randn({10, 1, 28, 28}, gen, torch::kFloat32);
+    torch::NoGradGuard ng;
+    auto d = make_guidance(model, g);
+    return generate(*d, find_sampler("ddim"), make_schedule("karras", model->process(), 10), noise, c, {}, gen)
+        .x.clamp(-1, 1);
+  }
+  // mean probability of each row's class under the evaluation classifier
+  double confidence(const torch::Tensor& x) {
+    torch::NoGradGuard ng;
+    return torch::softmax(judge->forward(x, {}, {}), 1).gather(1, c.labels.unsqueeze(1)).mean().item<double>();
+  }
+};
+
+TEST(ShippedGuidance, ClassifierAndLossGuidanceRaiseTheTargetClassConfidence) {
+  DefaultModelRun r;
+  GuidanceOptions plain;
+  auto x0 = r.sample(plain);
+  EXPECT_TRUE(torch::equal(r.sample(plain), x0));
+  const double base = r.confidence(x0);
+  GuidanceOptions cg;
+  cg.classifier_guidance = 2.0;
+  cg.guide_classifier =
+      as_classifier(load_network(source_path("models/fashion_mnist_noisy_classifier.safetensors")), "noisy");
+  const double with_cg = r.confidence(r.sample(cg));
+  GuidanceOptions lg;
+  lg.loss_guidance = 1.0;
+  lg.loss = classifier_loss(r.judge);
+  lg.loss_name = "classifier";
+  const double with_lg = r.confidence(r.sample(lg));
+  std::printf("target-class confidence: plain %.3f, classifier guidance %.3f, loss guidance %.3f\n", base, with_cg,
+              with_lg);
+  EXPECT_GT(with_cg, base + 0.05);
+  EXPECT_GT(with_lg, base + 0.05);
+  // the brightness loss moves the mean pixel toward its target
+  GuidanceOptions bright;
+  bright.loss_guidance = 20.0;
+  bright.loss = brightness_loss(0.5);
+  const double m0 = x0.mean().item<double>(), m1 = r.sample(bright).mean().item<double>();
+  std::printf("mean pixel: plain %.3f, brightness loss toward 0.5: %.3f\n", m0, m1);
+  EXPECT_LT(std::abs(m1 - 0.5), std::abs(m0 - 0.5) - 0.1);
+}
+
+TEST(ShippedGuidance, PAGAndSAGChangeSamplesAndAreNeutralAtZero) {
+  DefaultModelRun r;
+  GuidanceOptions plain;
+  plain.cfg = 3;
+  auto x0 = r.sample(plain);
+  GuidanceOptions zero = plain;
+  zero.pag = 0;
+  zero.sag = 0;
+  zero.autoguidance = 1;
+  zero.guide_model = r.model;
+  zero.classifier_guidance = 0;
+  zero.loss_guidance = 0;
+  EXPECT_TRUE(torch::equal(r.sample(zero), x0));
+  GuidanceOptions pag = plain, sag = plain;
+  pag.pag = 2;
+  sag.sag = 0.75;
+  auto xp = r.sample(pag), xs = r.sample(sag);
+  EXPECT_GT((xp - x0).abs().mean().item<double>(), 0.003);  // a real change (the pixel step is 2/255 = 0.008)
+  EXPECT_GT((xs - x0).abs().mean().item<double>(), 0.01);
+  EXPECT_GT(r.confidence(xp), 0.5);
+  EXPECT_GT(r.confidence(xs), 0.5);
+  // AutoGuidance with the good model as its own guide is the good model
+  GuidanceOptions self = plain;
+  self.autoguidance = 2;
+  self.guide_model = load_model_file(source_path("models/fashion_mnist.safetensors")).denoiser;
+  EXPECT_TRUE(torch::equal(r.sample(self), x0));
+}
+
+TEST(Guidance, EverySamplerRunsUnderAllTheNetworkRules) {
+  auto net = tiny_net("unet");
+  auto x = at::randn({2, 1, 8, 8}, at::make_generator<at::CPUGeneratorImpl>(30), torch::kFloat32);
+  Cond c = labels({0, 2});
+  auto levels = make_schedule("karras", net->process(), 4);
+  GuidanceOptions neutral;
+  neutral.autoguidance = 1;
+  neutral.guide_model = tiny_dit();
+  EXPECT_EQ(make_guidance(net, neutral), net);  // every rule at its neutral value: the base itself
+  GuidanceOptions all;
+  all.cfg = 2;
+  all.pag = 1;
+  all.sag = 0.5;
+  all.autoguidance = 1.5;
+  all.guide_model = tiny_dit();
+  all.classifier_guidance = 0.5;
+  all.guide_classifier = tiny_classifier(true);
+  all.loss_guidance = 0.5;
+  all.loss = brightness_loss(0.2);
+  all.loss_name = "brightness 0.2";
+  EXPECT_EQ(all.describe(),
+            "cfg 2, PAG 1, SAG 0.5, AutoGuidance 1.5, loss guidance 0.5 (brightness 0.2), classifier guidance 0.5");
+  torch::NoGradGuard ng;
+  for (auto& info : samplers()) {
+    auto run = [&](DenoiserPtr d) {
+      SamplerRun r(*d, levels, c, {}, at::make_generator<at::CPUGeneratorImpl>(9));
+      return run_sampler(info, r, x * levels[0]);
+    };
+    auto out = run(make_guidance(net, all));
+    EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << info.name;
+    EXPECT_FALSE(torch::allclose(out, run(net), 1e-3, 1e-3)) << info.name;
+    EXPECT_EQ(net->network().hooks(), nullptr) << info.name;
+  }
+}
+
+// ---- the CLI ----
+
+TEST(GuidanceCli, NewRulesRunAndBadInputIsOneClearError) {
+  const std::string out = tmp("pag.png");
+  std::remove(out.c_str());
+  auto r = cli("sample --class 0 -n 2 --steps 3 --cfg 3 --pag 2 --sag 0.5 -q -o " + out);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(exists(out));
+  // a guide model of another shape or process, a classifier with other classes
+  const std::string dir = tmp("guides");
+  std::system(("mkdir -p " + dir).c_str());
+  auto small = tiny_net("unet");
+  NetDenoiser cosine(small->network_ptr(), make_process("vp:cosine"), Parameterization{PredKind::V});
+  save_model_file(dir + "/shape.safetensors", cosine, {});
+  auto same_shape = make_network("unet", R"({"in_channels":1,"image_size":28,"model_channels":8,"channel_mult":[1,2],
+      "num_res_blocks":1,"attention_resolutions":[2],"num_heads":2,"norm_groups":4,"num_classes":10})");
+  NetDenoiser other_process(same_shape, make_process("vp"), Parameterization{PredKind::V});
+  save_model_file(dir + "/process.safetensors", other_process, {});
+  auto clf3 = tiny_classifier(true);
+  save_network(dir + "/clf3.safetensors", *clf3, {{"tweedie.process", "vp:cosine"}});
+  const std::string base = "sample --class 0 -n 1 --steps 2 -q -o " + dir + "/x.png ";
+  expect_error(base + "--autoguidance 2 --guide-model " + dir + "/missing.safetensors", "missing.safetensors: no such file");
+  expect_error(base + "--autoguidance 2 --guide-model " + dir + "/shape.safetensors",
+               "samples of shape [1, 8, 8] differ from the model's [1, 28, 28]");
+  expect_error(base + "--autoguidance 2 --guide-model " + dir + "/process.safetensors",
+               "process vp differs from the model's vp:cosine");
+  expect_error(base + "--autoguidance 2", "--autoguidance and --guide-model go together");
+  expect_error(base + "--classifier-guidance 1 --guide-classifier " + dir + "/clf3.safetensors",
+               "3 classes, the model has 10");
+  expect_error(base + "--classifier-guidance 1 --guide-classifier models/fashion_mnist_classifier.safetensors",
+               "a classifier of clean images");
+  expect_error(base + "--loss-guidance sharpness", "--loss-guidance: unknown loss 'sharpness'");
+  expect_error(base + "--loss-target 0.5", "--loss-target needs --loss-guidance");
+  expect_error(base + "--pag-sites mid.attn.0", "--pag-sites needs --pag");
+  expect_error(base + "--pag 1 --pag-sites up.9.attn.0", "no self-attention at 'up.9.attn.0'");
+  expect_error("sample -m gmm:models/gmm/ring2d.json -n 1 --steps 2 -q -o " + dir + "/y.npy --pag 1",
+               "--pag needs a network model");
+  expect_error("train-classifier --noisy -c " + dir + "/none.json -o " + dir + "/c.safetensors", "none.json");
 }
 
 }  // namespace

@@ -70,6 +70,7 @@ bool Args::parse(int argc, char** argv) {
           value = argv[++i];
         }
         vals_[o.name] = value;
+        all_[o.name].push_back(value);
       }
     } else {
       pos_.push_back(a);
@@ -79,6 +80,11 @@ bool Args::parse(int argc, char** argv) {
 }
 
 bool Args::has(const std::string& name) const { return vals_.count(name) > 0; }
+
+std::vector<std::string> Args::all(const std::string& name) const {
+  auto it = all_.find(name);
+  return it == all_.end() ? std::vector<std::string>{} : it->second;
+}
 
 std::string Args::str(const std::string& name) const {
   auto it = vals_.find(name);

@@ -22,7 +22,8 @@ class Args {
   // Parse argv; returns false (after printing help) if --help was given.
   bool parse(int argc, char** argv);
   bool has(const std::string& name) const;
-  std::string str(const std::string& name) const;  // value or default
+  std::string str(const std::string& name) const;  // value or default (the last one if repeated)
+  std::vector<std::string> all(const std::string& name) const;  // every value given, in order
   int integer(const std::string& name) const;      // throws on malformed
   double number(const std::string& name) const;
   const std::vector<std::string>& positional() const { return pos_; }
@@ -33,6 +34,7 @@ class Args {
   std::string command_, usage_;
   std::vector<Opt> opts_;
   std::map<std::string, std::string> vals_;
+  std::map<std::string, std::vector<std::string>> all_;
   std::vector<std::string> pos_;
 };
 

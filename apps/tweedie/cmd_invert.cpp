@@ -1,12 +1,19 @@
-// tweedie invert: map data to noise by running an invertible sampler backwards
-// (DDIM inversion and its higher-order relatives), then check the round trip.
+// tweedie invert: map data to a latent with an inversion method (DDIM with
+// any invertible sampler, EDICT, fixed-point, null-text, negative-prompt,
+// edit-friendly DDPM, CycleDiffusion; include/tweedie/edit/inversion.h),
+// decode it back under the same condition and print the reconstruction error.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
 #include <cstdio>
+#include <fstream>
 
 #include "cli.h"
+#include "edit_common.h"
 #include "model_spec.h"
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
-#include "tweedie/guide/cfg.h"
+#include "tweedie/edit/inversion.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/npy.h"
 
@@ -14,66 +21,123 @@ namespace tweedie::cli {
 namespace {
 
 int run(int argc, char** argv) {
+  std::string methods;
+  for (auto& m : inversion_methods()) methods += (methods.empty() ? "" : "|") + m.name;
   auto opts = sampling_opts("ddim", "karras", 50);
   std::vector<Args::Opt> own = {
-      {"model", "m", false, "model: gmm:FILE.json", ""},
+      {"model", "m", false, "model file (.safetensors) or gmm:FILE.json (default: the shipped Fashion-MNIST model)", ""},
       {"process", "", false, "process for analytic models (default vp)", ""},
       {"prediction", "", false, "parameterization an analytic model reports in (default x0)", ""},
-      {"input", "i", false, "data to invert, .npy [N, ...]", ""},
-      {"output", "o", false, "noise out, .npy [N, ...]: x(sigma_max) / sigma_max, usable as --init-noise", ""},
-      {"class", "", false, "class label for conditional models", ""},
+      {"method", "", false, "inversion method: " + methods, "ddim"},
+      {"input", "i", false, "data to invert: .npy [N, ...], a .png, or a folder of PNGs", ""},
+      {"test-images", "", false, "invert the first N Fashion-MNIST test images (of --class if given) instead of --input", ""},
+      {"output", "o", false, "write the latent here, .npy [N, ...]: x(sigma_max) / sigma_max (for ddim, usable as --init-noise)", ""},
+      {"class", "", false, "class name or index for conditional models", ""},
       {"cfg", "", false, "guidance scale used during inversion and reconstruction", "1"},
+      {"edict-p", "", false, "edict: mixing weight p in (0, 1]", "0.93"},
+      {"tol", "", false, "fixed-point: RMS residual to stop at", "1e-6"},
+      {"max-iter", "", false, "fixed-point: iterations per step at most", "50"},
+      {"anderson", "", false, "fixed-point: Anderson history length (0 = plain fixed-point iteration)", "5"},
+      {"inner-steps", "", false, "null-text: Adam steps per level at most", "10"},
+      {"lr", "", false, "null-text: Adam learning rate", "0.1"},
+      {"seed", "", false, "ddpm, cycle: random seed of their noise", "0"},
       {"quiet", "q", true, "no progress on stderr", ""},
   };
   opts.insert(opts.begin(), own.begin(), own.end());
-  Args a("invert", "-m MODEL -i DATA.npy -o NOISE.npy [options]", opts);
+  Args a("invert", "[-m MODEL] -i DATA.npy|IN.png|DIR [--method M] [-o LATENT.npy] [options]", opts);
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie invert: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
-  check(a.has("model") && a.has("input") && a.has("output"), "tweedie invert: --model, --input and --output are required");
-  check(ends_with(a.str("output"), ".npy"), "tweedie invert: --output must end in .npy");
-  const SamplerInfo& sampler = find_sampler(a.str("sampler"));
-  require_invertible(sampler);
-  LoadedModel model = load_model(a.str("model"), a.str("process"), a.str("prediction"));
-  const Process& proc = model.denoiser->process();
-  std::vector<double> down = make_schedule(a.str("schedule"), proc, sampling_steps(a, sampler), schedule_options(a));
-  down.pop_back();  // inversion starts at the lowest positive level, with the data as the state there
-  check(down.size() >= 2, "tweedie invert: needs at least 2 steps");
-  std::vector<double> up(down.rbegin(), down.rend());
+  check(a.has("input") != a.has("test-images"), "tweedie invert: give either --input or --test-images");
+  check(!a.has("output") || ends_with(a.str("output"), ".npy"), "tweedie invert: --output must end in .npy");
+  const InversionMethodInfo& method = find_inversion_method(a.str("method"));
+  for (auto [opt, applies] : std::vector<std::pair<const char*, const char*>>{{"edict-p", "edict"},
+                                                                             {"tol", "fixed-point"},
+                                                                             {"max-iter", "fixed-point"},
+                                                                             {"anderson", "fixed-point"},
+                                                                             {"inner-steps", "null-text"},
+                                                                             {"lr", "null-text"},
+                                                                             {"seed", "ddpm cycle"}})
+    check(!a.has(opt) || (" " + std::string(applies) + " ").find(" " + method.name + " ") != std::string::npos,
+          "tweedie invert: --", opt, " applies to --method ", applies, ", not ", method.name);
+  const bool ddpm_like = method.name == "ddpm" || method.name == "cycle";
+  InversionOptions io;
+  io.sampler = a.str("sampler");
+  const SamplerInfo& sampler = find_sampler(io.sampler);
+  if (method.name == "ddim" || method.name == "negative-prompt") require_invertible(sampler);
+  else check(!a.has("sampler"), "tweedie invert: --sampler applies to the ddim and negative-prompt methods, not ", method.name);
+  io.sampler_options = sampler_options(a);
+  if (ddpm_like) {
+    io.eta = a.has("eta") ? a.number("eta") : 1.0;
+    io.sampler_options.eta = -1;
+  }
+  io.cfg = a.number("cfg");
+  io.edict_p = a.number("edict-p");
+  io.tol = a.number("tol");
+  io.max_iter = a.integer("max-iter");
+  io.anderson = a.integer("anderson");
+  io.inner_steps = a.integer("inner-steps");
+  io.lr = a.number("lr");
+  io.gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(a.integer("seed")));
 
-  auto x = load_npy(a.str("input")).to(torch::kFloat32);
-  check(torch::isfinite(x).all().item<bool>(), a.str("input"), ": contains NaN or infinity");
-  std::vector<int64_t> want = model.sample_shape;
-  check(x.dim() == int64_t(want.size()) + 1 && x.sizes().slice(1).vec() == want && x.size(0) >= 1, a.str("input"),
-        ": shape ", x.sizes(), " does not match [N, ", c10::IntArrayRef(want), "]");
+  std::string spec = a.str("model");
+  if (spec.empty()) {
+    spec = default_model_path();
+    check(std::ifstream(spec).good(), "tweedie invert: no --model given and the default model ", spec, " is missing");
+  }
+  LoadedModel model = load_model(spec, a.str("process"), a.str("prediction"));
+  const Process& proc = model.denoiser->process();
+  std::vector<double> sigmas = make_schedule(a.str("schedule"), proc, sampling_steps(a, sampler), schedule_options(a));
+  check(sigmas.size() >= 3, "tweedie invert: needs at least 2 steps");
+
+  torch::Tensor x;
+  if (a.has("test-images")) {
+    const int64_t k = a.has("class") ? class_labels(model, a.str("class"), 1)[0].item<int64_t>() : -1;
+    x = fashion_mnist_test_images(a.integer("test-images"), k, model, "tweedie invert").images;
+  } else {
+    x = load_input_images(a.str("input"), model, "tweedie invert");
+  }
   const int64_t n = x.size(0);
   Cond cond;
-  DenoiserPtr den = model.denoiser;
-  if (a.has("class")) {
-    int c = a.integer("class");
-    check(c >= 0 && c < model.num_classes, "tweedie invert: --class ", c, " out of range [0, ", model.num_classes, ")");
-    cond.labels = torch::full({n}, c, torch::kInt64);
+  if (a.has("class")) cond.labels = class_labels(model, a.str("class"), n);
+  check(io.cfg == 1.0 || cond.labels.defined(), "tweedie invert: --cfg needs --class");
+
+  torch::NoGradGuard no_grad;  // null-text switches autograd on for its own optimization
+  const auto t0 = std::chrono::steady_clock::now();
+  Progress inv_prog("invert " + method.name, int(sigmas.size()) - 2, !a.has("quiet"));
+  io.progress = [&](int done, int) { inv_prog.update(done); };
+  Inversion inv = invert(method.name, model.denoiser, sigmas, x, cond, io);
+  inv_prog.finish();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  check(torch::isfinite(inv.latent).all().item<bool>(), "inversion produced non-finite values");
+  if (a.has("output")) save_npy(a.str("output"), (inv.latent / inv.sigmas.front()).to(torch::kFloat32));
+  Progress rec_prog("reconstruct", inv.steps(), !a.has("quiet"));
+  io.progress = [&](int done, int) { rec_prog.update(done); };
+  auto rec = decode(model.denoiser, inv, cond, io);
+  rec_prog.finish();
+  const Difference d = difference(rec, x);
+  const auto x64 = x.to(torch::kFloat64);
+  const double mean_abs = (rec - x64).abs().mean().item<double>(), rel = ((rec - x64).norm() / x64.norm()).item<double>();
+  std::printf("inverted %ld samples with %s%s, %d steps (%d NFE, %.1f s), cfg %g; reconstruction: RMSE %.3g, max abs %.3g, "
+              "mean abs error %.3g, relative %.3g\n",
+              (long)n, method.name.c_str(), method.name == "ddim" ? (" (" + sampler.name + ")").c_str() : "",
+              inv.steps(), inv.nfe, secs, io.cfg, d.rmse, d.max_abs, mean_abs, rel);
+  if (!inv.iterations.empty()) {
+    int total = 0, most = 0, open = 0;
+    double worst = 0;
+    for (size_t i = 0; i < inv.iterations.size(); ++i) {
+      total += inv.iterations[i], most = std::max(most, inv.iterations[i]);
+      worst = std::max(worst, inv.residuals[i]);
+      open += inv.residuals[i] >= io.tol;
+    }
+    std::printf("fixed-point iterations: %d in all, at most %d per step; largest residual %.3g (%d of %zu steps above --tol)\n",
+                total, most, worst, open, inv.iterations.size());
   }
-  if (a.number("cfg") != 1.0) {
-    check(cond.labels.defined(), "tweedie invert: --cfg needs --class");
-    den = std::make_shared<CFGDenoiser>(den, a.number("cfg"));
-  }
-  SamplerOptions sopt = sampler_options(a);
-  SamplerRun inv(*den, up, cond, sopt);
-  Progress prog("invert " + sampler.name, inv.steps(), !a.has("quiet"));
-  inv.callback = [&](const StepInfo& st) { prog.update(st.step + 1); };
-  auto xT = run_inversion(sampler, inv, x);
-  prog.finish();
-  check(torch::isfinite(xT).all().item<bool>(), "inversion produced non-finite values");
-  save_npy(a.str("output"), xT / up.back());
-  SamplerRun back(*den, down, cond, sopt);
-  auto rec = run_sampler(sampler, back, xT);
-  double err = (rec - x).abs().mean().item<double>(), rel = ((rec - x).norm() / x.norm()).item<double>();
-  std::printf("inverted %ld samples with %s, %d steps (%d NFE); reconstruction: mean abs error %.3g, relative %.3g\n",
-              (long)n, sampler.name.c_str(), inv.steps(), inv.nfe, err, rel);
   return 0;
 }
 
-CommandRegistrar reg({"invert", "invert data to noise with a deterministic sampler; prints the round-trip error", run});
+CommandRegistrar reg({"invert", "invert data to a latent (DDIM, EDICT, fixed-point, null-text, negative-prompt, DDPM); prints "
+                                "the reconstruction error",
+                      run});
 
 }  // namespace
 }  // namespace tweedie::cli

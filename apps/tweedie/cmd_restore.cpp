@@ -1,7 +1,9 @@
 // tweedie restore: degrade a clean image with an inverse-problem operator
-// (inpainting, super-resolution, blur, denoising), restore it with a
-// zero-shot diffusion solver (DDNM, DDNM+, DDRM, PiGDM, DPS) and report the PSNR of the
-// pseudo-inverse A^+ y and of the restoration against the clean input.
+// (inpainting, super-resolution, blur, compressed sensing, denoising),
+// restore it with a zero-shot diffusion solver (DDNM, DDNM+, DDRM, PiGDM, DPS,
+// MCG, RePaint, Blended Diffusion) or a baseline (A^+ y, bicubic, Tikhonov)
+// and report the PSNR of the pseudo-inverse A^+ y and the PSNR and SSIM of
+// the restoration against the clean input.
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
@@ -11,6 +13,7 @@
 #include "cli.h"
 #include "model_spec.h"
 #include "tweedie/core/error.h"
+#include "tweedie/eval/image_metrics.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
 #include "tweedie/process/schedule.h"
@@ -19,10 +22,15 @@
 namespace tweedie::cli {
 namespace {
 
-// PSNR in dB of images in [-1, 1] (peak-to-peak 2), after clamping.
-double psnr(const torch::Tensor& a, const torch::Tensor& b) {
-  const double mse = (a.clamp(-1, 1) - b.clamp(-1, 1)).pow(2).mean().item<double>();
-  return mse > 0 ? 10 * std::log10(4.0 / mse) : INFINITY;
+// Images in [-1, 1] -> [0, 1], clamped, for the metrics.
+torch::Tensor unit(const torch::Tensor& x) { return ((x + 1) / 2).clamp(0, 1); }
+
+// The solvers that take an option, for "--opt applies to a, b only".
+std::string solvers_with(bool RestoreSolverInfo::*flag) {
+  std::string names;
+  for (auto& s : restore_solvers())
+    if (s.*flag) names += (names.empty() ? "" : ", ") + s.name;
+  return names;
 }
 
 int run(int argc, char** argv) {
@@ -32,20 +40,23 @@ int run(int argc, char** argv) {
   Args a("restore", "--task TASK [--solver SOLVER] [options] IN.png -o OUT.png",
          {
              {"task", "", false, "degradation: " + tasks +
-                                     " (inpaint-random: half the pixels; blur: Gaussian, std 1.5 px)", ""},
-             {"solver", "", false, "restoration solver: " + solvers, "ddnm"},
+                                     " (inpaint-random: half the pixels; sr2, sr4: average pooling; blur: Gaussian, "
+                                     "std 1.5 px; motion-blur: 7 px at 45 degrees; cs: 25 % random projections)", ""},
+             {"solver", "", false, "restoration solver (pinv, bicubic, tikhonov: baselines): " + solvers, "ddnm"},
              {"sigma-y", "", false, "standard deviation of the measurement noise (images in [-1, 1])", "0"},
              {"model", "m", false, "model file (.safetensors; default: the shipped Fashion-MNIST model)", ""},
              {"class", "", false, "class name or index for conditional models (default: unconditional)", ""},
-             {"output", "o", false, "restored image (.png); the degraded y is written next to it as OUT_y.png", ""},
+             {"output", "o", false, "restored image (.png); the degraded y is written next to it as OUT_y.png "
+                                    "(A^+ y where y is not an image: cs)", ""},
              {"steps", "s", false, "number of steps", "50"},
              {"schedule", "", false, "step schedule (see 'tweedie samplers')", "karras"},
              {"eta", "", false, "fresh-noise fraction of each step, in [0, 1] (default: the solver's: 0.85 for "
-                                "ddnm, ddnm+ and ddrm, 1 for pigdm and dps)", ""},
+                                "ddnm, ddnm+ and ddrm, 1 for pigdm, dps and mcg; blended: the sampler's)", ""},
              {"eta-b", "", false, "ddrm: weight of y on coordinates measured with less noise than the state", "1"},
-             {"travel-length", "", false, "ddnm+: time-travel jump length L", "5"},
-             {"travel-repeat", "", false, "ddnm+: time-travel repeats r (1 = none)", "2"},
-             {"zeta", "", false, "dps: step size of the measurement gradient", "1"},
+             {"travel-length", "", false, "ddnm+, repaint: time-travel (resampling) jump length L", "5"},
+             {"travel-repeat", "", false, "ddnm+, repaint: time-travel (resampling) repeats r (1 = none)", "2"},
+             {"zeta", "", false, "dps, mcg: step size of the measurement gradient", "1"},
+             {"sampler", "", false, "blended: the sampler of each step (see 'tweedie samplers')", "ddpm"},
              {"seed", "", false, "random seed (noise, random mask, measurement noise)", "0"},
              {"quiet", "q", true, "no progress on stderr", ""},
          });
@@ -68,12 +79,18 @@ int run(int argc, char** argv) {
   ro.eta_b = a.number("eta-b");
   check(ro.eta_b >= 0 && ro.eta_b <= 1, "tweedie restore: --eta-b must be in [0, 1] (got ", a.str("eta-b"), ")");
   check(!(a.has("travel-length") || a.has("travel-repeat")) || solver.time_travel,
-        "tweedie restore: --travel-length and --travel-repeat apply to ddnm+ only, not ", solver.name);
+        "tweedie restore: --travel-length and --travel-repeat apply to ",
+        solvers_with(&RestoreSolverInfo::time_travel), " only, not ", solver.name);
   ro.travel_length = a.integer("travel-length");
   ro.travel_repeat = a.integer("travel-repeat");
   check(ro.travel_length >= 1, "tweedie restore: --travel-length must be >= 1 (got ", ro.travel_length, ")");
   check(ro.travel_repeat >= 1, "tweedie restore: --travel-repeat must be >= 1 (got ", ro.travel_repeat, ")");
-  check(!a.has("zeta") || solver.uses_zeta, "tweedie restore: --zeta applies to dps only, not ", solver.name);
+  check(!a.has("zeta") || solver.uses_zeta, "tweedie restore: --zeta applies to ",
+        solvers_with(&RestoreSolverInfo::uses_zeta), " only, not ", solver.name);
+  check(!a.has("sampler") || solver.uses_sampler, "tweedie restore: --sampler applies to ",
+        solvers_with(&RestoreSolverInfo::uses_sampler), " only, not ", solver.name);
+  ro.sampler = a.str("sampler");
+  find_sampler(ro.sampler);
   ro.zeta = a.number("zeta");
   check(ro.zeta >= 0, "tweedie restore: --zeta must be >= 0 (got ", a.str("zeta"), ")");
   const int steps = a.integer("steps");
@@ -107,21 +124,23 @@ int run(int argc, char** argv) {
 
   torch::NoGradGuard no_grad;
   SamplerRun run(*model.denoiser, sigmas, cond, {}, gen);
-  Progress prog(solver.name, restore_nfe(solver, steps, ro), !a.has("quiet"));
+  Progress prog(solver.name, std::max(1, restore_nfe(solver, steps, ro)), !a.has("quiet") && !solver.baseline);
   run.callback = [&](const StepInfo&) { prog.update(run.nfe); };
   torch::Tensor x_start = at::randn(x.sizes(), gen, x.options()) * sigmas[0];
   torch::Tensor restored = run_restore(solver, run, m, x_start, ro);
   prog.finish();
   check(torch::isfinite(restored).all().item<bool>(), "restoration produced non-finite values");
 
-  const double p_pinv = psnr(op->pinv(m.y), x), p_out = psnr(restored, x);
-  write_png(out_y, tensor_to_image(m.y[0].clamp(-1, 1)));
+  const torch::Tensor pinv_y = op->pinv(m.y);
+  const double p_pinv = psnr(unit(pinv_y), unit(x)).item<double>(), p_out = psnr(unit(restored), unit(x)).item<double>();
+  const double s_out = ssim(unit(restored), unit(x)).item<double>();
+  write_png(out_y, tensor_to_image((op->out_shape().size() == 3 ? m.y : pinv_y)[0].clamp(-1, 1)));
   Image res = tensor_to_image(restored[0].clamp(-1, 1));
   res.text["parameters"] = "restore --task " + a.str("task") + " --solver " + solver.name + " --sigma-y " +
                            a.str("sigma-y") + " --steps " + std::to_string(steps) + " --seed " + a.str("seed");
   write_png(out, res);
-  std::printf("%s, %s, sigma_y %g, %d steps (%d NFE): PSNR A^+y %.2f dB, restored %.2f dB\n", op->name().c_str(),
-              solver.name.c_str(), sigma_y, steps, run.nfe, p_pinv, p_out);
+  std::printf("%s, %s, sigma_y %g, %d steps (%d NFE): PSNR A^+y %.2f dB, restored %.2f dB, SSIM %.4f\n",
+              op->name().c_str(), solver.name.c_str(), sigma_y, steps, run.nfe, p_pinv, p_out, s_out);
   if (!a.has("quiet")) std::fprintf(stderr, "wrote %s and %s\n", out.c_str(), out_y.c_str());
   return 0;
 }

@@ -7,7 +7,9 @@
 
 #include "cli.h"
 #include "tweedie/core/error.h"
+#include "model_spec.h"
 #include "tweedie/io/fs.h"
+#include "tweedie/models/net_denoiser.h"
 #include "tweedie/train/classifier_training.h"
 
 namespace tweedie::cli {
@@ -18,6 +20,7 @@ int run(int argc, char** argv) {
          {{"config", "c", false, "config (JSON; keys in include/tweedie/train/classifier_training.h; default: all defaults)", ""},
           {"output", "o", false, "output model file (.safetensors)", ""},
           {"epochs", "", false, "override the config's epochs", ""},
+          {"noisy", "", true, "train the noise-conditional classifier of classifier guidance on x_t of the default model's process (config key noise_process)", ""},
           {"quiet", "q", true, "no progress on stderr", ""}});
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie train-classifier: unexpected argument '",
@@ -26,11 +29,15 @@ int run(int argc, char** argv) {
   const std::string out = a.str("output");
   check(ends_with(out, ".safetensors"), "tweedie train-classifier: --output must end in .safetensors, got '", out, "'");
   std::string text = a.has("config") ? read_file(a.str("config")) : "{}";
-  if (a.has("epochs")) {
-    check(a.integer("epochs") >= 1, "tweedie train-classifier: --epochs must be >= 1");
+  if (a.has("epochs") || a.has("noisy")) {
     auto j = nlohmann::json::parse(text, nullptr, false);
     check(j.is_object(), a.str("config"), ": malformed JSON");
-    j["epochs"] = a.integer("epochs");
+    if (a.has("epochs")) {
+      check(a.integer("epochs") >= 1, "tweedie train-classifier: --epochs must be >= 1");
+      j["epochs"] = a.integer("epochs");
+    }
+    if (a.has("noisy") && !j.contains("noise_process"))
+      j["noise_process"] = load_model_file(default_model_path()).denoiser->process().name();
     text = j.dump();
   }
   auto cfg = ClassifierTrainConfig::parse(text, a.has("config") ? a.str("config") : "classifier training");
@@ -43,7 +50,8 @@ int run(int argc, char** argv) {
     bar->update(int(s.step), buf);
   });
   if (bar) bar->finish();
-  std::printf("test accuracy %.2f%% on %s (%ld steps, %.0f s)\n", 100 * res.test_accuracy, cfg.test_data.c_str(),
+  std::printf("test accuracy %.2f%% on %s%s (%ld steps, %.0f s)\n", 100 * res.test_accuracy, cfg.test_data.c_str(),
+              cfg.noise_process.empty() ? "" : (", noised by " + cfg.noise_process + " at uniform timesteps").c_str(),
               (long)res.steps, res.seconds);
   std::fprintf(stderr, "wrote %s\n", out.c_str());
   return 0;

@@ -3,8 +3,13 @@
 #include <cmath>
 #include <tuple>
 
+#include <fstream>
+#include <sstream>
+
 #include "tweedie/core/error.h"
+#include "tweedie/guide/autoguidance.h"
 #include "tweedie/models/net_denoiser.h"
+#include "tweedie/models/network_io.h"
 
 namespace tweedie::cli {
 
@@ -19,6 +24,18 @@ std::vector<Args::Opt> guidance_opts() {
       {"cads-noise", "", false, "CADS condition annealing (Sadat et al. 2024) with this noise scale on the class embedding, e.g. 0.25 (network models)", ""},
       {"cads-tau", "", false, "CADS TAU1,TAU2: clean condition below TAU1, noise alone above TAU2, linear between (normalized model time, 1 = pure noise)", "0.6,0.9"},
       {"cads-psi", "", false, "CADS rescale mix psi in [0, 1] (0 = no rescale)", "1"},
+      {"pag", "", false, "perturbed-attention guidance scale (Ahn et al. 2024), e.g. 3 (network models)", "0"},
+      {"pag-sites", "", false, "attention paths PAG perturbs, comma-separated (e.g. mid.attn.0,up.2.attn.*)", "middle block"},
+      {"sag", "", false, "self-attention guidance scale (Hong et al. 2023), e.g. 0.75 (network models)", "0"},
+      {"sag-site", "", false, "attention path whose map SAG reads", "middle block"},
+      {"autoguidance", "", false, "AutoGuidance w (Karras et al. 2024): x0_bad + w (x0 - x0_bad); needs --guide-model", "1"},
+      {"guide-model", "", false, "AutoGuidance's weaker model file (same process and sample shape)", ""},
+      {"classifier-guidance", "", false, "classifier guidance scale (Dhariwal & Nichol 2021) with a noise-conditional classifier", "0"},
+      {"guide-classifier", "", false, "noise-conditional classifier for --classifier-guidance", "models/fashion_mnist_noisy_classifier.safetensors"},
+      {"loss-guidance", "", false, "loss guidance on x0_hat (universal guidance): classifier (cross-entropy for the class) or brightness (mean pixel -> --loss-target)", ""},
+      {"loss-scale", "", false, "loss guidance scale", "1"},
+      {"loss-target", "", false, "target mean pixel in [-1, 1] of --loss-guidance brightness", "0"},
+      {"loss-classifier", "", false, "classifier of clean images for --loss-guidance classifier", "the evaluation classifier"},
   };
 }
 
@@ -40,6 +57,45 @@ std::pair<double, double> number_pair(const Args& a, const std::string& name, bo
   };
   if (comma == std::string::npos) fail("--", name, " expects two numbers A,B, got '", v, "'");
   return {num(v.substr(0, comma)), num(v.substr(comma + 1))};
+}
+
+// A finite number option (Error naming it otherwise).
+double finite_number(const Args& a, const std::string& name) {
+  const double v = a.number(name);
+  check(std::isfinite(v), "--", name, " must be a finite number (got ", a.str(name), ")");
+  return v;
+}
+
+void check_file(const std::string& option, const std::string& path) {
+  check(std::ifstream(path).good(), "--", option, " ", path, ": no such file");
+}
+
+// A classifier file for --guide-classifier / --loss-classifier, checked against the model.
+std::shared_ptr<Classifier> load_guide_classifier(const std::string& option, const std::string& path,
+                                                  const LoadedModel& model, bool noisy) {
+  check_file(option, path);
+  std::map<std::string, std::string> md;
+  std::shared_ptr<Classifier> clf;
+  try {
+    clf = as_classifier(load_network(path, &md), path);
+  } catch (const Error& e) {
+    fail("--", option, ": ", e.what());
+  }
+  const std::string where = "--" + option + " " + path;
+  if (noisy) {
+    check(clf->time_conditional(), where,
+          ": a classifier of clean images; classifier guidance needs a noise-conditional one (train-classifier --noisy)");
+    const std::string proc = md.count("tweedie.process") ? md["tweedie.process"] : "?";
+    check(proc == model.denoiser->process().name(), where, ": trained on process ", proc, ", the model's is ",
+          model.denoiser->process().name());
+  } else {
+    check(!clf->time_conditional(), where, ": a noise-conditional classifier; the loss judges clean estimates x0");
+  }
+  check(clf->num_classes() == model.num_classes, where, ": ", clf->num_classes(), " classes, the model has ",
+        model.num_classes);
+  check(model.sample_shape == clf->sample_shape(), where, ": input shape ", c10::IntArrayRef(clf->sample_shape()),
+        " differs from the model's samples ", c10::IntArrayRef(model.sample_shape));
+  return clf;
 }
 
 }  // namespace
@@ -101,6 +157,71 @@ GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double
     check(c.psi >= 0 && c.psi <= 1, "--cads-psi must be in [0, 1] (got ", a.str("cads-psi"), ")");
     g.cads = c;
     g.cads_seed = seed ^ 0x9E3779B97F4A7C15ull;  // independent of the start noise drawn from `seed`
+  }
+  const bool network = dynamic_cast<NetDenoiser*>(model.denoiser.get()) != nullptr;
+  check(!a.has("pag-sites") || a.has("pag"), "--pag-sites needs --pag");
+  check(!a.has("sag-site") || a.has("sag"), "--sag-site needs --sag");
+  if (a.has("pag") || a.has("sag")) {
+    const char* o = a.has("pag") ? "pag" : "sag";
+    check(network, "--", o, " needs a network model (it works on the network's attention), not ", model.description);
+  }
+  g.pag = finite_number(a, "pag");
+  if (a.has("pag-sites")) {
+    std::stringstream ss(a.str("pag-sites"));
+    for (std::string site; std::getline(ss, site, ',');) {
+      check(!site.empty(), "--pag-sites: empty site in '", a.str("pag-sites"), "'");
+      g.pag_sites.push_back(site);
+    }
+  }
+  g.sag = finite_number(a, "sag");
+  if (a.has("sag-site")) g.sag_site = a.str("sag-site");
+
+  check(a.has("autoguidance") == a.has("guide-model"), "--autoguidance and --guide-model go together");
+  if (a.has("guide-model")) {
+    const std::string path = a.str("guide-model");
+    check_file("guide-model", path);
+    LoadedModel guide;
+    try {
+      guide = load_model(path, "", "");
+    } catch (const Error& e) {
+      fail("--guide-model: ", e.what());
+    }
+    check_guide_model(*model.denoiser, model.sample_shape, model.num_classes, *guide.denoiser, guide.sample_shape,
+                      guide.num_classes, "--guide-model " + path);
+    g.autoguidance = finite_number(a, "autoguidance");
+    g.guide_model = guide.denoiser;
+    g.guide_model_name = path;
+  }
+
+  check(!a.has("guide-classifier") || a.has("classifier-guidance"), "--guide-classifier needs --classifier-guidance");
+  g.classifier_guidance = finite_number(a, "classifier-guidance");
+  if (g.classifier_guidance != 0) {
+    check(labelled, "--classifier-guidance needs ", needs);
+    const std::string path = a.has("guide-classifier")
+                                 ? a.str("guide-classifier")
+                                 : std::string(TWEEDIE_SOURCE_DIR) + "/models/fashion_mnist_noisy_classifier.safetensors";
+    g.guide_classifier = load_guide_classifier("guide-classifier", path, model, true);
+  }
+
+  for (const char* o : {"loss-scale", "loss-target", "loss-classifier"})
+    check(!a.has(o) || a.has("loss-guidance"), "--", o, " needs --loss-guidance");
+  if (a.has("loss-guidance")) {
+    const std::string kind = a.str("loss-guidance");
+    g.loss_guidance = finite_number(a, "loss-scale");
+    if (kind == "classifier") {
+      check(labelled, "--loss-guidance classifier needs ", needs);
+      check(!a.has("loss-target"), "--loss-target is for --loss-guidance brightness");
+      const std::string path = a.has("loss-classifier") ? a.str("loss-classifier") : default_classifier_path();
+      g.loss = classifier_loss(load_guide_classifier("loss-classifier", path, model, false));
+      g.loss_name = "classifier";
+    } else if (kind == "brightness") {
+      check(!a.has("loss-classifier"), "--loss-classifier is for --loss-guidance classifier");
+      const double target = finite_number(a, "loss-target");
+      g.loss = brightness_loss(target);
+      g.loss_name = "brightness " + a.str("loss-target");
+    } else {
+      fail("--loss-guidance: unknown loss '", kind, "' (classifier, brightness)");
+    }
   }
   return g;
 }

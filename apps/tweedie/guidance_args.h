@@ -1,8 +1,11 @@
 // Guidance options shared by the subcommands that sample (sample, eval,
 // bench fid): --negative-class, --cfg-rescale, --guidance-interval,
 // --cfg-schedule, --dynamic-threshold, --dynamic-threshold-max, --cads-noise,
-// --cads-tau, --cads-psi. --cfg itself stays each command's own option (the
-// defaults differ). The rules and their order: include/tweedie/guide/guidance.h.
+// --cads-tau, --cads-psi, --pag, --pag-sites, --sag, --sag-site,
+// --autoguidance, --guide-model, --classifier-guidance, --guide-classifier,
+// --loss-guidance, --loss-scale, --loss-target, --loss-classifier. --cfg
+// itself stays each command's own option (the defaults differ). The rules
+// and their order: include/tweedie/guide/guidance.h.
 #pragma once
 #include <string>
 #include <vector>

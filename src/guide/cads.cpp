@@ -58,12 +58,10 @@ Prediction CADSDenoiser::predict(const torch::Tensor& x, double s, const Cond& c
   auto rows = (c.labels.reshape({-1}) >= 0).nonzero().reshape({-1});
   if (rows.numel() == 0) return inner_->predict(x, s, c);
 
-  // The class-embedding rewrite, on a copy of the network's hooks for this call.
+  // The class-embedding rewrite, added to the network's hooks for this call.
   Network& net = inner_->network();
-  Hooks* prev = net.hooks();
-  Hooks hooks = prev ? *prev : Hooks();
   bool fired = false;
-  hooks.add("label_emb", [&](const std::string&, const torch::Tensor& y, const HookContext&) {
+  ScopedHook hook(net, "label_emb", [&](const std::string&, const torch::Tensor& y, const HookContext&) {
     check(y.dim() == 2 && y.size(0) == c.labels.numel(), "CADS: class embedding of shape ", y.sizes(), " for ",
           c.labels.numel(), " labels");
     fired = true;
@@ -72,12 +70,6 @@ Prediction CADSDenoiser::predict(const torch::Tensor& x, double s, const Cond& c
     auto sel = y.index_select(0, r);
     return y.index_copy(0, r, cads_noise_condition(sel, noise, gamma, opt_.noise_scale, opt_.psi));
   });
-  struct Restore {
-    Network& n;
-    Hooks* h;
-    ~Restore() { n.set_hooks(h); }
-  } restore{net, prev};
-  net.set_hooks(&hooks);
   Prediction out = inner_->predict(x, s, c);
   check(fired, "CADS: the ", net.arch(), " network has no 'label_emb' hook site");
   return out;

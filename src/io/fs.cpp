@@ -1,6 +1,8 @@
 // Whole-file reads and atomic writes.
 #include "tweedie/io/fs.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +23,32 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 bool is_directory(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+MappedFile::~MappedFile() {
+  if (data) munmap(data, size);
+}
+
+std::shared_ptr<MappedFile> map_file(const std::string& path, size_t min_size, const std::string& too_short) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path, ": cannot open (", std::strerror(errno), ")");
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, ": not a regular file");
+  }
+  auto m = std::make_shared<MappedFile>();
+  m->size = size_t(st.st_size);
+  if (m->size < min_size || m->size == 0) {
+    ::close(fd);
+    if (m->size < min_size) fail(path, ": ", too_short, " (", m->size, " bytes)");
+    return m;
+  }
+  void* p = mmap(nullptr, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) fail(path, ": cannot map (", std::strerror(errno), ")");
+  m->data = static_cast<char*>(p);
+  return m;
 }
 
 std::string read_file(const std::string& path) {

@@ -1,11 +1,6 @@
 // safetensors reader (memory-mapped, fully validated) and atomic writer.
 #include "tweedie/io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -54,35 +49,12 @@ const DType& dtype_of(torch::ScalarType t) {
   fail("safetensors: unsupported tensor dtype ", t);
 }
 
-struct Mapping {
-  void* addr = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr && addr != MAP_FAILED) munmap(addr, size);
-  }
-};
-
 }  // namespace
 
 SafeTensors load_safetensors(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) fail(path, ": cannot open (", std::strerror(errno), ")");
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, ": not a regular file");
-  }
-  const size_t fsize = st.st_size;
-  if (fsize < 8) {
-    ::close(fd);
-    fail(path, ": truncated safetensors file (", fsize, " bytes)");
-  }
-  auto map = std::make_shared<Mapping>();
-  map->size = fsize;
-  map->addr = mmap(nullptr, fsize, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map->addr == MAP_FAILED) fail(path, ": cannot map (", std::strerror(errno), ")");
-  const char* base = static_cast<const char*>(map->addr);
+  auto map = map_file(path, 8, "truncated safetensors file");
+  const size_t fsize = map->size;
+  const char* base = map->data;
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t((unsigned char)base[i]) << (8 * i);
   if (n == 0 || n > fsize - 8 || n > (uint64_t(100) << 20))

@@ -6,6 +6,7 @@
 
 #include "../core/config_reader.h"
 #include "tweedie/core/error.h"
+#include "tweedie/nn/embedding.h"
 #include "tweedie/nn/norm.h"
 
 namespace tweedie {
@@ -21,6 +22,7 @@ ClassifierConfig ClassifierConfig::from_json(const std::string& text) {
   c.num_classes = r.integer("num_classes", c.num_classes, 2);
   c.norm_groups = r.integer("norm_groups", c.norm_groups, 1);
   c.dropout = r.number("dropout", c.dropout);
+  c.time_conditional = r.boolean("time_conditional", c.time_conditional);
   r.finish();
   c.validate();
   return c;
@@ -36,6 +38,7 @@ std::string ClassifierConfig::to_json() const {
   j["num_classes"] = num_classes;
   j["norm_groups"] = norm_groups;
   j["dropout"] = dropout;
+  if (time_conditional) j["time_conditional"] = true;  // absent in clean classifiers' files, as before the key existed
   return j.dump();
 }
 
@@ -51,27 +54,35 @@ void ClassifierConfig::validate() const {
 namespace {
 
 struct StageImpl : torch::nn::Module {
-  StageImpl(int64_t in, int64_t out, int64_t groups)
+  // temb_dim > 0: a time-conditional stage ("temb" adds the time embedding's projection after norm1).
+  StageImpl(int64_t in, int64_t out, int64_t groups, int64_t temb_dim)
       : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1)))),
         norm1(register_module("norm1", GroupNorm32(groups, out))),
         conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(out, out, 3).padding(1)))),
-        norm2(register_module("norm2", GroupNorm32(groups, out))) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    auto h = torch::silu(norm1->forward(conv1->forward(x)));
+        norm2(register_module("norm2", GroupNorm32(groups, out))) {
+    if (temb_dim > 0) temb = register_module("temb", torch::nn::Linear(temb_dim, out));
+  }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb = {}) {
+    auto h = norm1->forward(conv1->forward(x));
+    if (temb) h = h + temb->forward(emb).unsqueeze(2).unsqueeze(3);
+    h = torch::silu(h);
     return torch::silu(norm2->forward(conv2->forward(h)));
   }
   torch::nn::Conv2d conv1, conv2;
   GroupNorm32 norm1, norm2;
+  torch::nn::Linear temb{nullptr};
 };
 TORCH_MODULE(Stage);
 
 class ConvClassifier : public Classifier {
  public:
   explicit ConvClassifier(const ClassifierConfig& c) : cfg_(c) {
+    const int64_t temb_dim = c.time_conditional ? 4 * c.channels[0] : 0;
+    if (temb_dim > 0) time_embed_ = register_module("time_embed", TimestepEmbedder(c.channels[0], temb_dim));
     auto list = register_module("stages", torch::nn::ModuleList());
     int64_t in = c.in_channels;
     for (int64_t ch : c.channels) {
-      stages_.push_back(Stage(in, ch, c.norm_groups));
+      stages_.push_back(Stage(in, ch, c.norm_groups, temb_dim));
       list->push_back(stages_.back());
       in = ch;
     }
@@ -81,31 +92,47 @@ class ConvClassifier : public Classifier {
   }
 
   torch::Tensor features(const torch::Tensor& x) override {
-    check(x.dim() == 4 && x.size(1) == cfg_.in_channels && x.size(2) == cfg_.height && x.size(3) == cfg_.width,
-          "classifier: expected images [N, ", cfg_.in_channels, ", ", cfg_.height, ", ", cfg_.width, "], got ",
-          x.sizes());
-    auto h = x;
-    for (size_t i = 0; i < stages_.size(); ++i) {
-      if (i > 0) h = torch::avg_pool2d(h, 2);
-      h = stages_[i]->forward(h);
-    }
-    return torch::silu(fc_->forward(h.flatten(1))).to(torch::kFloat32);
+    check(!cfg_.time_conditional, "classifier: a time-conditional classifier needs the noise level's time (forward)");
+    return features_at(x, {});
   }
 
   torch::Tensor logits(const torch::Tensor& f) override {
     return head_->forward(torch::dropout(f, cfg_.dropout, is_training()));
   }
 
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const Cond&) override {
-    return logits(features(x));
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const Cond&) override {
+    return logits(features_at(x, t));
   }
+  bool time_conditional() const override { return cfg_.time_conditional; }
   std::string arch() const override { return "classifier"; }
   std::string config_json() const override { return cfg_.to_json(); }
   std::vector<int64_t> sample_shape() const override { return {cfg_.in_channels, cfg_.height, cfg_.width}; }
   int64_t num_classes() const override { return cfg_.num_classes; }
 
  private:
+  // t: model times [N] (or one) for a time-conditional classifier, ignored otherwise.
+  torch::Tensor features_at(const torch::Tensor& x, const torch::Tensor& t) {
+    check(x.dim() == 4 && x.size(1) == cfg_.in_channels && x.size(2) == cfg_.height && x.size(3) == cfg_.width,
+          "classifier: expected images [N, ", cfg_.in_channels, ", ", cfg_.height, ", ", cfg_.width, "], got ",
+          x.sizes());
+    torch::Tensor emb;
+    if (time_embed_) {
+      check(t.defined(), "classifier: a time-conditional classifier needs the noise level's time t");
+      auto tt = t.reshape({-1}).to(x.device());
+      if (tt.numel() == 1 && x.size(0) != 1) tt = tt.expand({x.size(0)});
+      check(tt.numel() == x.size(0), "classifier: ", tt.numel(), " times for a batch of ", x.size(0));
+      emb = time_embed_->forward(tt);
+    }
+    auto h = x;
+    for (size_t i = 0; i < stages_.size(); ++i) {
+      if (i > 0) h = torch::avg_pool2d(h, 2);
+      h = stages_[i]->forward(h, emb);
+    }
+    return torch::silu(fc_->forward(h.flatten(1))).to(torch::kFloat32);
+  }
+
   ClassifierConfig cfg_;
+  TimestepEmbedder time_embed_{nullptr};
   std::vector<Stage> stages_;
   torch::nn::Linear fc_{nullptr}, head_{nullptr};
 };

@@ -1,4 +1,4 @@
-// make_network: the architecture registry ("unet", "dit", "classifier"). Configs are
+// make_network: the architecture registry ("unet", "dit", "classifier", "sd_unet"). Configs are
 // parsed and validated by each architecture (errors name the key and value).
 // Verified in tests/test_networks.cpp (config round trip, bad configs).
 #include "tweedie/models/network.h"
@@ -6,6 +6,7 @@
 #include "tweedie/core/error.h"
 #include "tweedie/models/classifier.h"
 #include "tweedie/models/dit.h"
+#include "tweedie/models/sd_unet.h"
 #include "tweedie/models/unet.h"
 
 namespace tweedie {
@@ -14,7 +15,8 @@ NetworkPtr make_network(const std::string& arch, const std::string& config_json)
   if (arch == "unet") return make_unet(UNetConfig::from_json(config_json));
   if (arch == "dit") return make_dit(DiTConfig::from_json(config_json));
   if (arch == "classifier") return make_classifier(ClassifierConfig::from_json(config_json));
-  fail("unknown network architecture '", arch, "' (known: unet, dit, classifier)");
+  if (arch == "sd_unet") return make_sd_unet(SdUNetConfig::from_json(config_json));
+  fail("unknown network architecture '", arch, "' (known: unet, dit, classifier, sd_unet)");
 }
 
 }  // namespace tweedie

@@ -15,9 +15,21 @@ GroupNorm32Impl::GroupNorm32Impl(int64_t groups, int64_t channels, double eps) :
 torch::Tensor GroupNorm32Impl::forward(const torch::Tensor& x) {
   if (x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 && x.is_contiguous())
     return torch::group_norm(x, groups_, weight, bias, eps_);
-  // Float32 statistics on a contiguous NCHW tensor, whatever x's dtype/layout.
-  auto y = torch::group_norm(x.to(torch::kFloat32).contiguous(), groups_, weight.to(torch::kFloat32),
-                             bias.to(torch::kFloat32), eps_);
+  if (x.dim() == 4 && x.size(1) > 1 && x.is_contiguous(torch::MemoryFormat::ChannelsLast) &&
+      x.scalar_type() != torch::kFloat64) {
+    // channels_last (the bf16 networks' layout): float32 statistics over the
+    // NHWC memory as it is, output in the same layout (no transposing copies).
+    const int64_t N = x.size(0), C = x.size(1), G = groups_;
+    auto xf = x.to(torch::kFloat32).permute({0, 2, 3, 1}).reshape({N, -1, G, C / G});  // a view
+    auto vm = torch::var_mean(xf, {1, 3}, /*unbiased=*/false, /*keepdim=*/true);      // [N, 1, G, 1]
+    auto a = (std::get<0>(vm) + eps_).rsqrt() * weight.to(torch::kFloat32).view({1, 1, G, C / G});
+    auto b = bias.to(torch::kFloat32).view({1, 1, G, C / G}) - std::get<1>(vm) * a;
+    auto y = torch::addcmul(b, xf, a).to(x.scalar_type());  // [N, HW, G, C/G]
+    return y.view({N, x.size(2), x.size(3), C}).permute({0, 3, 1, 2});
+  }
+  // Float32 (float64 for float64 input) statistics on a contiguous NCHW tensor, whatever x's dtype/layout.
+  const auto ct = x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto y = torch::group_norm(x.to(ct).contiguous(), groups_, weight.to(ct), bias.to(ct), eps_);
   return y.to(x.scalar_type());
 }
 
@@ -26,8 +38,9 @@ torch::Tensor layer_norm_f32(const torch::Tensor& x, double eps, const torch::Te
   const int64_t d = x.size(-1);
   if (x.scalar_type() == torch::kFloat32 && (!weight.defined() || weight.scalar_type() == torch::kFloat32))
     return torch::layer_norm(x, {d}, weight, bias, eps);
-  auto f = [](const torch::Tensor& t) { return t.defined() ? t.to(torch::kFloat32) : t; };
-  return torch::layer_norm(x.to(torch::kFloat32), {d}, f(weight), f(bias), eps).to(x.scalar_type());
+  const auto ct = x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;  // at least float32
+  auto f = [&](const torch::Tensor& t) { return t.defined() ? t.to(ct) : t; };
+  return torch::layer_norm(x.to(ct), {d}, f(weight), f(bias), eps).to(x.scalar_type());
 }
 
 }  // namespace tweedie

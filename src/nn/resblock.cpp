@@ -12,14 +12,33 @@ namespace tweedie {
 ResBlockImpl::ResBlockImpl(const ResBlockOptions& o, const std::string& site)
     : o_(o), site_out_(site.empty() ? "" : site + ".out") {
   namespace nn = torch::nn;
-  in_norm = register_module("in_norm", GroupNorm32(o.groups, o.in_channels));
-  in_conv = register_module("in_conv", nn::Conv2d(nn::Conv2dOptions(o.in_channels, o.out_channels, 3).padding(1)));
-  emb_proj = register_module("emb_proj", nn::Linear(o.emb_dim, (o.scale_shift ? 2 : 1) * o.out_channels));
-  out_norm = register_module("out_norm", GroupNorm32(o.groups, o.out_channels));
-  dropout = register_module("dropout", nn::Dropout(o.dropout));
-  out_conv = register_module("out_conv", nn::Conv2d(nn::Conv2dOptions(o.out_channels, o.out_channels, 3).padding(1)));
-  if (o.in_channels != o.out_channels)
-    skip = register_module("skip", nn::Conv2d(nn::Conv2dOptions(o.in_channels, o.out_channels, 1)));
+  in_norm = GroupNorm32(o.groups, o.in_channels);
+  in_conv = nn::Conv2d(nn::Conv2dOptions(o.in_channels, o.out_channels, 3).padding(1));
+  emb_proj = nn::Linear(o.emb_dim, (o.scale_shift ? 2 : 1) * o.out_channels);
+  out_norm = GroupNorm32(o.groups, o.out_channels);
+  dropout = nn::Dropout(o.dropout);
+  out_conv = nn::Conv2d(nn::Conv2dOptions(o.out_channels, o.out_channels, 3).padding(1));
+  if (o.in_channels != o.out_channels) skip = nn::Conv2d(nn::Conv2dOptions(o.in_channels, o.out_channels, 1));
+  if (o.ldm_names) {
+    // Holders named as LDM's nn.Sequential children (parameter-free layers keep their index).
+    auto in_layers = register_module("in_layers", std::make_shared<torch::nn::Module>());
+    in_layers->register_module("0", in_norm);
+    in_layers->register_module("2", in_conv);
+    register_module("emb_layers", std::make_shared<torch::nn::Module>())->register_module("1", emb_proj);
+    auto out_layers = register_module("out_layers", std::make_shared<torch::nn::Module>());
+    out_layers->register_module("0", out_norm);
+    out_layers->register_module("2", dropout);
+    out_layers->register_module("3", out_conv);
+    if (skip) register_module("skip_connection", skip);
+  } else {
+    register_module("in_norm", in_norm);
+    register_module("in_conv", in_conv);
+    register_module("emb_proj", emb_proj);
+    register_module("out_norm", out_norm);
+    register_module("dropout", dropout);
+    register_module("out_conv", out_conv);
+    if (skip) register_module("skip", skip);
+  }
   torch::NoGradGuard g;
   out_conv->weight.zero_();
   out_conv->bias.zero_();

@@ -32,6 +32,7 @@ class AvgPool : public Operator {
   }
   std::string name() const override { return "sr" + std::to_string(f_); }
   std::vector<int64_t> out_shape() const override { return {in_shape_[0], in_shape_[1] / f_, in_shape_[2] / f_}; }
+  int64_t sr_factor() const override { return f_; }
 
   torch::Tensor A(const torch::Tensor& x) const override {
     check_x(x);

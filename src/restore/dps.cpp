@@ -15,33 +15,40 @@
 // many runs of a noisy super-resolution moves most of the way from the prior
 // mean to the closed-form posterior mean and the residual |A x - y| falls
 // below the noise level; zeta = 0 is DDIM with eta 1 (DDPM), bit for bit.
+// The step (dps_step, solver.h) is also the first half of MCG's (mcg.cpp).
 #include <cmath>
 
 #include "tweedie/core/error.h"
 #include "tweedie/restore/solver.h"
 
 namespace tweedie {
+
+GuidedStep dps_step(SamplerRun& r, const Measurement& m, const torch::Tensor& x, int i, double eta, double zeta,
+                    const char* who) {
+  const Process& p = r.process();
+  const double s = r.sigmas[i], sn = r.sigmas[i + 1];
+  const auto y = m.y.to(x.options());
+  auto xg = x.detach().requires_grad_(true);
+  torch::AutoGradMode grad_on(true);
+  Prediction pr = r.denoise(xg, s);
+  check(pr.x0().requires_grad(), who, ": the denoiser is not differentiable (no gradient reaches its output)");
+  auto residual = (y - m.op->A(pr.x0())).flatten(1).norm(2, 1).sum();  // sum of per-sample |y - A x0|
+  auto g = torch::autograd::grad({residual}, {xg}, {}, false, false, true)[0];
+  torch::AutoGradMode grad_off(false);
+  const auto x0 = pr.x0().detach();
+  auto step = p.ancestral_step(s, sn, eta);
+  auto xn = r.renoise(ddim_step(p, Prediction::from_x0(x0, x, s, p), step.s_down), step);
+  if (g.defined() && zeta > 0) xn = xn - g.detach() * (zeta / (p.model_scale(s) * p.model_scale(sn)));
+  return {xn, x0};
+}
+
 namespace {
 
 torch::Tensor dps(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
-  const Process& p = r.process();
-  const Operator& A = *m.op;
-  const double eta = o.eta_or(1.0);
-  const auto y = m.y.to(x.options());
   for (int i = 0; i < r.steps(); ++i) {
-    const double s = r.sigmas[i], sn = r.sigmas[i + 1];
-    auto xg = x.detach().requires_grad_(true);
-    torch::AutoGradMode grad_on(true);
-    Prediction pr = r.denoise(xg, s);
-    check(pr.x0().requires_grad(), "dps: the denoiser is not differentiable (no gradient reaches its output)");
-    auto residual = (y - A.A(pr.x0())).flatten(1).norm(2, 1).sum();  // sum of per-sample |y - A x0|
-    auto g = torch::autograd::grad({residual}, {xg}, {}, false, false, true)[0];
-    torch::AutoGradMode grad_off(false);
-    const auto x0 = pr.x0().detach();
-    auto step = p.ancestral_step(s, sn, eta);
-    x = r.renoise(ddim_step(p, Prediction::from_x0(x0, x, s, p), step.s_down), step);
-    if (g.defined() && o.zeta > 0) x = x - g.detach() * (o.zeta / (p.model_scale(s) * p.model_scale(sn)));
-    r.report(i, x, x0);
+    GuidedStep st = dps_step(r, m, x, i, o.eta_or(1.0), o.zeta, "dps");
+    x = st.x;
+    r.report(i, x, st.x0);
   }
   return x;
 }

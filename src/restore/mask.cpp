@@ -37,6 +37,7 @@ class Mask : public Operator {
     return y * m(y);
   }
   torch::Tensor pinv(const torch::Tensor& y) const override { return At(y); }
+  bool is_mask() const override { return true; }
 
   bool has_svd() const override { return true; }
   torch::Tensor Vt(const torch::Tensor& x) const override {

@@ -1,6 +1,7 @@
 // Operator base (shape checks, measurement y = A x + sigma_y n, the SVD
 // defaults for operators without one) and the task factory. The operators
-// themselves live one per file: mask.cpp, avgpool.cpp, blur.cpp, identity.cpp.
+// themselves live one per file: mask.cpp, avgpool.cpp, bicubic.cpp, blur.cpp,
+// motion_blur.cpp, random_projection.cpp, identity.cpp.
 #include "tweedie/restore/operator.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -67,14 +68,19 @@ torch::Tensor Operator::measure(const torch::Tensor& x, double sigma_y, torch::G
   return y;
 }
 
-std::vector<std::string> task_names() { return {"inpaint-box", "inpaint-random", "sr2", "sr4", "blur", "denoise"}; }
+std::vector<std::string> task_names() {
+  return {"inpaint-box", "inpaint-random", "sr2", "sr4", "sr4-bicubic", "blur", "motion-blur", "cs", "denoise"};
+}
 
 OperatorPtr make_task_operator(const std::string& task, const std::vector<int64_t>& in_shape, torch::Generator gen) {
   if (task == "inpaint-box") return make_box_mask(in_shape);
   if (task == "inpaint-random") return make_random_mask(in_shape, 0.5, gen);
   if (task == "sr2") return make_avgpool(in_shape, 2);
   if (task == "sr4") return make_avgpool(in_shape, 4);
+  if (task == "sr4-bicubic") return make_bicubic_downsample(in_shape, 4);
   if (task == "blur") return make_gaussian_blur(in_shape, 1.5, 0.02);
+  if (task == "motion-blur") return make_motion_blur(in_shape, 7, 45, 0.05);
+  if (task == "cs") return make_random_projection(in_shape, 0.25, gen);
   if (task == "denoise") return make_identity(in_shape);
   std::string known;
   for (auto& n : task_names()) known += (known.empty() ? "" : ", ") + n;

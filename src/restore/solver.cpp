@@ -1,11 +1,15 @@
-// Restoration solver registry, validation, and RePaint's time-travel path.
-// The solvers: ddnm.cpp (DDNM, DDNM+), ddrm.cpp (DDRM), pigdm.cpp (PiGDM), dps.cpp (DPS).
+// Restoration solver registry, validation, RePaint's time-travel path and the
+// projection onto the noised measurement.
+// The solvers: ddnm.cpp (DDNM, DDNM+), ddrm.cpp (DDRM), pigdm.cpp (PiGDM),
+// dps.cpp (DPS), mcg.cpp (MCG), repaint.cpp (RePaint), blended.cpp (Blended
+// Diffusion); baselines.cpp (A^+ y, bicubic) and tikhonov.cpp (Tikhonov).
 #include "tweedie/restore/solver.h"
 
 #include <cmath>
 #include <map>
 
 #include "tweedie/core/error.h"
+#include "tweedie/sample/generate.h"
 
 namespace tweedie {
 
@@ -57,7 +61,19 @@ std::vector<int> time_travel_path(int steps, int length, int repeat) {
   return path;
 }
 
+torch::Tensor project_to_noised_measurement(SamplerRun& run, const Measurement& m, const torch::Tensor& x, double s) {
+  const Operator& A = *m.op;
+  torch::Tensor ys = m.y.to(x.options());
+  if (s > 0) ys = run.process().add_noise(ys, A.A(run.randn_like(x)), s);
+  return x + A.pinv(ys - A.A(x));
+}
+
 int restore_nfe(const RestoreSolverInfo& info, int steps, const RestoreOptions& o) {
+  if (info.baseline) return 0;
+  if (info.uses_sampler) {  // a fresh one-step run of the sampler per step
+    const SamplerInfo& s = find_sampler(o.sampler);
+    return (steps - 1) * (nfe_of(s, 2) - nfe_of(s, 1)) + nfe_of(s, 1);
+  }
   if (!info.time_travel) return steps;
   auto path = time_travel_path(steps, o.travel_length, o.travel_repeat);
   int down = 0;
@@ -87,6 +103,9 @@ torch::Tensor run_restore(const RestoreSolverInfo& info, SamplerRun& run, const 
   check(std::isfinite(o.zeta) && o.zeta >= 0, info.name, ": zeta must be >= 0 (got ", o.zeta, ")");
   if (info.time_travel) time_travel_path(run.steps(), o.travel_length, o.travel_repeat);  // validates them
   if (info.needs_svd) m.op->require_svd(info.name);
+  check(!info.masks_only || m.op->is_mask(), info.name, " works on inpainting masks only, not on '", m.op->name(),
+        "'");
+  if (info.uses_sampler) find_sampler(o.sampler);  // validates the name
   check(run.gen.defined(), info.name, ": restoration solvers are stochastic and need a generator");
   check(torch::isfinite(x).all().item<bool>(), info.name, ": the start state contains NaN or infinity");
   check(torch::isfinite(m.y).all().item<bool>(), info.name, ": the measurement contains NaN or infinity");

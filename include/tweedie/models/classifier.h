@@ -11,7 +11,16 @@
 //
 // JSON config (every key optional; config_json() writes them all):
 //   in_channels (1), image_size or height/width (28), channels ([32, 64, 128]),
-//   feature_dim (128), num_classes (10), norm_groups (8), dropout (0.1).
+//   feature_dim (128), num_classes (10), norm_groups (8), dropout (0.1),
+//   time_conditional (false).
+//
+// time_conditional: the noise-conditional variant p(y | x_t, t) for
+// classifier guidance (Dhariwal & Nichol 2021): a sinusoidal embedding of the
+// model time t -> Linear-SiLU-Linear of width 4*channels[0] ("time_embed"),
+// and per stage a linear map of it ("stages.<i>.temb") added to the first
+// convolution's normalized output (before its SiLU). forward(x_t, t, c)
+// then uses t [N]; features() needs t and is unavailable. Off, the module
+// paths and the shipped evaluation classifier are as before.
 //
 // It is a Network (arch "classifier"), so it is saved, loaded, EMA-averaged
 // and optimized like the diffusion networks; forward(x, t, c) returns logits
@@ -33,6 +42,7 @@ struct ClassifierConfig {
   std::vector<int64_t> channels{32, 64, 128};
   int64_t feature_dim = 128, num_classes = 10, norm_groups = 8;
   double dropout = 0.1;
+  bool time_conditional = false;
 
   static ClassifierConfig from_json(const std::string& text);  // Error "classifier config: 'key' = ...: why"
   std::string to_json() const;
@@ -45,6 +55,8 @@ class Classifier : public Network {
   virtual torch::Tensor features(const torch::Tensor& x) = 0;
   // Logits from features (the final linear layer).
   virtual torch::Tensor logits(const torch::Tensor& features) = 0;
+  // True for p(y | x_t, t): forward's t is the noise level's model time.
+  virtual bool time_conditional() const { return false; }
 };
 
 std::shared_ptr<Classifier> make_classifier(const ClassifierConfig& cfg);

@@ -13,7 +13,14 @@
 //   "temb"                  the time (+class) embedding
 //   "blocks.4.out"          a transformer block's output
 // A hook returns the value to use (the input itself to only observe).
+//
+// Several users share one network's Hooks: add() returns an id that remove()
+// takes back, and ScopedHook adds one hook to a network for its own lifetime
+// (installing a Hooks object on the network while none is there), so
+// guidance rules (CADS, PAG, SAG) and user hooks coexist and leave the
+// network as they found it. Verified in tests/test_guidance.cpp (Hooks suite).
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -30,12 +37,25 @@ struct HookContext {
 
 using HookFn = std::function<torch::Tensor(const std::string& site, const torch::Tensor& value, const HookContext& ctx)>;
 
+using HookId = uint64_t;
+class Network;
+
 class Hooks {
  public:
+  Hooks() = default;
+  Hooks(const Hooks& o) : ctx(o.ctx), entries_(o.entries_), next_id_(o.next_id_) {}  // not the ScopedHook count
+  Hooks& operator=(const Hooks& o) {
+    ctx = o.ctx, entries_ = o.entries_, next_id_ = o.next_id_;
+    return *this;
+  }
   // pattern: an exact site name, a prefix ending in '*' ("down.*"), or a
-  // suffix starting with '*' ("*.probs"); "*" matches every site.
-  void add(const std::string& pattern, HookFn fn);
+  // suffix starting with '*' ("*.probs"); "*" matches every site. Returns
+  // the id of this hook for remove().
+  HookId add(const std::string& pattern, HookFn fn);
+  // Remove the hook with this id (no-op if it is gone).
+  void remove(HookId id);
   void clear();
+  size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
   // Apply every matching hook in the order added.
   torch::Tensor apply(const std::string& site, torch::Tensor value) const;
@@ -45,12 +65,36 @@ class Hooks {
   HookContext ctx;
 
  private:
+  friend class ScopedHook;
   struct Entry {
     std::string pattern;
     HookFn fn;
+    HookId id;
   };
   static bool match(const std::string& pattern, const std::string& site);
   std::vector<Entry> entries_;
+  HookId next_id_ = 1;
+  bool scoped_ = false;  // installed by a ScopedHook, deleted when its last user goes
+  int users_ = 0;        // ScopedHooks holding an entry here
+};
+
+// One hook on a network for the lifetime of this object: added to the
+// network's Hooks (or to a Hooks object installed for as long as some
+// ScopedHook uses it, when the network has none) and removed on
+// destruction, in any order. The network's Hooks pointer must not be swapped
+// while ScopedHooks on it are alive.
+class ScopedHook {
+ public:
+  ScopedHook(Network& net, const std::string& pattern, HookFn fn);
+  ~ScopedHook();
+  ScopedHook(const ScopedHook&) = delete;
+  ScopedHook& operator=(const ScopedHook&) = delete;
+  Hooks& hooks() { return *hooks_; }
+
+ private:
+  Network& net_;
+  Hooks* hooks_;
+  HookId id_;
 };
 
 }  // namespace tweedie

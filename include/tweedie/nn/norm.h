@@ -1,10 +1,12 @@
 // Normalization computed in float32 whatever the activation dtype
 // (ADM's GroupNorm32, Dhariwal & Nichol 2021: `super().forward(x.float()).type(x.dtype)`).
 //
-// Under bf16 the statistics are computed in float32 on a contiguous NCHW
-// tensor and the result is cast back: torch 1.13's bf16 GroupNorm is wrong
-// for channels_last inputs on this machine, and bf16 statistics lose
-// precision. In float32 with contiguous input there is no copy at all.
+// Under bf16 the statistics are computed in float32 and the result is cast
+// back: torch 1.13's bf16 GroupNorm is wrong for channels_last inputs on this
+// machine, and bf16 statistics lose precision. A channels_last input is
+// normalized in its own layout (statistics over the NHWC memory, output
+// channels_last); other layouts go through a contiguous NCHW float32 copy.
+// In float32 with contiguous input there is no copy at all.
 // Verified in tests/test_networks.cpp (bf16 vs fp32 forward).
 #pragma once
 #include <torch/nn/module.h>

@@ -7,7 +7,11 @@
 //   otherwise:    h = GroupNorm(h + e)
 //   h = conv3x3(Dropout(SiLU(h)))                    (zero-initialized)
 //   out = skip(x) + h,  skip = identity or 1x1 conv when channels change.
-// Hook site "<path>.out" carries the block output. Verified in
+// Hook site "<path>.out" carries the block output.
+// ldm_names registers the same layers under the names of LDM / SD checkpoints
+// (openaimodel.py ResBlock: in_layers.{0: norm, 2: conv}, emb_layers.1,
+// out_layers.{0: norm, 3: conv}, skip_connection) instead of in_norm, in_conv,
+// emb_proj, out_norm, out_conv, skip. Verified in
 // tests/test_networks.cpp (shapes, gradients, bf16 agreement).
 #pragma once
 #include <string>
@@ -30,6 +34,7 @@ struct ResBlockOptions {
   double dropout = 0.0;
   bool scale_shift = true;
   Resample resample = Resample::None;  // ADM's resblock_updown
+  bool ldm_names = false;              // LDM / SD checkpoint names (above)
 };
 
 class ResBlockImpl : public torch::nn::Module {

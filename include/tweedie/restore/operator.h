@@ -19,8 +19,12 @@
 //   mask.cpp      inpainting: y = m * x with a 0/1 pixel mask (box or random);
 //                 y keeps the image shape, zero where unobserved
 //   avgpool.cpp   super-resolution: y = f x f average pooling (x2, x4)
-//   blur.cpp      circular Gaussian blur through the FFT, SVD in the real
-//                 (Hartley) Fourier basis
+//   bicubic.cpp   super-resolution: bicubic (Keys) downsampling x2, x4, a
+//                 separable matrix B_h X B_w^T with the SVD of its 1-D factors
+//   blur.cpp      circular blur with an even kernel through the FFT, SVD in
+//                 the real (Hartley) Fourier basis: Gaussian ...
+//   motion_blur.cpp  ... and motion blur (a line kernel)
+//   random_projection.cpp  compressed sensing: a seeded Gaussian matrix
 //   identity.cpp  denoising: A = I
 // Verified (tests/test_restore.cpp): <A x, y> = <x, A^T y>; A A^+ A = A and
 // A^+ A A^+ = A^+; A^+ y equals the least-squares solution from a dense
@@ -71,6 +75,13 @@ class Operator {
   // y = A x + sigma_y n, n from noise() (sigma_y >= 0; gen may be undefined when sigma_y = 0).
   torch::Tensor measure(const torch::Tensor& x, double sigma_y, torch::Generator gen = {}) const;
 
+  // A is a 0/1 pixel mask (A = A^T = A^+, a diagonal projection): the
+  // inpainting solvers RePaint and Blended Diffusion take only these.
+  virtual bool is_mask() const { return false; }
+  // Super-resolution factor f (y is the image at 1/f of the size), 0 for other
+  // operators: the bicubic-upsampling baseline takes only these.
+  virtual int64_t sr_factor() const { return 0; }
+
   // Shape checks used by the maps: Error "operator NAME expects x [N, C, H, W], got [...]".
   void check_x(const torch::Tensor& x) const;
   void check_y(const torch::Tensor& y) const;
@@ -100,12 +111,41 @@ OperatorPtr make_avgpool(const std::vector<int64_t>& in_shape, int64_t factor);
 // Singular values are |H(k)| of its transfer function; those <= cutoff are
 // dropped by A^+ and the solvers.
 OperatorPtr make_gaussian_blur(const std::vector<int64_t>& in_shape, double std, double cutoff = 0);
+// Circular convolution with an even kernel k [H, W] (k(-d) = k(d) modulo the
+// image size; the origin at index (0, 0)) through the FFT: A = A^T, and the SVD
+// is in the Hartley basis as for the Gaussian. Singular values <= cutoff are
+// dropped by A^+ and the solvers. Error if k is not even or not [H, W].
+OperatorPtr make_circular_blur(const std::vector<int64_t>& in_shape, torch::Tensor kernel, std::string name,
+                               double cutoff = 0);
+// Motion blur: the line segment of `length` pixels at `angle` degrees
+// (counter-clockwise from the x axis), centred on the pixel, rasterised
+// bilinearly from 16 samples per pixel of length and normalised to sum 1;
+// circular (make_circular_blur). Its transfer function has zeros, so
+// restoration uses a cutoff.
+OperatorPtr make_motion_blur(const std::vector<int64_t>& in_shape, double length, double angle, double cutoff = 0);
+// The line kernel of make_motion_blur [H, W] float64 (for tests and pictures).
+torch::Tensor motion_blur_kernel(int64_t H, int64_t W, double length, double angle);
+// Super-resolution by bicubic downsampling (H, W divisible by f): each
+// low-resolution pixel is a Keys cubic (a = -0.5) stretched by f (4 f taps per
+// axis), centred on its block, with half-sample symmetric borders and rows
+// normalised to sum 1 (antialiased bicubic resizing as in MATLAB's imresize).
+// A = B_h X B_w^T per channel; the SVD is the Kronecker product of the 1-D
+// factors' SVDs (exact); A^+ = B_h^+ Y (B_w^+)^T.
+OperatorPtr make_bicubic_downsample(const std::vector<int64_t>& in_shape, int64_t factor);
+// The 1-D bicubic downsampling matrix [n / f, n] of make_bicubic_downsample.
+torch::Tensor bicubic_downsample_matrix(int64_t n, int64_t factor);
+// Compressed sensing: y = A x with A a Gaussian matrix [m, D], entries
+// N(0, 1/D) drawn from gen, m = round(ratio D) (0 < ratio <= 1); y is [N, m].
+// Its SVD comes from torch::linalg_svd once; A^+ is exact.
+OperatorPtr make_random_projection(const std::vector<int64_t>& in_shape, double ratio, torch::Generator gen);
 // Denoising: A = I.
 OperatorPtr make_identity(const std::vector<int64_t>& in_shape);
 
 // The restoration tasks by name, as `tweedie restore --task` takes them:
-// inpaint-box, inpaint-random (half the pixels missing), sr2, sr4, blur
-// (std 1.5 px, cutoff 0.02), denoise. gen draws the random mask.
+// inpaint-box, inpaint-random (half the pixels missing), sr2, sr4 (average
+// pooling), sr4-bicubic, blur (Gaussian, std 1.5 px, cutoff 0.02),
+// motion-blur (length 7 px at 45 degrees, cutoff 0.05), cs (25 % random
+// projections), denoise. gen draws the random mask and the projection.
 OperatorPtr make_task_operator(const std::string& task, const std::vector<int64_t>& in_shape,
                                torch::Generator gen = {});
 std::vector<std::string> task_names();

@@ -7,11 +7,17 @@
 // Solvers are functions over (SamplerRun&, Measurement, x) like the samplers
 // (sampler.h): one Denoiser call per NFE through run.denoise, every random
 // draw from run.gen, run.callback after each step (its index is the step of
-// run.sigmas, which DDNM+'s time travel visits more than once). Each lives in
-// its own file (src/restore/ddnm.cpp, ddrm.cpp, pigdm.cpp, dps.cpp). PiGDM and
-// DPS differentiate through the denoiser: they switch autograd on for that
-// call themselves, so the Denoiser must be differentiable (networks and the
-// Gaussian mixture are).
+// run.sigmas, which DDNM+'s and RePaint's time travel visit more than once).
+// Each lives in its own file (src/restore/ddnm.cpp, ddrm.cpp, pigdm.cpp,
+// dps.cpp, mcg.cpp, repaint.cpp, blended.cpp). PiGDM, DPS and MCG
+// differentiate through the denoiser: they switch autograd on for that call
+// themselves, so the Denoiser must be differentiable (networks and the
+// Gaussian mixture are). RePaint and Blended Diffusion take mask operators only.
+//
+// Baselines without a denoiser are registered alongside (baseline = true, no
+// NFE; they ignore the start state): pinv (A^+ y) and bicubic (bicubic
+// upsampling of y, super-resolution operators only) in baselines.cpp, tikhonov
+// in tikhonov.cpp.
 #pragma once
 #include <string>
 #include <vector>
@@ -32,7 +38,8 @@ struct RestoreOptions {
   double eta_b = 1.0;      // DDRM eta_b: weight of y on coordinates measured with less noise than the state
   int travel_length = 5;   // DDNM+ time travel: jump back L steps ...
   int travel_repeat = 2;   // ... r - 1 times at every L-th step (1 = no time travel)
-  double zeta = 1.0;       // DPS step size zeta' (the step is zeta' / |y - A x0|)
+  double zeta = 1.0;       // DPS / MCG step size zeta' (the step is zeta' / |y - A x0|)
+  std::string sampler = "ddpm";  // Blended Diffusion: the sampler of each step (sampler.h)
   double eta_or(double dflt) const { return eta >= 0 ? eta : dflt; }
 };
 
@@ -47,6 +54,9 @@ struct RestoreSolverInfo {
   bool time_travel = false; // takes travel_length / travel_repeat
   bool uses_eta_b = false;  // takes eta_b
   bool uses_zeta = false;   // takes zeta
+  bool masks_only = false;  // rejects operators that are not pixel masks (Operator::is_mask)
+  bool uses_sampler = false;  // takes sampler
+  bool baseline = false;    // no denoiser: no steps, no NFE, the start state is ignored
 };
 
 const std::vector<RestoreSolverInfo>& restore_solvers();
@@ -64,6 +74,34 @@ torch::Tensor run_restore(const RestoreSolverInfo& info, SamplerRun& run, const 
 
 // Denoiser evaluations of one run with `steps` steps and options o.
 int restore_nfe(const RestoreSolverInfo& info, int steps, const RestoreOptions& o);
+
+// ---- building blocks shared by the solvers (solver.cpp, dps.cpp) ----------
+
+// The measurement noised to level s, y_s = a(s) y + s A z (z ~ N(0, I) shaped
+// like x, from run.gen; no draw at s = 0, where y_s = y), and the state
+// projected onto {x' : A x' = y_s}: x + A^+ (y_s - A x). For a mask this keeps
+// x where a pixel is missing and puts y_s where it is observed: RePaint's and
+// Blended Diffusion's known region, MCG's projection (Process::add_noise).
+torch::Tensor project_to_noised_measurement(SamplerRun& run, const Measurement& m, const torch::Tensor& x, double s);
+
+// One DPS step (dps.cpp) from run.sigmas[i] to run.sigmas[i + 1]: the
+// ancestral step with noise eta on the denoiser's x0, then the gradient step
+// -zeta' grad_x |y - A x0(x)|. Returns the new state and that x0.
+struct GuidedStep {
+  torch::Tensor x, x0;
+};
+GuidedStep dps_step(SamplerRun& run, const Measurement& m, const torch::Tensor& x, int i, double eta, double zeta,
+                    const char* who);
+
+// Tikhonov regularisation (tikhonov.cpp): x = (A^T A + lambda I)^-1 A^T y =
+// V diag(s / (s^2 + lambda)) U^T y (singular values <= cutoff dropped), per
+// sample lambda [N] (0 gives A^+ y). tikhonov_lambda chooses lambda by
+// Morozov's discrepancy principle: |A x - y|^2 = sigma_y^2 n, n the number of
+// measured coordinates (singular values > 0), by bisection on log lambda; 0
+// when sigma_y = 0 (or when even lambda = 0 leaves a larger residual), and a
+// huge lambda (x ~ 0) when |y|^2 is already below the target.
+torch::Tensor tikhonov(const Operator& op, const torch::Tensor& y, const torch::Tensor& lambda);
+torch::Tensor tikhonov_lambda(const Operator& op, const torch::Tensor& y, double sigma_y);
 
 // RePaint's time-travel schedule (Lugmayr et al. 2022, get_schedule_jump) as
 // indices into a schedule of steps + 1 levels: from 0 to `steps` in unit

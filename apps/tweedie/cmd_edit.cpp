@@ -1,0 +1,172 @@
+// tweedie edit: change the class of images with a training-free method on a
+// pretrained class-conditional model (SDEdit, DDIB, edit-friendly DDPM,
+// CycleDiffusion, DiffEdit, ILVR; include/tweedie/edit/), write source and
+// edited images as a grid (or a folder), and judge the edits with the
+// evaluation classifier.
+#include <cstdio>
+#include <fstream>
+
+#include "cli.h"
+#include "edit_common.h"
+#include "model_spec.h"
+#include "tweedie/core/error.h"
+#include "tweedie/edit/inversion.h"
+#include "tweedie/io/fs.h"
+#include "tweedie/io/image.h"
+#include "tweedie/process/schedule.h"
+
+namespace tweedie::cli {
+namespace {
+
+std::string class_name(const LoadedModel& m, int64_t k) {
+  return k < int64_t(m.class_names.size()) ? m.class_names[k] : std::to_string(k);
+}
+
+int run(int argc, char** argv) {
+  std::string methods;
+  for (auto& m : edit_methods()) methods += (methods.empty() ? "" : "|") + m;
+  Args a("edit", "--method M --to CLASS [--from CLASS] (-i IN.png|DIR | --test-images N) -o OUT.png|DIR/ [options]",
+         {
+             {"method", "", false, "edit method: " + methods, ""},
+             {"from", "", false, "source class (name or index); needed by ddib, ddpm, cycle, diffedit and --test-images", ""},
+             {"to", "", false, "target class (name or index)", ""},
+             {"input", "i", false, "image(s) to edit: a PNG or a folder of PNGs, each of the model's size (28x28 grayscale)", ""},
+             {"test-images", "", false, "edit the first N Fashion-MNIST test images of the --from class", ""},
+             {"output", "o", false, "OUT.png (grid: source row, edited row, and the mask row for diffedit) or DIR/ (one PNG per edit)", ""},
+             {"model", "m", false, "model file (.safetensors; default: the shipped Fashion-MNIST model)", ""},
+             {"strength", "", false, "fraction of the schedule to re-run, in [0, 1] (default: 0.6 sdedit/diffedit, 0.8 ddpm/cycle, 1 ddib)", ""},
+             {"cfg", "", false, "classifier-free guidance scale toward the target", "3"},
+             {"steps", "s", false, "number of steps", "20"},
+             {"schedule", "", false, "step schedule (see 'tweedie samplers')", "karras"},
+             {"sampler", "", false, "sampler (default: ddpm for ilvr, ddim otherwise; ddib and diffedit need an invertible one)", ""},
+             {"eta", "", false, "ddpm, cycle: noise fraction of the decoding steps, in (0, 1]", "1"},
+             {"factor", "", false, "ilvr: low-pass downsampling factor N (divides 28: 1, 2, 4, 7, 14, 28)", "4"},
+             {"range", "", false, "ilvr: fraction of the steps (from the top) that are conditioned", "1"},
+             {"mask-threshold", "", false, "diffedit: mask threshold in [0, 1)", "0.5"},
+             {"mask-samples", "", false, "diffedit: noise draws the mask averages over", "10"},
+             {"mask-strength", "", false, "diffedit: noise level of the mask as a fraction of the training timesteps", "0.5"},
+             {"classifier", "", false, "evaluation classifier (default: the shipped one)", ""},
+             {"seed", "", false, "random seed", "0"},
+             {"quiet", "q", true, "no progress on stderr", ""},
+         });
+  if (!a.parse(argc, argv)) return 0;
+  check(a.positional().empty(), "tweedie edit: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
+  check(a.has("method"), "tweedie edit: --method is required (", methods, ")");
+  EditSettings e;
+  e.method = a.str("method");
+  check_edit_method(e.method, "tweedie edit");
+  check(a.has("to"), "tweedie edit: --to is required (the target class)");
+  check(!needs_source(e.method) || a.has("from"), "tweedie edit: --method ", e.method, " needs --from (the source class)");
+  check(a.has("input") != a.has("test-images"), "tweedie edit: give either --input or --test-images");
+  check(!a.has("test-images") || a.has("from"), "tweedie edit: --test-images needs --from (the class of the images)");
+  check(a.has("output"), "tweedie edit: --output is required (.png or DIR/)");
+  const std::string out = a.str("output");
+  const bool to_dir = ends_with(out, "/") || is_directory(out);
+  check(to_dir || ends_with(out, ".png"), "tweedie edit: --output must end in .png or /, got '", out, "'");
+  if (a.has("strength")) {
+    e.strength = a.number("strength");
+    check(e.strength >= 0 && e.strength <= 1, "tweedie edit: --strength must be in [0, 1] (got ", a.str("strength"), ")");
+    check(e.method != "ilvr", "tweedie edit: --strength does not apply to ilvr (it samples from noise; see --range)");
+  }
+  e.cfg = a.number("cfg");
+  check(std::isfinite(e.cfg), "tweedie edit: --cfg must be finite");
+  e.sampler = a.str("sampler");
+  if (!e.sampler.empty()) {
+    const SamplerInfo& s = find_sampler(e.sampler);
+    if (e.method == "ddib" || e.method == "diffedit") require_invertible(s);
+    check(e.method != "ddpm" && e.method != "cycle", "tweedie edit: --sampler does not apply to ", e.method,
+          " (it decodes with its own DDPM noises)");
+  }
+  auto only = [&](const char* opt, std::initializer_list<const char*> ms) {
+    if (!a.has(opt)) return;
+    for (const char* m : ms)
+      if (e.method == m) return;
+    fail("tweedie edit: --", opt, " does not apply to ", e.method);
+  };
+  only("eta", {"ddpm", "cycle"});
+  only("factor", {"ilvr"});
+  only("range", {"ilvr"});
+  only("mask-threshold", {"diffedit"});
+  only("mask-samples", {"diffedit"});
+  only("mask-strength", {"diffedit"});
+  e.eta = a.number("eta");
+  check(e.eta > 0 && e.eta <= 1, "tweedie edit: --eta must be in (0, 1] (got ", a.str("eta"), ")");
+  e.factor = a.integer("factor");
+  e.range = a.number("range");
+  e.mask_threshold = a.number("mask-threshold");
+  e.mask_samples = a.integer("mask-samples");
+  e.mask_strength = a.number("mask-strength");
+  const int steps = a.integer("steps");
+  check(steps >= 1, "tweedie edit: --steps must be >= 1 (got ", steps, ")");
+
+  std::string spec = a.str("model");
+  if (spec.empty()) {
+    spec = default_model_path();
+    check(std::ifstream(spec).good(), "tweedie edit: no --model given and the default model ", spec, " is missing");
+  }
+  check(ends_with(spec, ".safetensors"), "tweedie edit: --model must be an image model file (.safetensors), got '", spec, "'");
+  LoadedModel model = load_model(spec, "", "");
+  check(model.num_classes > 0, "tweedie edit: ", spec, " is not class-conditional");
+  const int64_t to = class_labels(model, a.str("to"), 1)[0].item<int64_t>();
+  const int64_t from = a.has("from") ? class_labels(model, a.str("from"), 1)[0].item<int64_t>() : -1;
+  if (e.method == "ilvr") check(model.sample_shape[1] % e.factor == 0 && model.sample_shape[2] % e.factor == 0 && e.factor >= 1,
+                                "tweedie edit: --factor ", e.factor, " must divide the image size ", model.sample_shape[2]);
+  torch::Tensor x = a.has("test-images") ? fashion_mnist_test_images(a.integer("test-images"), from, model, "tweedie edit").images
+                                         : load_input_images(a.str("input"), model, "tweedie edit");
+  auto clf = load_classifier(a.str("classifier"));
+  check(clf->num_classes() == model.num_classes, "tweedie edit: the classifier has ", clf->num_classes(),
+        " classes, the model ", model.num_classes);
+
+  torch::NoGradGuard no_grad;
+  const std::vector<double> sigmas = make_schedule(a.str("schedule"), model.denoiser->process(), steps);
+  if (!a.has("quiet")) std::fprintf(stderr, "edit %s: %ld image(s), %s -> %s, %d steps...\n", e.method.c_str(),
+                                    (long)x.size(0), from >= 0 ? class_name(model, from).c_str() : "?",
+                                    class_name(model, to).c_str(), steps);
+  EditOutput r = run_edit(e, model, sigmas, x, from, to, uint64_t(a.integer("seed")));
+  check(torch::isfinite(r.edited).all().item<bool>(), "the edit produced non-finite values");
+  const torch::Tensor edited = r.edited.clamp(-1, 1);
+
+  auto p_src = class_probabilities(*clf, x), p_out = class_probabilities(*clf, edited);
+  const int64_t n = x.size(0);
+  int64_t hits = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t ks = p_src[i].argmax().item<int64_t>(), ko = p_out[i].argmax().item<int64_t>();
+    hits += ko == to;
+    std::printf("image %ld: source %s (%.2f) -> edited %s (%.2f), p(%s) %.2f -> %.2f\n", (long)i,
+                class_name(model, ks).c_str(), p_src[i][ks].item<double>(), class_name(model, ko).c_str(),
+                p_out[i][ko].item<double>(), class_name(model, to).c_str(), p_src[i][to].item<double>(),
+                p_out[i][to].item<double>());
+  }
+  const Difference d = difference(edited, x);
+  std::printf("%s: %ld of %ld edited images classified as %s (%.1f%%); mean p(%s) %.3f -> %.3f; RMSE to source %.3f\n",
+              e.method.c_str(), (long)hits, (long)n, class_name(model, to).c_str(), 100.0 * hits / n,
+              class_name(model, to).c_str(), p_src.select(1, to).mean().item<double>(),
+              p_out.select(1, to).mean().item<double>(), d.rmse);
+
+  const std::string params = "edit --method " + e.method + (from >= 0 ? " --from " + class_name(model, from) : "") +
+                             " --to " + class_name(model, to) + " --cfg " + a.str("cfg") + " --steps " +
+                             std::to_string(steps) + " --seed " + a.str("seed");
+  if (to_dir) {
+    if (!is_directory(out)) check(std::system(("mkdir -p '" + out + "'").c_str()) == 0, "cannot create '", out, "'");
+    for (int64_t i = 0; i < n; ++i) {
+      char name[64];
+      std::snprintf(name, sizeof name, "%05ld.png", (long)i);
+      Image img = tensor_to_image(edited[i]);
+      img.text["parameters"] = params;
+      write_png(out + (ends_with(out, "/") ? "" : "/") + name, img);
+    }
+  } else {
+    std::vector<torch::Tensor> rows = {x, edited};
+    if (r.mask.defined()) rows.push_back((r.mask.to(torch::kFloat32) * 2 - 1).expand_as(x));
+    Image grid = make_grid(torch::cat(rows), int(n));
+    grid.text["parameters"] = params;
+    write_png(out, grid);
+  }
+  if (!a.has("quiet")) std::fprintf(stderr, "wrote %s\n", out.c_str());
+  return 0;
+}
+
+CommandRegistrar reg({"edit", "edit images toward another class (SDEdit, DDIB, DDPM inversion, CycleDiffusion, DiffEdit, ILVR)", run});
+
+}  // namespace
+}  // namespace tweedie::cli

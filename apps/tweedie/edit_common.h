@@ -1,0 +1,67 @@
+// Shared by `tweedie invert`, `tweedie edit` and `tweedie bench edit`: input
+// images (a PNG, a folder of PNGs, a .npy batch, or the first N Fashion-MNIST
+// test images of a class), the edit methods behind one call, and the
+// classifier's verdicts on edited images.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "model_spec.h"
+#include "tweedie/models/classifier.h"
+#include "tweedie/sample/sampler.h"
+
+namespace tweedie::cli {
+
+// path: IN.png, DIR (its images, sorted by name; see load_image_folder) or
+// IN.npy [N, ...]; each image must have the model's sample shape (channels
+// and size), else an Error naming the file. Returns float32 [N, ...] in [-1, 1].
+torch::Tensor load_input_images(const std::string& path, const LoadedModel& model, const std::string& cmd);
+
+// The first n Fashion-MNIST test images of class k (k < 0: of any class), in
+// [-1, 1], and their labels. The model must take 28x28 grayscale images.
+struct TestImages {
+  torch::Tensor images, labels;
+};
+TestImages fashion_mnist_test_images(int64_t n, int64_t k, const LoadedModel& model, const std::string& cmd);
+
+// Root-mean-square and largest absolute difference between two batches.
+struct Difference {
+  double rmse, max_abs;
+};
+Difference difference(const torch::Tensor& a, const torch::Tensor& b);
+
+// ---- edits ------------------------------------------------------------------
+struct EditSettings {
+  std::string method;            // one of edit_methods()
+  double strength = -1;          // < 0: default_strength(method)
+  double cfg = 1.0;
+  std::string sampler;           // "": ddpm for ilvr, ddim otherwise
+  double eta = 1.0;              // ddpm, cycle: noise fraction of the decoding steps
+  int64_t factor = 4;            // ilvr: low-pass downsampling factor
+  double range = 1.0;            // ilvr: conditioned fraction of the steps
+  double mask_threshold = 0.5;   // diffedit
+  int mask_samples = 10;         // diffedit
+  double mask_strength = 0.5;    // diffedit
+};
+const std::vector<std::string>& edit_methods();  // sdedit, ddib, ddpm, cycle, diffedit, ilvr
+double default_strength(const std::string& method);
+bool needs_source(const std::string& method);    // ddib, ddpm, cycle, diffedit invert under the source class
+// Error naming the method if it is unknown.
+void check_edit_method(const std::string& method, const std::string& cmd);
+
+struct EditOutput {
+  torch::Tensor edited;  // float32 [N, ...]
+  torch::Tensor mask;    // diffedit only
+};
+// Edit x [N, ...] from class `from` (-1: none) to class `to` over the schedule.
+EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::vector<double>& sigmas,
+                    const torch::Tensor& x, int64_t from, int64_t to, uint64_t seed);
+
+// The classifier's class probabilities [N, K] for images in [-1, 1] (quantized to 8 bits first).
+torch::Tensor class_probabilities(Classifier& clf, const torch::Tensor& images);
+std::shared_ptr<Classifier> load_classifier(const std::string& path);  // "" = default_classifier_path()
+
+}  // namespace tweedie::cli

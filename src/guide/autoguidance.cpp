@@ -1,0 +1,40 @@
+// AutoGuidance (Karras et al. 2024): x0 = x0_bad(c) + w (x0_good(c) - x0_bad(c))
+// (autoguidance.h). Verified in tests/test_guidance.cpp: the formula against
+// the two models evaluated separately, a model guiding itself is itself bit
+// for bit at every w, and guides of another process, shape or class count
+// are an Error naming the guide.
+#include "tweedie/guide/autoguidance.h"
+
+#include <cmath>
+
+#include "tweedie/core/error.h"
+
+namespace tweedie {
+
+void check_guide_model(const Denoiser& model, const std::vector<int64_t>& model_shape, int64_t model_classes,
+                       const Denoiser& guide, const std::vector<int64_t>& guide_shape, int64_t guide_classes,
+                       const std::string& what) {
+  check(guide.process().name() == model.process().name(), what, ": process ", guide.process().name(),
+        " differs from the model's ", model.process().name());
+  check(model_shape.empty() || guide_shape.empty() || model_shape == guide_shape, what, ": samples of shape ",
+        c10::IntArrayRef(guide_shape), " differ from the model's ", c10::IntArrayRef(model_shape));
+  check(model_classes < 0 || guide_classes < 0 || model_classes == guide_classes, what, ": ", guide_classes,
+        " classes, the model has ", model_classes);
+}
+
+AutoGuidanceDenoiser::AutoGuidanceDenoiser(DenoiserPtr good, DenoiserPtr bad, double w)
+    : good_(std::move(good)), bad_(std::move(bad)), w_(w) {
+  check(good_ != nullptr && bad_ != nullptr, "AutoGuidance needs a model and a guide model");
+  check(std::isfinite(w_), "AutoGuidance scale must be finite (got ", w_, ")");
+  check(good_->process().name() == bad_->process().name(), "AutoGuidance: the guide model's process ",
+        bad_->process().name(), " differs from the model's ", good_->process().name());
+}
+
+Prediction AutoGuidanceDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
+  Prediction good = good_->predict(x, s, c);
+  if (w_ == 1.0) return good;
+  auto bad = bad_->predict(x, s, c).x0();
+  return Prediction::from_x0(bad + (good.x0() - bad) * w_, x, s, process());
+}
+
+}  // namespace tweedie

@@ -1,0 +1,420 @@
+// Stable Diffusion checkpoint loading: single LDM/SGM files and diffusers
+// folders -> SdCheckpoint (family, configs, prediction type, state dicts in
+// the layouts our modules load). See models/sd_checkpoint.h for the rules.
+#include "tweedie/models/sd_checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "tweedie/core/error.h"
+#include "tweedie/io/fs.h"
+
+namespace tweedie {
+
+using json = nlohmann::json;
+
+namespace {
+
+bool starts(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool file_exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+std::string base_name(const std::string& p) {
+  const size_t s = p.find_last_of('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+const torch::Tensor& need(const StateDict& sd, const std::string& key, int64_t dim, const std::string& where,
+                          const char* what) {
+  auto it = sd.find(key);
+  if (it == sd.end()) fail(where, ": ", what, " lacks '", key, "'");
+  if (it->second.dim() != dim)
+    fail(where, ": ", what, " '", key, "' has ", it->second.dim(), " dimensions, expected ", dim);
+  return it->second;
+}
+
+// Largest index + 1 found right after `prefix` (0 if none).
+int64_t count_after(const StateDict& sd, const std::string& prefix) {
+  int64_t n = 0;
+  for (auto it = sd.lower_bound(prefix); it != sd.end() && starts(it->first, prefix); ++it) {
+    const std::string rest = it->first.substr(prefix.size());
+    const std::string num = rest.substr(0, rest.find('.'));
+    if (!num.empty() && num.size() < 7 && num.find_first_not_of("0123456789") == std::string::npos)
+      n = std::max<int64_t>(n, std::stoll(num) + 1);
+  }
+  return n;
+}
+
+bool any_key(const StateDict& sd, const std::string& prefix) {
+  auto it = sd.lower_bound(prefix);
+  return it != sd.end() && starts(it->first, prefix);
+}
+
+json read_json(const std::string& path) {
+  try {
+    return json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    fail(path, ": malformed JSON (", e.what(), ")");
+  }
+}
+
+void decide_prediction(SdCheckpoint& c, const SdLoadOptions& o, const std::string& hint, const std::string& hint_source,
+                       bool vpred_key, const std::string& name) {
+  auto set = [&](const std::string& p, const std::string& src) {
+    c.prediction = p;
+    c.prediction_source = src;
+  };
+  std::string lower = base_name(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  if (!o.prediction.empty()) {
+    check(o.prediction == "eps" || o.prediction == "v", "--prediction: expected eps or v, got '", o.prediction, "'");
+    set(o.prediction, "option");
+  } else if (!hint.empty()) {
+    set(hint, hint_source);
+  } else if (vpred_key) {
+    set("v", "v_pred key");
+  } else if (c.family == "sd2" && (lower.find("768-v") != std::string::npos || lower.find("v-pred") != std::string::npos ||
+                                   lower.find("vpred") != std::string::npos)) {
+    set("v", "file name");
+  } else {
+    set("eps", "default");
+  }
+  if (c.family == "sd2" && c.prediction == "v") c.unet_config.height = c.unet_config.width = 96;  // 768-px models
+}
+
+// The parameterization and schedule of a single file's sibling LDM .yaml.
+std::string yaml_hint(const std::string& path, SdScheduleInfo& sched, std::string& source) {
+  const size_t dot = path.find_last_of('.');
+  const std::string yaml = (dot == std::string::npos || dot < path.find_last_of('/') + 1 ? path : path.substr(0, dot)) + ".yaml";
+  if (!file_exists(yaml)) return "";
+  const std::string text = read_file(yaml);
+  source = base_name(yaml);
+  std::smatch m;
+  const auto number = [&](const char* key, double& out) {
+    if (std::regex_search(text, m, std::regex(std::string(key) + R"(\s*:\s*([0-9.eE+-]+))"))) out = std::stod(m[1]);
+  };
+  number("linear_start", sched.beta_start);
+  number("linear_end", sched.beta_end);
+  if (std::regex_search(text, m, std::regex(R"(parameterization\s*:\s*["']?(\w+))")))
+    return m[1] == "v" ? "v" : "eps";
+  return "eps";
+}
+
+void fill_text_configs(SdCheckpoint& c) {
+  for (auto& te : c.text_encoders)
+    te.config = infer_clip_text_config(te.weights, "", te.name == "clip_l" ? "quick_gelu" : "gelu");
+}
+
+void finish(SdCheckpoint& c) {
+  c.vae_config = c.vae.empty() ? AutoencoderKLConfig{} : vae_config_from_weights(c.vae, c.source + " (VAE)");
+  c.vae_config.scaling_factor = c.family == "sdxl" ? 0.13025 : 0.18215;
+  fill_text_configs(c);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------ detection
+
+void detect_sd_family(const StateDict& unet, const std::string& where, SdCheckpoint& c) {
+  const char* what = "UNet";
+  const auto& conv_in = need(unet, "input_blocks.0.0.weight", 4, where, what);
+  const int64_t mc = conv_in.size(0);
+  int64_t ctx = -1;
+  bool linear = false;
+  for (auto& [k, v] : unet) {
+    if (ctx < 0 && ends_with(k, ".attn2.to_k.weight") && v.dim() == 2) ctx = v.size(1);
+    if (ends_with(k, ".proj_in.weight")) linear = v.dim() == 2;
+  }
+  if (ctx < 0) fail(where, ": UNet has no cross-attention (no '*.attn2.to_k.weight'): not a text-to-image SD UNet");
+  auto label = unet.find("label_emb.0.0.weight");
+  if (label != unet.end()) {
+    const auto& w = label->second;
+    if (w.dim() == 2 && w.size(1) == 2560 && ctx == 1280)
+      fail(where, ": the SDXL refiner (label_emb.0.0.weight [", w.size(0), ", 2560], context 1280) is not supported; "
+                  "load an SDXL base, SD 2.x or SD 1.x model");
+    if (!(w.dim() == 2 && w.size(1) == 2816 && ctx == 2048))
+      fail(where, ": unknown UNet with vector conditioning (label_emb.0.0.weight ", torch::IntArrayRef(w.sizes()),
+           ", context ", ctx, "); expected SDXL base [1280, 2816] with context 2048");
+    c.family = "sdxl";
+  } else if (ctx == 768) {
+    c.family = "sd1";
+  } else if (ctx == 1024) {
+    c.family = "sd2";
+  } else {
+    fail(where, ": unknown cross-attention width ", ctx, " (attn2.to_k.weight); expected 768 (SD1), 1024 (SD2) or 2048 (SDXL)");
+  }
+  SdUNetConfig u = SdUNetConfig::preset(c.family);
+  u.in_channels = conv_in.size(1);
+  u.model_channels = mc;
+  u.out_channels = need(unet, "out.2.weight", 4, where, what).size(0);
+  u.context_dim = ctx;
+  u.use_linear_in_transformer = linear;
+  u.adm_in_channels = label != unet.end() ? label->second.size(1) : 0;
+  // Resnets per level: the first downsampler is input_blocks.(n+1).0.op.
+  const int64_t blocks = count_after(unet, "input_blocks.");
+  int64_t n = blocks - 1;
+  for (int64_t k = 1; k < blocks; ++k)
+    if (unet.count("input_blocks." + std::to_string(k) + ".0.op.weight")) {
+      n = k - 1;
+      break;
+    }
+  check(n >= 1 && blocks % (n + 1) == 0, where, ": UNet input_blocks (", blocks, ") do not form levels of ", n,
+        " resnets and a downsampler");
+  const int64_t levels = blocks / (n + 1);
+  u.num_res_blocks = n;
+  u.channel_mult.clear();
+  u.transformer_depth.clear();
+  u.attention_resolutions.clear();
+  for (int64_t l = 0; l < levels; ++l) {
+    const std::string b = "input_blocks." + std::to_string(1 + l * (n + 1));
+    const int64_t ch = need(unet, b + ".0.out_layers.3.weight", 4, where, what).size(0);
+    check(ch % mc == 0, where, ": UNet level ", l, " has ", ch, " channels, not a multiple of ", mc);
+    u.channel_mult.push_back(ch / mc);
+    const int64_t depth = count_after(unet, b + ".1.transformer_blocks.");
+    u.transformer_depth.push_back(std::max<int64_t>(depth, 1));
+    if (depth > 0) u.attention_resolutions.push_back(int64_t(1) << l);
+  }
+  u.transformer_depth_middle = count_after(unet, "middle_block.1.transformer_blocks.");
+  check(count_after(unet, "output_blocks.") == levels * (n + 1), where, ": UNet has ", count_after(unet, "output_blocks."),
+        " output_blocks, expected ", levels * (n + 1));
+  // Heads are not visible in the weights: the preset's rule (sd1 8 heads; sd2/sdxl 64 channels per head).
+  try {
+    u.validate();
+  } catch (const Error& e) {
+    fail(where, ": UNet shapes give an invalid config: ", e.what());
+  }
+  c.inpainting = u.in_channels == 9;
+  c.unet_config = u;
+}
+
+AutoencoderKLConfig vae_config_from_weights(const StateDict& vae, const std::string& where) {
+  const char* what = "VAE";
+  AutoencoderKLConfig c;
+  const auto& conv_in = need(vae, "encoder.conv_in.weight", 4, where, what);
+  c.ch = conv_in.size(0);
+  c.in_channels = conv_in.size(1);
+  c.out_ch = need(vae, "decoder.conv_out.weight", 4, where, what).size(0);
+  const int64_t levels = count_after(vae, "encoder.down.");
+  check(levels >= 1, where, ": VAE has no encoder.down.* blocks");
+  c.ch_mult.clear();
+  for (int64_t l = 0; l < levels; ++l) {
+    const int64_t ch = need(vae, "encoder.down." + std::to_string(l) + ".block.0.conv1.weight", 4, where, what).size(0);
+    check(ch % c.ch == 0, where, ": VAE level ", l, " has ", ch, " channels, not a multiple of ", c.ch);
+    c.ch_mult.push_back(ch / c.ch);
+  }
+  c.num_res_blocks = count_after(vae, "encoder.down.0.block.");
+  c.use_quant_conv = vae.count("quant_conv.weight") > 0;
+  const auto& dec_in = need(vae, "decoder.conv_in.weight", 4, where, what);
+  c.z_channels = dec_in.size(1);
+  c.embed_dim = c.use_quant_conv ? need(vae, "post_quant_conv.weight", 4, where, what).size(1) : c.z_channels;
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(where, ": VAE shapes give an invalid config: ", e.what());
+  }
+  return c;
+}
+
+std::string SdCheckpoint::describe() const {
+  auto params = [](const StateDict& sd) {
+    int64_t n = 0;
+    for (auto& [k, v] : sd) n += v.numel();
+    std::ostringstream o;
+    o.precision(4);
+    o << double(n) / 1e6 << "M";
+    return o.str();
+  };
+  std::ostringstream o;
+  o << family << (inpainting ? " inpainting" : "") << ", prediction " << prediction << " (" << prediction_source
+    << "), UNet " << params(unet) << " params (in " << unet_config.in_channels << ", context " << unet_config.context_dim
+    << "), VAE " << (vae.empty() ? std::string("absent") : params(vae)) << " (scale " << vae_config.scaling_factor << ")";
+  for (auto& te : text_encoders) o << ", " << te.name << " " << params(te.weights) << " (" << te.config.describe() << ")";
+  if (ignored_keys) o << ", " << ignored_keys << " other keys ignored";
+  return o.str();
+}
+
+// ------------------------------------------------------------ single files
+
+SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::string& name, const SdLoadOptions& opts) {
+  SdCheckpoint c;
+  c.source = name;
+  const std::string U = "model.diffusion_model.";
+  if (!any_key(sd, U)) {
+    if (any_key(sd, "down_blocks.") || any_key(sd, "input_blocks."))
+      fail(name, ": a bare UNet, not a full Stable Diffusion checkpoint: expected keys model.diffusion_model.* (LDM) "
+                 "or a diffusers folder (model_index.json)");
+    fail(name, ": not a Stable Diffusion checkpoint: expected keys model.diffusion_model.* (LDM) or a diffusers folder "
+               "(model_index.json); found ",
+         describe_keys(sd));
+  }
+  c.unet = with_prefix_removed(sd, U);
+  size_t used = c.unet.size();
+  if (opts.use_ema) {
+    size_t found = 0;
+    for (auto& [k, v] : c.unet) {
+      std::string flat = "diffusion_model." + k;
+      flat.erase(std::remove(flat.begin(), flat.end(), '.'), flat.end());
+      auto it = sd.find("model_ema." + flat);
+      if (it == sd.end()) fail(name, ": --ema: no EMA copy 'model_ema.", flat, "' of UNet weight '", k, "'");
+      check(it->second.sizes() == v.sizes(), name, ": EMA weight 'model_ema.", flat, "' has another shape than '", k, "'");
+      v = it->second;
+      ++found;
+    }
+    used += found;
+  }
+  detect_sd_family(c.unet, name, c);
+  for (auto& [k, v] : with_prefix_removed(sd, "first_stage_model."))
+    if (!starts(k, "loss.")) c.vae.emplace(k, v);  // training-only discriminator weights are dropped
+  used += c.vae.size();
+  auto add_text = [&](const std::string& te_name, const std::string& prefix) {
+    StateDict w = with_prefix_removed(sd, prefix);
+    if (w.empty()) fail(name, ": ", c.family, " checkpoint without its text encoder (expected keys ", prefix, "*)");
+    used += w.size();
+    if (is_openclip_layout(w, "")) {
+      w = openclip_to_hf(w, "", "");
+    } else if (!any_key(w, "text_model.")) {  // older transformers saved CLIPTextModel without "text_model."
+      StateDict renamed;
+      for (auto& [k, v] : w) renamed.emplace(starts(k, "text_projection") ? k : "text_model." + k, v);
+      w = std::move(renamed);
+    }
+    c.text_encoders.push_back({te_name, std::move(w), {}, ""});
+  };
+  if (c.family == "sd1") add_text("clip_l", "cond_stage_model.transformer.");
+  if (c.family == "sd2") add_text("openclip_h", "cond_stage_model.model.");
+  if (c.family == "sdxl") {
+    add_text("clip_l", "conditioner.embedders.0.transformer.");
+    add_text("openclip_bigg", "conditioner.embedders.1.model.");
+  }
+  c.ignored_keys = sd.size() - std::min(sd.size(), used);
+  std::string source;
+  const std::string hint = yaml_hint(name, c.schedule, source);
+  decide_prediction(c, opts, hint, source, sd.count("v_pred") > 0, name);
+  finish(c);
+  return c;
+}
+
+// ------------------------------------------------------------ diffusers folders
+
+namespace {
+
+// The weights of one diffusers component folder, in the first form present.
+StateDict load_component(const std::string& dir, const std::vector<std::string>& stems, const SdLoadOptions& opts) {
+  LoadOptions lo;
+  lo.dtype = opts.dtype;
+  std::vector<std::string> tried;
+  for (const auto& stem : stems)
+    for (const char* variant : {"", ".fp16"})
+      for (const char* ext : {".safetensors", ".bin"}) {
+        const std::string file = dir + "/" + stem + variant + ext;
+        tried.push_back(base_name(file));
+        if (file_exists(file)) return load_state_dict(file, lo);
+        // sharded: <stem><ext>.index[<variant>].json = {"weight_map": {name: shard file}}
+        const std::string index = dir + "/" + stem + ext + ".index" + variant + ".json";
+        if (!file_exists(index)) continue;
+        const json j = read_json(index);
+        check(j.contains("weight_map") && j["weight_map"].is_object(), index, ": no \"weight_map\" object");
+        std::set<std::string> shards;
+        for (auto& [k, v] : j["weight_map"].items()) {
+          check(v.is_string(), index, ": weight_map value for '", k, "' is not a file name");
+          shards.insert(v.get<std::string>());
+        }
+        StateDict all;
+        for (auto& s : shards) {
+          check(s.find('/') == std::string::npos, index, ": shard name '", s, "' must be a plain file name");
+          for (auto& [k, v] : load_state_dict(dir + "/" + s, lo))
+            check(all.emplace(k, v).second, dir, "/", s, ": tensor '", k, "' is in two shards");
+        }
+        return all;
+      }
+  std::string list;
+  for (auto& t : tried) list += (list.empty() ? "" : ", ") + t;
+  fail(dir, ": no weights file (looked for ", list, " and sharded *.index.json)");
+}
+
+}  // namespace
+
+static SdCheckpoint load_diffusers_folder(const std::string& dir, const SdLoadOptions& opts) {
+  SdCheckpoint c;
+  c.source = dir;
+  const json index = read_json(dir + "/model_index.json");
+  check(index.is_object(), dir, "/model_index.json: expected a JSON object");
+  const std::vector<std::string> model_stems{"diffusion_pytorch_model"}, te_stems{"model", "pytorch_model"};
+  c.unet = diffusers_unet_to_ldm(load_component(dir + "/unet", model_stems, opts), dir + "/unet");
+  detect_sd_family(c.unet, dir + "/unet", c);
+  if (is_directory(dir + "/vae"))
+    c.vae = diffusers_vae_to_ldm(load_component(dir + "/vae", model_stems, opts), dir + "/vae");
+  auto add_text = [&](const std::string& te_name, const std::string& sub, const std::string& tok) {
+    check(is_directory(dir + "/" + sub), dir, ": ", c.family, " model without its ", sub, "/ folder");
+    StateDict w = load_component(dir + "/" + sub, te_stems, opts);
+    if (is_openclip_layout(w, "")) w = openclip_to_hf(w, "", "");
+    c.text_encoders.push_back({te_name, std::move(w), {}, is_directory(dir + "/" + tok) ? dir + "/" + tok : ""});
+  };
+  add_text(c.family == "sd2" ? "openclip_h" : "clip_l", "text_encoder", "tokenizer");
+  if (c.family == "sdxl") add_text("openclip_bigg", "text_encoder_2", "tokenizer_2");
+
+  std::string hint;
+  const std::string sched_path = dir + "/scheduler/scheduler_config.json";
+  if (file_exists(sched_path)) {
+    const json s = read_json(sched_path);
+    auto& d = c.schedule;
+    d.num_train_timesteps = s.value("num_train_timesteps", d.num_train_timesteps);
+    d.beta_start = s.value("beta_start", d.beta_start);
+    d.beta_end = s.value("beta_end", d.beta_end);
+    d.beta_schedule = s.value("beta_schedule", d.beta_schedule);
+    d.timestep_spacing = s.value("timestep_spacing", d.timestep_spacing);
+    d.steps_offset = s.value("steps_offset", d.steps_offset);
+    d.rescale_betas_zero_snr = s.value("rescale_betas_zero_snr", d.rescale_betas_zero_snr);
+    const std::string p = s.value("prediction_type", std::string());
+    if (p == "epsilon") hint = "eps";
+    else if (p == "v_prediction") hint = "v";
+    else if (!p.empty()) fail(sched_path, ": unsupported prediction_type '", p, "' (expected epsilon or v_prediction)");
+  }
+  decide_prediction(c, opts, hint, "scheduler_config.json", false, dir);
+  finish(c);
+  const std::string vae_cfg = dir + "/vae/config.json";
+  if (file_exists(vae_cfg)) {
+    const json v = read_json(vae_cfg);
+    if (v.contains("scaling_factor") && v["scaling_factor"].is_number())
+      c.vae_config.scaling_factor = v["scaling_factor"].get<double>();
+  }
+  return c;
+}
+
+StateDict load_sd_vae(const std::string& path, const SdLoadOptions& opts, AutoencoderKLConfig* config) {
+  StateDict sd;
+  if (is_directory(path)) {
+    sd = load_component(path, {"diffusion_pytorch_model"}, opts);
+  } else {
+    LoadOptions lo;
+    lo.dtype = opts.dtype;
+    sd = load_state_dict(path, lo);
+  }
+  if (any_key(sd, "first_stage_model.")) sd = with_prefix_removed(sd, "first_stage_model.");
+  for (auto it = sd.begin(); it != sd.end();) it = starts(it->first, "loss.") ? sd.erase(it) : std::next(it);
+  if (any_key(sd, "encoder.down_blocks.") || any_key(sd, "decoder.up_blocks.")) sd = diffusers_vae_to_ldm(sd, path);
+  if (!sd.count("encoder.conv_in.weight") && !sd.count("decoder.conv_in.weight"))
+    fail(path, ": not a VAE: expected keys encoder.* / decoder.* (LDM or diffusers) or first_stage_model.*; found ",
+         describe_keys(sd));
+  const AutoencoderKLConfig c = vae_config_from_weights(sd, path);
+  if (config) *config = c;
+  return sd;
+}
+
+SdCheckpoint load_sd_checkpoint(const std::string& path, const SdLoadOptions& opts) {
+  if (is_directory(path)) {
+    if (!file_exists(path + "/model_index.json"))
+      fail(path, ": not a Stable Diffusion checkpoint: a folder must be a diffusers pipeline with model_index.json");
+    return load_diffusers_folder(path, opts);
+  }
+  LoadOptions lo;
+  lo.dtype = opts.dtype;
+  return sd_checkpoint_from_state_dict(load_state_dict(path, lo), path, opts);
+}
+
+}  // namespace tweedie

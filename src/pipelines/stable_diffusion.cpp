@@ -1,0 +1,324 @@
+// Stable Diffusion pipelines (see include/tweedie/pipelines/stable_diffusion.h).
+#include "tweedie/pipelines/stable_diffusion.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "tweedie/core/error.h"
+#include "tweedie/edit/inversion.h"
+#include "tweedie/edit/sdedit.h"
+#include "tweedie/guide/cfg.h"
+#include "tweedie/io/fs.h"
+#include "tweedie/models/sd_lora.h"
+#include "tweedie/nn/module_weights.h"
+#include "tweedie/process/schedule.h"
+#include "tweedie/restore/solver.h"
+#include "tweedie/sample/generate.h"
+
+namespace tweedie {
+namespace {
+
+ProcessPtr sd_process(const SdScheduleInfo& s, const std::string& where) {
+  VPDiscreteConfig c;
+  c.steps = int(s.num_train_timesteps);
+  c.beta_start = s.beta_start;
+  c.beta_end = s.beta_end;
+  if (s.beta_schedule == "scaled_linear")
+    c.betas = BetaSchedule::ScaledLinear;
+  else if (s.beta_schedule == "linear")
+    c.betas = BetaSchedule::Linear;
+  else if (s.beta_schedule == "squaredcos_cap_v2")
+    c.betas = BetaSchedule::Cosine;
+  else
+    fail(where, ": beta_schedule '", s.beta_schedule, "' is not supported (scaled_linear, linear, squaredcos_cap_v2)");
+  c.zero_terminal_snr = s.rescale_betas_zero_snr;
+  return make_vp_discrete(c);
+}
+
+std::string tokenizer_folder(const SdCheckpoint& c, const SdPipelineOptions& o) {
+  if (!o.tokenizer.empty()) return o.tokenizer;
+  for (auto& te : c.text_encoders)
+    if (!te.tokenizer_dir.empty()) return te.tokenizer_dir;
+  if (const char* env = std::getenv("TWEEDIE_TOKENIZER"); env && *env) return env;
+  return "";
+}
+
+// The parameter of a module by its name (runtime LoRA targets).
+torch::Tensor parameter(torch::nn::Module& m, const std::string& name, const std::string& what) {
+  auto params = m.named_parameters(true);
+  auto* p = params.find(name);
+  check(p != nullptr, what, ": no parameter '", name, "'");
+  return *p;
+}
+
+}  // namespace
+
+StableDiffusion::StableDiffusion(const std::string& path, const SdPipelineOptions& opt) : opt_(opt) {
+  check(opt.dtype == torch::kFloat32 || opt.dtype == torch::kBFloat16, "stable diffusion: dtype must be float32 or bfloat16");
+  SdLoadOptions lo;
+  lo.prediction = opt.prediction;
+  lo.use_ema = opt.use_ema;
+  ckpt_ = load_sd_checkpoint(path, lo);
+  if (!opt.vae.empty()) {
+    const double scale = ckpt_.vae_config.scaling_factor;
+    ckpt_.vae = load_sd_vae(opt.vae, {}, &ckpt_.vae_config);
+    ckpt_.vae_config.scaling_factor = scale;  // the latent space is the UNet's
+  }
+
+  // LoRA: merged into the state dicts before the modules are built, or
+  // added to the live parameters after (removable with unmerge_loras).
+  std::vector<std::pair<std::vector<LoraEntry>, double>> runtime;
+  for (auto& [file, strength] : opt.loras) {
+    check(std::isfinite(strength), "--lora ", file, ": strength must be finite");
+    auto entries = map_lora(load_state_dict(file), lora_targets(ckpt_), file);
+    if (opt.merge_loras)
+      merge_lora(ckpt_, entries, strength);
+    else
+      runtime.emplace_back(std::move(entries), strength);
+  }
+
+  NetworkPtr unet = make_sd_unet(ckpt_.unet_config);
+  load_module_weights(*unet, ckpt_.unet, ckpt_.source + " (UNet)");
+  unet->eval();
+  vae_ = AutoencoderKL(ckpt_.vae_config);
+  load_module_weights(*vae_, ckpt_.vae, (opt.vae.empty() ? ckpt_.source : opt.vae) + " (VAE)");
+  vae_->eval();
+  if (!opt.taesd.empty()) {
+    // taesd_decoder.pth (the decoder's Sequential indices alone), or a file
+    // with both halves under encoder./decoder. (diffusers AutoencoderTiny
+    // adds "layers." after them).
+    taesd_ = Taesd(ckpt_.unet_config.out_channels);
+    StateDict t;
+    for (auto& [k, v] : load_state_dict(opt.taesd)) {
+      std::string name = k;
+      for (const char* half : {"encoder.layers.", "decoder.layers."})
+        if (name.rfind(half, 0) == 0) name = name.substr(0, 8) + name.substr(15);
+      t.emplace(name, v);
+    }
+    taesd_encoder_ = t.count("encoder.0.weight") > 0;
+    if (taesd_encoder_)
+      load_module_weights(*taesd_, t, opt.taesd + " (TAESD)");
+    else
+      load_module_weights(*taesd_->decoder, t, opt.taesd + " (TAESD decoder)");
+    taesd_->eval();
+  }
+
+  std::vector<ClipTextModel> te;
+  for (auto& e : ckpt_.text_encoders)
+    te.push_back(load_clip_text(e.weights, "", e.name == "clip_l" ? "quick_gelu" : "gelu", opt.dtype));
+  const std::string tok_dir = tokenizer_folder(ckpt_, opt);
+  if (tok_dir.empty()) {
+    // Text encoding is refused until a tokenizer is given; the UNet and VAE work without one.
+  } else if (ClipTokenizer tok(tok_dir); ckpt_.family == "sdxl") {
+    check(te.size() == 2, ckpt_.source, ": SDXL needs two text encoders, found ", te.size());
+    text_ = std::make_unique<TextEncoderSet>(TextEncoderSet::sdxl(std::move(tok), te[0], te[1]));
+  } else {
+    check(te.size() == 1, ckpt_.source, ": ", ckpt_.family, " needs one text encoder, found ", te.size());
+    text_ = std::make_unique<TextEncoderSet>(ckpt_.family == "sd2" ? TextEncoderSet::sd2(std::move(tok), te[0])
+                                                                   : TextEncoderSet::sd1(std::move(tok), te[0]));
+  }
+
+  {
+    torch::NoGradGuard ng;
+    for (auto& [entries, strength] : runtime)
+      for (auto& e : entries) {
+        torch::nn::Module* m = e.component == "unet" ? static_cast<torch::nn::Module*>(unet.get())
+                                                     : te.at(e.component == "te2" ? 1 : 0).get();
+        torch::Tensor p = parameter(*m, e.target, e.source);  // text encoders carry the HF names
+        torch::Tensor d = e.delta(strength).to(p.dtype());
+        p.add_(d);
+        runtime_lora_.emplace_back(p, d);
+      }
+  }
+
+  if (opt.dtype != torch::kFloat32) {
+    unet->to(opt.dtype);
+    vae_->to(opt.dtype);
+    if (taesd_) taesd_->to(opt.dtype);
+  }
+  Parameterization param;
+  param.kind = pred_kind_from_string(ckpt_.prediction);
+  denoiser_ = std::make_shared<NetDenoiser>(unet, sd_process(ckpt_.schedule, ckpt_.source), param);
+}
+
+void StableDiffusion::unmerge_loras() {
+  torch::NoGradGuard ng;
+  for (auto& [p, d] : runtime_lora_) p.sub_(d);
+  runtime_lora_.clear();
+}
+
+int64_t StableDiffusion::latent_channels() const { return ckpt_.unet_config.out_channels; }
+int64_t StableDiffusion::downscale() const { return ckpt_.vae_config.downscale(); }
+
+Cond StableDiffusion::encode_prompt(const std::string& prompt, int64_t n, int64_t width, int64_t height,
+                                    int64_t clip_skip) const {
+  return encode_prompts(prompt, "", n, width, height, clip_skip).first;
+}
+
+std::pair<Cond, Cond> StableDiffusion::encode_prompts(const std::string& prompt, const std::string& negative, int64_t n,
+                                                      int64_t width, int64_t height, int64_t clip_skip) const {
+  check(text_ != nullptr, ckpt_.source, ": the CLIP tokenizer files are not part of a single-file checkpoint; pass "
+        "--tokenizer DIR (a folder with vocab.json and merges.txt, e.g. a diffusers model's tokenizer/) or set "
+        "TWEEDIE_TOKENIZER");
+  torch::NoGradGuard ng;
+  const int64_t skip = clip_skip > 0 ? clip_skip : 1;
+  TextEncoding pos = text_->encode(prompt, skip), neg = text_->encode(negative, skip);
+  // Pad the shorter context with windows of the empty prompt (A1111).
+  if (pos.context.size(1) != neg.context.size(1)) {
+    auto empty = text_->encode("", skip).context;
+    auto pad = [&](torch::Tensor c, int64_t len) {
+      std::vector<torch::Tensor> parts{c};
+      for (int64_t l = c.size(1); l < len; l += empty.size(1)) parts.push_back(empty);
+      return torch::cat(parts, 1);
+    };
+    const int64_t len = std::max(pos.context.size(1), neg.context.size(1));
+    pos.context = pad(pos.context, len);
+    neg.context = pad(neg.context, len);
+  }
+  auto make = [&](const TextEncoding& e) {
+    Cond c;
+    c.context = e.context.to(torch::kFloat32).expand({n, -1, -1}).contiguous();
+    if (ckpt_.family == "sdxl")
+      c.extra["y"] = sdxl_vector_cond(e.pooled.to(torch::kFloat32), double(height), double(width), 0, 0, double(height),
+                                      double(width))
+                         .expand({n, -1})
+                         .contiguous();
+    return c;
+  };
+  return {make(pos), make(neg)};
+}
+
+torch::Tensor StableDiffusion::encode_images(const torch::Tensor& images, bool tiled) const {
+  torch::NoGradGuard ng;
+  check(images.dim() == 4 && images.size(1) == 3, "images to encode must be [N, 3, H, W], got ", images.sizes());
+  auto x = images.to(opt_.dtype);
+  if (taesd_ && taesd_encoder_) return taesd_->encode(x).to(torch::kFloat32);
+  auto z = tiled ? vae_->encode_tiled(x) : vae_->encode(x);
+  return z.to(torch::kFloat32) * ckpt_.vae_config.scaling_factor;
+}
+
+torch::Tensor StableDiffusion::decode_latents(const torch::Tensor& latents, bool tiled, bool clamp) const {
+  torch::NoGradGuard ng;
+  if (taesd_) {
+    auto z = latents.to(opt_.dtype);
+    return (tiled ? taesd_->decode_tiled(z) : taesd_->decode(z)).to(torch::kFloat32);
+  }
+  auto z = (latents / ckpt_.vae_config.scaling_factor).to(opt_.dtype);
+  auto x = (tiled ? vae_->decode_tiled(z) : vae_->decode(z)).to(torch::kFloat32);
+  return clamp ? x.clamp(-1, 1) : x;
+}
+
+torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
+  const SdUNetConfig& uc = sd.checkpoint().unet_config;
+  const int64_t multiple = sd.downscale() * (int64_t(1) << (uc.channel_mult.size() - 1));
+  check(req.width >= multiple && req.height >= multiple && req.width % multiple == 0 && req.height % multiple == 0,
+        "image size ", req.width, "x", req.height, " must be a positive multiple of ", multiple, " for this model");
+  check(req.steps >= 1, "steps must be >= 1");
+  check(req.batch >= 1, "batch must be >= 1");
+  check(std::isfinite(req.cfg), "cfg must be finite");
+  check(req.strength >= 0 && req.strength <= 1, "strength must be in [0, 1], got ", req.strength);
+  const bool has_init = req.init.defined(), has_mask = req.mask.defined();
+  check(!has_mask || has_init, "a mask needs an init image (--init)");
+  const bool native_inpaint = uc.in_channels == uc.out_channels + 5;
+  check(!native_inpaint || has_mask, sd.checkpoint().source, " is an inpainting model: give --init and --mask");
+  if (has_init)
+    check(req.init.dim() == 4 && req.init.size(1) == 3 && req.init.size(2) == req.height && req.init.size(3) == req.width &&
+              (req.init.size(0) == 1 || req.init.size(0) == req.batch),
+          "init image must be [1 or batch, 3, ", req.height, ", ", req.width, "], got ", req.init.sizes());
+  if (has_mask)
+    check(req.mask.dim() == 4 && req.mask.size(0) == 1 && req.mask.size(1) == 1 && req.mask.size(2) == req.height &&
+              req.mask.size(3) == req.width,
+          "mask must be [1, 1, ", req.height, ", ", req.width, "] (the init image's size), got ", req.mask.sizes());
+
+  const int64_t n = req.batch, h = req.height / sd.downscale(), w = req.width / sd.downscale();
+  const Process& proc = sd.process();
+  auto [cond, neg] = sd.encode_prompts(req.prompt, req.negative, n, req.width, req.height, req.clip_skip);
+
+  torch::Tensor init_lat, keep;  // keep: [1, 1, h, w], 1 = latent pixel kept from the init image
+  if (has_init) init_lat = sd.encode_images(req.init, req.tiled_vae).expand({n, -1, -1, -1}).contiguous();
+  if (has_mask) {
+    auto m = (req.mask > 0.5).to(torch::kFloat32);
+    // A latent pixel is repainted if any of its image pixels is.
+    keep = 1 - torch::max_pool2d(m, {sd.downscale(), sd.downscale()});
+    if (native_inpaint) {
+      auto masked = sd.encode_images(req.init * (1 - m), req.tiled_vae).expand({n, -1, -1, -1});
+      auto mask_lat = at::upsample_nearest2d(m, {h, w});
+      cond.extra["c_concat"] = torch::cat({mask_lat.expand({n, -1, -1, -1}), masked}, 1).contiguous();
+      neg.extra["c_concat"] = cond.extra["c_concat"].clone();
+    }
+  }
+
+  DenoiserPtr den = sd.denoiser();
+  if (req.cfg != 1.0) {
+    CFGOptions o;
+    o.scale = req.cfg;
+    Cond negc = neg;
+    o.negative = [negc](const Cond&) { return negc; };
+    den = std::make_shared<CFGDenoiser>(den, o);
+  }
+  std::vector<double> sigmas = make_schedule(req.schedule, proc, req.steps, req.schedule_options);
+  const SamplerInfo& sampler = find_sampler(req.sampler);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(req.seed);
+  auto noise = at::randn({n, sd.latent_channels(), h, w}, gen, torch::kFloat32);
+
+  torch::NoGradGuard ng;
+  torch::Tensor latents;
+  if (has_mask && !native_inpaint) {
+    // Blended latent diffusion: the kept region is the init latents noised
+    // to each level (restore/blended.cpp, a latent-space mask operator).
+    const std::vector<double> tail = schedule_tail(sigmas, req.strength);
+    check(tail.size() >= 2, "strength ", req.strength, " leaves no step to take");
+    Measurement m{make_mask({sd.latent_channels(), h, w}, keep[0][0]), init_lat * keep, 0.0};
+    SamplerRun run(*den, tail, cond, req.sampler_options, gen);
+    int done = 0;
+    run.callback = [&](const StepInfo&) {
+      if (req.progress) req.progress(++done, int(tail.size()) - 1);
+    };
+    RestoreOptions ro;
+    ro.sampler = req.sampler;
+    const double s0 = tail[0];
+    latents = run_restore(find_restore_solver("blended"), run, m, proc.add_noise(init_lat, noise, s0), ro);
+  } else if (has_init && req.strength < 1.0) {
+    SDEditOptions so;
+    so.strength = req.strength;
+    so.sampler = req.sampler;
+    so.sampler_options = req.sampler_options;
+    int done = 0;
+    const int total = int(schedule_tail(sigmas, req.strength).size()) - 1;
+    so.callback = [&](const StepInfo&) {
+      if (req.progress) req.progress(++done, total);
+    };
+    latents = sdedit(*den, sigmas, init_lat, cond, so, gen);
+  } else {
+    GenerateOptions go;
+    go.sampler = req.sampler_options;
+    go.progress = [&](int64_t done, int64_t total) {
+      if (req.progress) req.progress(int(done), int(total));
+    };
+    latents = generate(*den, sampler, sigmas, noise, cond, go, gen).x;
+  }
+  return latents;
+}
+
+torch::Tensor sd_generate(StableDiffusion& sd, const SdRequest& req) {
+  return sd.decode_latents(sd_generate_latents(sd, req), req.tiled_vae);
+}
+
+std::string a1111_parameters(const StableDiffusion& sd, const SdRequest& req, uint64_t seed) {
+  std::ostringstream o;
+  o << req.prompt << "\n";
+  if (!req.negative.empty()) o << "Negative prompt: " << req.negative << "\n";
+  o << "Steps: " << req.steps << ", Sampler: " << req.sampler << ", Schedule type: " << req.schedule
+    << ", CFG scale: " << req.cfg << ", Seed: " << seed << ", Size: " << req.width << "x" << req.height
+    << ", Model: " << std::filesystem::path(sd.checkpoint().source).filename().string();
+  if (req.init.defined()) o << ", Denoising strength: " << req.strength;
+  if (req.clip_skip > 1) o << ", Clip skip: " << req.clip_skip;
+  o << ", Version: tweedie";
+  return o.str();
+}
+
+}  // namespace tweedie

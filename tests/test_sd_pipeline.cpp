@@ -1,0 +1,455 @@
+// Stable Diffusion pipelines end to end on tiny random checkpoints written in
+// the real layouts (LDM single file, diffusers folder): identical images from
+// both, seeds, img2img at strength 0, blended inpainting keeps the unmasked
+// latents exactly, 9-channel inpainting, LoRA merged = LoRA at run time,
+// bf16 close to fp32, and `tweedie generate` (A1111 parameters, bad input).
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "cli_testing.h"
+#include "testing.h"
+#include "tweedie/core/error.h"
+#include "tweedie/io/fs.h"
+#include "tweedie/io/image.h"
+#include "tweedie/io/npy.h"
+#include "tweedie/io/safetensors.h"
+#include "tweedie/nn/module_weights.h"
+#include "tweedie/pipelines/stable_diffusion.h"
+
+namespace tweedie {
+namespace {
+
+const std::string kTokenizer = std::string(TWEEDIE_SOURCE_DIR) + "/../shared/clip-tokenizer";
+
+bool have_tokenizer() { return std::ifstream(kTokenizer + "/vocab.json").good(); }
+
+#define EXPECT_ERROR(stmt, needle)                                              \
+  do {                                                                          \
+    const std::string e_ = testing::error_of([&] { (void)(stmt); });                     \
+    EXPECT_NE(e_.find(needle), std::string::npos) << "expected '" << (needle) << "' in: " << e_; \
+  } while (0)
+
+#define NEED_TOKENIZER() \
+  if (!have_tokenizer()) GTEST_SKIP() << "CLIP tokenizer files not found at " << kTokenizer
+
+// Random weights of a tiny SD1-like model (8 heads, context 768 as SD1), the
+// module names being the checkpoint names.
+struct Tiny {
+  StateDict unet, vae, te;
+};
+
+StateDict randomized(torch::nn::Module& m, double std) {
+  StateDict sd;
+  torch::NoGradGuard ng;
+  for (auto& [name, t] : module_tensors(m)) {
+    auto v = t.clone();
+    if (v.is_floating_point()) {
+      const bool norm_weight = name.find("norm") != std::string::npos && name.size() > 7 &&
+                               name.compare(name.size() - 7, 7, ".weight") == 0;
+      v = norm_weight ? 1 + 0.1 * torch::randn_like(v) : std * torch::randn_like(v);
+    }
+    sd[name] = v;
+  }
+  return sd;
+}
+
+SdUNetConfig tiny_unet_config(int64_t in_channels = 4) {
+  SdUNetConfig c = SdUNetConfig::preset("sd1");
+  c.in_channels = in_channels;
+  c.height = c.width = 8;
+  c.model_channels = 32;
+  c.channel_mult = {1, 2};
+  c.num_res_blocks = 1;
+  c.attention_resolutions = {1, 2};
+  c.transformer_depth = {1, 1};
+  return c;
+}
+
+AutoencoderKLConfig tiny_vae_config() {
+  AutoencoderKLConfig c;
+  c.ch = 32;
+  c.ch_mult = {1, 2};
+  c.num_res_blocks = 1;
+  return c;
+}
+
+Tiny make_tiny(uint64_t seed, int64_t in_channels = 4) {
+  torch::manual_seed(seed);
+  Tiny t;
+  auto unet = make_sd_unet(tiny_unet_config(in_channels));
+  t.unet = randomized(*unet, 0.08);
+  AutoencoderKL vae(tiny_vae_config());
+  t.vae = randomized(*vae, 0.08);
+  ClipTextConfig tc = ClipTextConfig::clip_l();
+  tc.layers = 2;
+  tc.intermediate = 64;
+  tc.projection_dim = 0;
+  ClipTextModel te(tc);
+  for (auto& [k, v] : randomized(*te, 0.05)) t.te[k.rfind("text_model.", 0) == 0 ? k : "text_model." + k] = v;
+  return t;
+}
+
+void save(const std::string& path, const StateDict& sd, const std::string& prefix = "") {
+  std::vector<std::pair<std::string, torch::Tensor>> v;
+  for (auto& [k, t] : sd) v.emplace_back(prefix + k, t);
+  save_safetensors(path, v);
+}
+
+// The LDM single-file layout.
+std::string write_ldm(const Tiny& t, const std::string& name) {
+  const std::string path = ::testing::TempDir() + "/" + name + ".safetensors";
+  std::vector<std::pair<std::string, torch::Tensor>> v;
+  for (auto& [k, x] : t.unet) v.emplace_back("model.diffusion_model." + k, x);
+  for (auto& [k, x] : t.vae) v.emplace_back("first_stage_model." + k, x);
+  for (auto& [k, x] : t.te) v.emplace_back("cond_stage_model.transformer." + k, x);
+  save_safetensors(path, v);
+  return path;
+}
+
+void copy_file(const std::string& from, const std::string& to) { write_file_atomic(to, read_file(from)); }
+
+// The diffusers folder layout of the same weights.
+std::string write_diffusers(const Tiny& t, const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/" + name;
+  for (const char* sub : {"", "/unet", "/vae", "/text_encoder", "/tokenizer", "/scheduler"}) ::mkdir((dir + sub).c_str(), 0755);
+  write_file_atomic(dir + "/model_index.json", R"({"_class_name": "StableDiffusionPipeline"})");
+  save(dir + "/unet/diffusion_pytorch_model.safetensors", ldm_unet_to_diffusers(t.unet, "unet"));
+  save(dir + "/vae/diffusion_pytorch_model.safetensors", ldm_vae_to_diffusers(t.vae, "vae"));
+  save(dir + "/text_encoder/model.safetensors", t.te);
+  copy_file(kTokenizer + "/vocab.json", dir + "/tokenizer/vocab.json");
+  copy_file(kTokenizer + "/merges.txt", dir + "/tokenizer/merges.txt");
+  write_file_atomic(dir + "/scheduler/scheduler_config.json",
+                    R"({"prediction_type": "epsilon", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"})");
+  return dir;
+}
+
+// One tiny SD1 model shared by the tests (written once).
+const std::string& tiny_ldm() {
+  static const std::string path = write_ldm(make_tiny(1), "tiny_sd1");
+  return path;
+}
+
+SdPipelineOptions with_tokenizer() {
+  SdPipelineOptions o;
+  o.tokenizer = kTokenizer;
+  return o;
+}
+
+SdRequest small_request() {
+  SdRequest r;
+  r.prompt = "a photo of a (cat:1.2)";
+  r.negative = "blurry";
+  r.width = r.height = 16;
+  r.steps = 3;
+  r.sampler = "dpmpp-2m";
+  r.cfg = 5;
+  r.seed = 7;
+  return r;
+}
+
+// The OpenCLIP layout (SD2's cond_stage_model.model.*, SDXL's
+// conditioner.embedders.1.model.*) of HF-named CLIP weights.
+StateDict hf_to_openclip(const StateDict& hf) {
+  StateDict o;
+  std::map<std::string, std::vector<torch::Tensor>> qkv;  // "N.weight" -> q, k, v
+  const std::vector<std::pair<std::string, std::string>> renames = {
+      {"self_attn.out_proj.", "attn.out_proj."}, {"layer_norm1.", "ln_1."}, {"layer_norm2.", "ln_2."},
+      {"mlp.fc1.", "mlp.c_fc."}, {"mlp.fc2.", "mlp.c_proj."}};
+  for (auto& [k, v] : hf) {
+    if (k == "text_model.embeddings.token_embedding.weight") o["token_embedding.weight"] = v;
+    else if (k == "text_model.embeddings.position_embedding.weight") o["positional_embedding"] = v;
+    else if (k.rfind("text_model.final_layer_norm.", 0) == 0) o["ln_final." + k.substr(28)] = v;
+    else if (k == "text_projection.weight") o["text_projection"] = v.t().contiguous();
+    else if (k.rfind("text_model.encoder.layers.", 0) == 0) {
+      std::string rest = k.substr(26);  // "N.self_attn.q_proj.weight"
+      const std::string n = rest.substr(0, rest.find('.')), tail = rest.substr(rest.find('.') + 1);
+      bool done = false;
+      for (const char* part : {"q", "k", "v"})
+        if (tail.rfind(std::string("self_attn.") + part + "_proj.", 0) == 0) {
+          auto& slot = qkv[n + "." + tail.substr(tail.rfind('.') + 1)];
+          slot.resize(3);
+          slot[part[0] == 'q' ? 0 : part[0] == 'k' ? 1 : 2] = v;
+          done = true;
+        }
+      if (done) continue;
+      for (auto& [from, to] : renames)
+        if (tail.rfind(from, 0) == 0) o["transformer.resblocks." + n + "." + to + tail.substr(from.size())] = v, done = true;
+      if (!done) ADD_FAILURE() << "unmapped " << k;
+    } else if (k != "text_model.embeddings.position_ids") ADD_FAILURE() << "unmapped " << k;
+  }
+  for (auto& [nk, parts] : qkv) {
+    const std::string n = nk.substr(0, nk.find('.')), kind = nk.substr(nk.find('.') + 1);
+    o["transformer.resblocks." + n + ".attn.in_proj_" + kind] = torch::cat(parts, 0);
+  }
+  return o;
+}
+
+StateDict random_clip(int64_t width, int64_t projection, const std::string& activation) {
+  ClipTextConfig tc = ClipTextConfig::clip_l();
+  tc.width = width;
+  tc.heads = width / 64;
+  tc.layers = 2;
+  tc.intermediate = 64;
+  tc.projection_dim = projection;
+  tc.activation = activation;
+  ClipTextModel te(tc);
+  StateDict out;
+  for (auto& [k, v] : randomized(*te, 0.05))
+    out[k.rfind("text_model.", 0) == 0 || k.rfind("text_projection", 0) == 0 ? k : "text_model." + k] = v;
+  return out;
+}
+
+// SDXL in its real single-file layout: the UNet with label_emb (y of 2816 =
+// pooled 1280 + 6 x 256), CLIP-L (HF names) and OpenCLIP-bigG (OpenCLIP names).
+TEST(SdPipeline, SdxlSingleFileWithOpenClipRunsEndToEnd) {
+  NEED_TOKENIZER();
+  torch::manual_seed(21);
+  SdUNetConfig uc = SdUNetConfig::preset("sdxl");
+  uc.height = uc.width = 8;
+  uc.model_channels = 64;
+  uc.channel_mult = {1, 2};
+  uc.num_res_blocks = 1;
+  uc.attention_resolutions = {2};
+  uc.transformer_depth = {0, 2};
+  auto unet = make_sd_unet(uc);
+  AutoencoderKL vae(tiny_vae_config());
+  std::vector<std::pair<std::string, torch::Tensor>> v;
+  for (auto& [k, x] : randomized(*unet, 0.05)) v.emplace_back("model.diffusion_model." + k, x);
+  for (auto& [k, x] : randomized(*vae, 0.08)) v.emplace_back("first_stage_model." + k, x);
+  for (auto& [k, x] : random_clip(768, 0, "quick_gelu")) v.emplace_back("conditioner.embedders.0.transformer." + k, x.to(torch::kHalf));
+  for (auto& [k, x] : hf_to_openclip(random_clip(1280, 1280, "gelu")))
+    v.emplace_back("conditioner.embedders.1.model." + k, x.to(torch::kHalf));
+  const std::string path = ::testing::TempDir() + "/tiny_sdxl.safetensors";
+  save_safetensors(path, v);
+  StableDiffusion sd(path, with_tokenizer());
+  EXPECT_EQ(sd.family(), "sdxl");
+  Cond c = sd.encode_prompt("a lighthouse", 1, 16, 16);
+  EXPECT_EQ(c.context.sizes(), (std::vector<int64_t>{1, 77, 2048}));
+  EXPECT_EQ(c.extra.at("y").sizes(), (std::vector<int64_t>{1, 2816}));
+  SdRequest r = small_request();
+  auto z = sd_generate_latents(sd, r);
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{1, 4, 8, 8}));
+  EXPECT_TRUE(torch::isfinite(z).all().item<bool>());
+  // The size conditioning reaches the UNet through y.
+  SdRequest big = r;
+  big.width = big.height = 32;
+  EXPECT_FALSE(torch::allclose(sd.encode_prompt("a lighthouse", 1, 32, 32).extra.at("y"), c.extra.at("y")));
+}
+
+TEST(SdPipeline, LdmFileAndDiffusersFolderGiveIdenticalImages) {
+  NEED_TOKENIZER();
+  const Tiny t = make_tiny(1);
+  StableDiffusion a(tiny_ldm(), with_tokenizer());
+  StableDiffusion b(write_diffusers(t, "tiny_sd1_diffusers"));
+  EXPECT_EQ(a.family(), "sd1");
+  EXPECT_EQ(b.family(), "sd1");
+  const SdRequest r = small_request();
+  auto xa = sd_generate(a, r), xb = sd_generate(b, r);
+  ASSERT_EQ(xa.sizes(), (std::vector<int64_t>{1, 3, 16, 16}));
+  EXPECT_TRUE(torch::isfinite(xa).all().item<bool>());
+  EXPECT_TRUE(torch::equal(xa, xb));
+  EXPECT_LE(xa.abs().max().item<double>(), 1.0);
+  // The same VAE given as a separate file (--vae), in diffusers names.
+  const std::string vae = ::testing::TempDir() + "/tiny_vae.safetensors";
+  save(vae, ldm_vae_to_diffusers(t.vae, "vae"));
+  SdPipelineOptions o = with_tokenizer();
+  o.vae = vae;
+  StableDiffusion c(tiny_ldm(), o);
+  EXPECT_TRUE(torch::equal(xa, sd_generate(c, r)));
+}
+
+TEST(SdPipeline, SeedsBatchesAndPromptsDetermineTheResult) {
+  NEED_TOKENIZER();
+  StableDiffusion sd(tiny_ldm(), with_tokenizer());
+  SdRequest r = small_request();
+  auto x = sd_generate_latents(sd, r);
+  EXPECT_EQ(x.sizes(), (std::vector<int64_t>{1, 4, 8, 8}));
+  EXPECT_TRUE(torch::equal(x, sd_generate_latents(sd, r)));  // same seed, same bits
+  r.seed = 8;
+  EXPECT_FALSE(torch::allclose(x, sd_generate_latents(sd, r)));
+  r.seed = 7;
+  r.prompt = "a photo of a dog";
+  EXPECT_FALSE(torch::allclose(x, sd_generate_latents(sd, r)));
+  r.batch = 2;
+  EXPECT_EQ(sd_generate_latents(sd, r).size(0), 2);
+  // A prompt over 75 tokens (two windows) against a short negative prompt:
+  // the contexts are padded to the same length.
+  std::string longp;
+  for (int i = 0; i < 90; ++i) longp += "word ";
+  auto [c, n] = sd.encode_prompts(longp, "", 1, 16, 16);
+  EXPECT_EQ(c.context.size(1), 154);
+  EXPECT_EQ(n.context.size(1), 154);
+  r.prompt = longp;
+  r.batch = 1;
+  EXPECT_TRUE(torch::isfinite(sd_generate_latents(sd, r)).all().item<bool>());
+}
+
+TEST(SdPipeline, Img2ImgAtStrengthZeroReturnsTheInitLatents) {
+  NEED_TOKENIZER();
+  StableDiffusion sd(tiny_ldm(), with_tokenizer());
+  torch::manual_seed(3);
+  SdRequest r = small_request();
+  r.init = torch::rand({1, 3, 16, 16}) * 2 - 1;
+  r.strength = 0;
+  EXPECT_TRUE(torch::allclose(sd_generate_latents(sd, r), sd.encode_images(r.init), 0, 0));
+  r.strength = 0.5;
+  auto half = sd_generate_latents(sd, r);
+  EXPECT_TRUE(torch::isfinite(half).all().item<bool>());
+  EXPECT_FALSE(torch::allclose(half, sd.encode_images(r.init)));
+  r.strength = 1.5;
+  EXPECT_ERROR(sd_generate_latents(sd, r), "strength must be in [0, 1]");
+}
+
+TEST(SdPipeline, BlendedInpaintingKeepsTheUnmaskedLatentsExactly) {
+  NEED_TOKENIZER();
+  StableDiffusion sd(tiny_ldm(), with_tokenizer());
+  torch::manual_seed(4);
+  SdRequest r = small_request();
+  r.init = torch::rand({1, 3, 16, 16}) * 2 - 1;
+  r.mask = torch::zeros({1, 1, 16, 16});
+  r.mask.slice(2, 4, 10).slice(3, 6, 12).fill_(1);  // repaint this box
+  r.strength = 1;
+  auto z = sd_generate_latents(sd, r), z0 = sd.encode_images(r.init);
+  // Latent pixels with no repainted image pixel: rows 0-1 and 5-7, columns 0-2 and 6-7.
+  auto keep = torch::ones({8, 8});
+  keep.slice(0, 2, 5).slice(1, 3, 6).fill_(0);
+  EXPECT_LT(((z - z0) * keep).abs().max().item<double>(), 1e-6);
+  EXPECT_GT(((z - z0) * (1 - keep)).abs().max().item<double>(), 1e-2);
+  SdRequest bad = small_request();
+  bad.mask = r.mask;
+  EXPECT_ERROR(sd_generate_latents(sd, bad), "a mask needs an init image");
+}
+
+TEST(SdPipeline, NineChannelInpaintingModelsTakeTheMaskedImage) {
+  NEED_TOKENIZER();
+  const std::string path = write_ldm(make_tiny(5, 9), "tiny_sd1_inpaint");
+  StableDiffusion sd(path, with_tokenizer());
+  EXPECT_TRUE(sd.checkpoint().inpainting);
+  SdRequest r = small_request();
+  EXPECT_ERROR(sd_generate_latents(sd, r), "is an inpainting model: give --init and --mask");
+  torch::manual_seed(6);
+  r.init = torch::rand({1, 3, 16, 16}) * 2 - 1;
+  r.mask = torch::zeros({1, 1, 16, 16});
+  r.mask.slice(2, 0, 8).fill_(1);
+  auto z = sd_generate_latents(sd, r);
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{1, 4, 8, 8}));
+  EXPECT_TRUE(torch::isfinite(z).all().item<bool>());
+  // The masked image reaches the network: another init image changes the result.
+  SdRequest r2 = r;
+  r2.init = -r.init;
+  EXPECT_FALSE(torch::allclose(z, sd_generate_latents(sd, r2)));
+}
+
+TEST(SdPipeline, LoraMergedEqualsLoraAtRunTime) {
+  NEED_TOKENIZER();
+  torch::manual_seed(11);
+  StateDict lora;
+  auto add = [&](const std::string& m, int64_t out, int64_t in, double alpha) {
+    lora[m + ".lora_down.weight"] = torch::randn({2, in}) * 0.3;
+    lora[m + ".lora_up.weight"] = torch::randn({out, 2}) * 0.3;
+    lora[m + ".alpha"] = torch::tensor(alpha);
+  };
+  add("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q", 32, 32, 1);
+  add("lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", 32, 768, 2);
+  add("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 768, 768, 2);
+  const std::string file = ::testing::TempDir() + "/tiny_lora.safetensors";
+  save(file, lora);
+  SdPipelineOptions merged = with_tokenizer(), runtime = with_tokenizer();
+  merged.loras = runtime.loras = {{file, 0.8}};
+  runtime.merge_loras = false;
+  StableDiffusion base(tiny_ldm(), with_tokenizer()), m(tiny_ldm(), merged), rt(tiny_ldm(), runtime);
+  const SdRequest r = small_request();
+  auto zb = sd_generate_latents(base, r), zm = sd_generate_latents(m, r), zr = sd_generate_latents(rt, r);
+  EXPECT_TRUE(torch::allclose(zm, zr, 1e-4, 1e-5)) << (zm - zr).abs().max().item<double>();
+  EXPECT_FALSE(torch::allclose(zm, zb, 1e-3, 1e-3));
+  rt.unmerge_loras();
+  EXPECT_TRUE(torch::allclose(sd_generate_latents(rt, r), zb, 1e-4, 1e-5));
+}
+
+TEST(SdPipeline, Bf16StaysCloseToFloat32) {
+  NEED_TOKENIZER();
+  SdPipelineOptions o = with_tokenizer();
+  StableDiffusion f(tiny_ldm(), o);
+  o.dtype = torch::kBFloat16;
+  StableDiffusion b(tiny_ldm(), o);
+  SdRequest r = small_request();
+  r.sampler = "ddim";
+  auto zf = sd_generate_latents(f, r), zb = sd_generate_latents(b, r);
+  const double rel = ((zf - zb).norm() / zf.norm()).item<double>();
+  EXPECT_LT(rel, 0.05);
+  auto xf = f.decode_latents(zf), xb = b.decode_latents(zf);
+  EXPECT_LT(((xf - xb).norm() / xf.norm()).item<double>(), 0.05);
+}
+
+TEST(SdPipeline, GenerateCommandWritesA1111Parameters) {
+  NEED_TOKENIZER();
+  const std::string out = testing::tmp("sd_generate.png");
+  auto r = testing::cli("generate -m " + tiny_ldm() + " --tokenizer " + kTokenizer +
+                    " -p \"a cat\" -n \"ugly\" --steps 2 --cfg 4 -W 16 -H 16 --seed 3 -q -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  Image img = read_png(out);
+  EXPECT_EQ(img.width, 16);
+  EXPECT_EQ(img.height, 16);
+  const std::string p = img.text["parameters"];
+  EXPECT_EQ(p.rfind("a cat\nNegative prompt: ugly\nSteps: 2, Sampler: dpmpp-2m, Schedule type: karras, CFG scale: 4, Seed: 3, Size: 16x16", 0), 0u) << p;
+  // Two runs of two images: four numbered files.
+  const std::string many = testing::tmp("sd_many.png");
+  r = testing::cli("generate -m " + tiny_ldm() + " --tokenizer " + kTokenizer +
+               " -p cat --steps 1 -W 16 -H 16 -b 2 --batch-size 2 -q -o " + many);
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(testing::exists(testing::tmp("sd_many_" + std::to_string(i) + ".png"))) << i;
+}
+
+TEST(SdPipeline, GenerateCommandRejectsBadInput) {
+  NEED_TOKENIZER();
+  const std::string m = " -m " + tiny_ldm() + " --tokenizer " + kTokenizer + " -W 16 -H 16 --steps 1 -q";
+  const std::string out = testing::tmp("sd_bad.png");
+  testing::expect_error("generate -p cat -o " + out, "--model is required", out);
+  testing::expect_error("generate" + m + " -p cat --strength 2 --init x.png -o " + out, "--strength must be in [0, 1]", out);
+  testing::expect_error("generate" + m + " -p cat -W 18 -o " + out, "must be a positive multiple of 4", out);
+  testing::expect_error("generate" + m + " -p cat --mask m.png -o " + out, "--mask needs --init", out);
+  testing::expect_error("generate" + m + " -p cat --lora /nonexistent.safetensors:0.5 -o " + out, "/nonexistent.safetensors", out);
+  testing::expect_error("generate -m " + tiny_ldm() + " -p cat -q -o " + out, "pass --tokenizer DIR", out);
+  testing::expect_error("generate" + m + " -p cat -o out.jpg", "--output must end in .png");
+}
+
+TEST(SdPipeline, ForwardCommandMatchesTheLibrary) {
+  NEED_TOKENIZER();
+  StableDiffusion sd(tiny_ldm(), with_tokenizer());
+  torch::manual_seed(12);
+  auto x = torch::randn({2, 4, 8, 8}), ctx = torch::randn({1, 77, 768}), img = torch::rand({1, 3, 16, 16}) * 2 - 1;
+  const std::string xf = testing::tmp("fw_x.npy"), cf = testing::tmp("fw_c.npy"), imf = testing::tmp("fw_img.npy"),
+                    out = testing::tmp("fw_out.npy");
+  save_npy(xf, x);
+  save_npy(cf, ctx);
+  save_npy(imf, img);
+  const std::string m = "forward -m " + tiny_ldm() + " --tokenizer " + kTokenizer;
+  auto r = testing::cli(m + " -c unet -i " + xf + " -t 500 --context " + cf + " -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  Cond c;
+  c.context = ctx;
+  torch::NoGradGuard ng;
+  auto want = sd.denoiser()->network().forward(x, torch::full({2}, 500.0), c);
+  EXPECT_TRUE(torch::allclose(load_npy(out), want, 1e-5, 1e-6));
+  r = testing::cli(m + " -c text -p \"a (cat:1.3)\" -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto text = load_npy(out), text_want = sd.encode_prompt("a (cat:1.3)", 1, 16, 16).context;
+  EXPECT_TRUE(torch::allclose(text, text_want, 1e-4, 1e-5)) << (text - text_want).abs().max().item<double>();
+  r = testing::cli(m + " -c vae-encode -i " + imf + " -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto raw = load_npy(out);
+  EXPECT_TRUE(torch::allclose(raw * sd.checkpoint().vae_config.scaling_factor, sd.encode_images(img), 1e-5, 1e-6));
+  r = testing::cli(m + " -c vae-decode -i " + out + " -o " + xf);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(load_npy(xf).sizes(), img.sizes());
+  testing::expect_error(m + " -c unet -i " + imf + " -t 1 --context " + cf + " -o " + out, "the UNet takes 4 channels");
+  testing::expect_error(m + " -c decoder -o " + out, "--component must be unet, text, vae-encode or vae-decode");
+}
+
+}  // namespace
+}  // namespace tweedie
