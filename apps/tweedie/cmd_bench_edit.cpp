@@ -110,15 +110,16 @@ int bench_edit(int argc, char** argv) {
   EditSettings e;
   e.cfg = a.number("cfg");
   const int64_t en = a.integer("edit-num");
-  md << "\n**Editing** (first " << en << " test images of the source class, CFG " << a.str("cfg")
-     << ", default strengths: sdedit and diffedit 0.6, ddpm and cycle 0.8, ddib 1; ilvr: N = 4 from fresh noise). "
-        "'to target': share the classifier assigns the target class; 'still source': share it still assigns the "
-        "source class; RMSE to the source image in [-1, 1].\n\n"
-        "| edit | method | to target | mean p(target) | still source | RMSE to source | seconds |\n"
-        "|---|---|---|---|---|---|---|\n";
+  if (!edits.empty() && !pairs.empty())
+    md << "\n**Editing** (first " << en << " test images of the source class, CFG " << a.str("cfg")
+       << ", default strengths: sdedit and diffedit 0.6, ddpm and cycle 0.8, ddib 1; ilvr: N = 4 from fresh noise). "
+          "'to target': share the classifier assigns the target class; 'still source': share it still assigns the "
+          "source class; RMSE to the source image in [-1, 1].\n\n"
+          "| edit | method | to target | mean p(target) | still source | RMSE to source | seconds |\n"
+          "|---|---|---|---|---|---|---|\n";
   std::vector<torch::Tensor> rows;
   const int64_t show = std::min<int64_t>(en, 8);
-  for (auto [from, to] : pairs) {
+  for (auto [from, to] : edits.empty() ? decltype(pairs){} : pairs) {
     const torch::Tensor x = fashion_mnist_test_images(en, from, model, "tweedie bench edit").images;
     rows.push_back(x.slice(0, 0, show));
     const std::string pair = name(from) + " -> " + name(to);
