@@ -227,7 +227,8 @@ int bench_restore(int argc, char** argv) {
       md << "\n";
     }
   }
-  md << "\nSeconds per solver and task (all " << n << " images, both noise levels added up):\n\n| task |";
+  md << "\nSeconds per solver and task (all " << n << " images, all noise levels added up; wall time, which other "
+        "jobs on the machine may have shared: not a speed measurement):\n\n| task |";
   for (auto* s : solvers) md << " " << s->name << " |";
   md << "\n|---|";
   for (size_t k = 0; k < solvers.size(); ++k) md << "---|";

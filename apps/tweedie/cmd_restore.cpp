@@ -57,7 +57,7 @@ int run(int argc, char** argv) {
              {"travel-repeat", "", false, "ddnm+, repaint: time-travel (resampling) repeats r (1 = none)", "2"},
              {"zeta", "", false, "dps, mcg: step size of the measurement gradient", "1"},
              {"sampler", "", false, "blended: the sampler of each step (see 'tweedie samplers')", "ddpm"},
-             {"seed", "", false, "random seed (noise, random mask, measurement noise)", "0"},
+             {"seed", "", false, "random seed (noise, random mask or projection, measurement noise)", "0"},
              {"quiet", "q", true, "no progress on stderr", ""},
          });
   if (!a.parse(argc, argv)) return 0;
