@@ -16,10 +16,11 @@ std::vector<Command>& table() {
   static std::vector<Command> t;
   return t;
 }
+}  // namespace
+
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-}  // namespace
 
 CommandRegistrar::CommandRegistrar(Command c) { table().push_back(std::move(c)); }
 const std::vector<Command>& commands() { return table(); }

@@ -55,6 +55,9 @@ struct BenchRegistrar {
 };
 const std::vector<Command>& bench_commands();
 
+// Seconds on a monotonic clock (for timing).
+double now();
+
 // Progress line on stderr: "step i/n  it/s  ETA".
 class Progress {
  public:

@@ -11,7 +11,6 @@
 // row per method in the table's order).
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <chrono>
 #include <cstdio>
 #include <sstream>
 
@@ -27,9 +26,6 @@
 namespace tweedie::cli {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 int bench_edit(int argc, char** argv) {
   Args a("bench edit", "[options]",
@@ -96,10 +92,10 @@ int bench_edit(int argc, char** argv) {
       Progress prog("invert " + m + " cfg " + fmt("%g", w), 2 * steps - 2, !quiet);
       int done = 0;
       io.progress = [&](int, int) { prog.update(++done); };
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = now();
       Inversion inv = invert(m, model.denoiser, sigmas, t.images, c, io);
       const Difference d = difference(decode(model.denoiser, inv, c, io), t.images);
-      const double secs = seconds_since(t0);
+      const double secs = now() - t0;
       prog.finish();
       md << "| " << m << " | " << w << " | " << fmt("%.2e", d.rmse) << " | " << fmt("%.2e", d.max_abs) << " | "
          << inv.nfe << " | " << fmt("%.0f", secs) << " |\n";
@@ -130,9 +126,9 @@ int bench_edit(int argc, char** argv) {
     for (auto& m : edits) {
       e.method = m;
       if (!quiet) std::fprintf(stderr, "edit %s: %s...\n", pair.c_str(), m.c_str());
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = now();
       torch::Tensor y = run_edit(e, model, sigmas, x, from, to, seed).edited.clamp(-1, 1);
-      const double secs = seconds_since(t0);
+      const double secs = now() - t0;
       auto p = class_probabilities(*clf, y);
       md << "| " << pair << " | " << m << " | "
          << fmt("%.1f%%", 100 * (p.argmax(1) == to).to(torch::kFloat64).mean().item<double>()) << " | "

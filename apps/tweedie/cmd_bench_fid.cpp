@@ -3,7 +3,6 @@
 // shipped classifier (eval_common.h). Writes fid.md and fid.png.
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <chrono>
 
 #include <cmath>
 #include <cstdio>
@@ -70,9 +69,9 @@ int bench_fid(int argc, char** argv) {
       Progress prog("bench fid " + s->name + " @" + std::to_string(budget), int(chunks_of(n, gopt.batch) * steps),
                     !a.has("quiet"));
       gopt.progress = [&](int64_t done, int64_t) { prog.update(int(done)); };
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = now();
       auto smp = generate_balanced(model, *s, sigmas, n, guidance, uint64_t(a.integer("seed")), gopt);
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double secs = now() - t0;
       prog.finish();
       EvalResult r = ev->evaluate(smp.images, smp.labels);
       cells.back().push_back({smp.nfe, r.fid, r.accuracy, secs});

@@ -14,7 +14,6 @@
 #include <torch/version.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -34,8 +33,6 @@
 
 namespace tweedie::cli {
 namespace {
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 struct Timing {
   double median = 0, min = 0, max = 0;  // seconds per call

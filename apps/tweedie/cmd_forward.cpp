@@ -38,7 +38,6 @@ int run(int argc, char** argv) {
           {"clip-skip", "", false, "text: n-th last layer (1 = the family's default)", "1"},
           {"pooled", "", false, "text (SDXL): also write the pooled embedding to this .npy", ""},
           {"tokenizer", "", false, "folder with vocab.json + merges.txt (single-file checkpoints)", ""},
-          {"prediction", "", false, "eps or v (only recorded; the output is the raw network output)", ""},
           {"bf16", "", true, "run in bfloat16", ""},
           {"output", "o", false, "output .npy", ""}});
   if (!a.parse(argc, argv)) return 0;
@@ -49,7 +48,6 @@ int run(int argc, char** argv) {
         "tweedie forward: --component must be unet, text, vae-encode or vae-decode (got '", comp, "')");
   check(out.size() > 4 && out.substr(out.size() - 4) == ".npy", "tweedie forward: --output must end in .npy");
   SdPipelineOptions po;
-  po.prediction = a.str("prediction");
   po.tokenizer = a.str("tokenizer");
   po.dtype = a.has("bf16") ? torch::kBFloat16 : torch::kFloat32;
   StableDiffusion sd(a.str("model"), po);

@@ -1,7 +1,6 @@
 // tweedie generate: Stable Diffusion text-to-image, image-to-image and
 // inpainting with a checkpoint the user brings (pipelines/stable_diffusion.h).
 // PNGs carry AUTOMATIC1111's "parameters" tEXt chunk.
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
@@ -91,11 +90,11 @@ int run(int argc, char** argv) {
     po.loras.emplace_back(file, strength);
   }
   const bool quiet = a.has("quiet");
-  const auto t0 = std::chrono::steady_clock::now();
+  const double t0 = now();
   StableDiffusion sd(a.str("model"), po);
   if (!quiet)
     std::fprintf(stderr, "loaded %s: %s (%.1f s)\n", a.str("model").c_str(), sd.checkpoint().describe().c_str(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                 (now() - t0));
 
   SdRequest req;
   req.prompt = a.str("prompt");
@@ -130,7 +129,9 @@ int run(int argc, char** argv) {
           req.mask.size(3), "x", req.mask.size(2), ", the init image ", req.width, "x", req.height);
     if (!a.has("strength")) req.strength = 1.0;
   }
-  const uint64_t seed = uint64_t(std::stoull(a.str("seed")));
+  const int seed_arg = a.integer("seed");
+  check(seed_arg >= 0, "tweedie generate: --seed must be >= 0, got ", seed_arg);
+  const uint64_t seed = uint64_t(seed_arg);
   for (int64_t run = 0; run < count; ++run) {
     req.seed = seed + run;
     Progress prog("generate " + std::to_string(run + 1) + "/" + std::to_string(count), req.steps, !quiet);

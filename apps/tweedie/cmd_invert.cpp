@@ -4,7 +4,6 @@
 // decode it back under the same condition and print the reconstruction error.
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 
@@ -102,12 +101,12 @@ int run(int argc, char** argv) {
   check(io.cfg == 1.0 || cond.labels.defined(), "tweedie invert: --cfg needs --class");
 
   torch::NoGradGuard no_grad;  // null-text switches autograd on for its own optimization
-  const auto t0 = std::chrono::steady_clock::now();
+  const double t0 = now();
   Progress inv_prog("invert " + method.name, int(sigmas.size()) - 2, !a.has("quiet"));
   io.progress = [&](int done, int) { inv_prog.update(done); };
   Inversion inv = invert(method.name, model.denoiser, sigmas, x, cond, io);
   inv_prog.finish();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = now() - t0;
   check(torch::isfinite(inv.latent).all().item<bool>(), "inversion produced non-finite values");
   if (a.has("output")) save_npy(a.str("output"), (inv.latent / inv.sigmas.front()).to(torch::kFloat32));
   Progress rec_prog("reconstruct", inv.steps(), !a.has("quiet"));

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "tweedie/core/error.h"
@@ -45,14 +46,6 @@ std::string tokenizer_folder(const SdCheckpoint& c, const SdPipelineOptions& o) 
     if (!te.tokenizer_dir.empty()) return te.tokenizer_dir;
   if (const char* env = std::getenv("TWEEDIE_TOKENIZER"); env && *env) return env;
   return "";
-}
-
-// The parameter of a module by its name (runtime LoRA targets).
-torch::Tensor parameter(torch::nn::Module& m, const std::string& name, const std::string& what) {
-  auto params = m.named_parameters(true);
-  auto* p = params.find(name);
-  check(p != nullptr, what, ": no parameter '", name, "'");
-  return *p;
 }
 
 }  // namespace
@@ -124,11 +117,18 @@ StableDiffusion::StableDiffusion(const std::string& path, const SdPipelineOption
 
   {
     torch::NoGradGuard ng;
+    // Targets by component; the text encoders' parameters carry the HF names.
+    std::map<std::string, torch::OrderedDict<std::string, torch::Tensor>> params;
+    if (!runtime.empty()) {
+      params["unet"] = unet->named_parameters(true);
+      for (size_t i = 0; i < te.size(); ++i) params["te" + std::to_string(i + 1)] = te[i]->named_parameters(true);
+    }
     for (auto& [entries, strength] : runtime)
       for (auto& e : entries) {
-        torch::nn::Module* m = e.component == "unet" ? static_cast<torch::nn::Module*>(unet.get())
-                                                     : te.at(e.component == "te2" ? 1 : 0).get();
-        torch::Tensor p = parameter(*m, e.target, e.source);  // text encoders carry the HF names
+        auto it = params.find(e.component);
+        const torch::Tensor* found = it == params.end() ? nullptr : it->second.find(e.target);
+        check(found != nullptr, e.source, ": no parameter '", e.target, "' in the ", e.component);
+        torch::Tensor p = *found;
         torch::Tensor d = e.delta(strength).to(p.dtype());
         p.add_(d);
         runtime_lora_.emplace_back(p, d);
