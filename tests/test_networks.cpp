@@ -17,6 +17,7 @@
 #include "tweedie/models/network_io.h"
 #include "tweedie/models/unet.h"
 #include "tweedie/nn/attention.h"
+#include "../src/nn/flash_attention.h"
 #include "tweedie/nn/embedding.h"
 #include "tweedie/nn/hooks.h"
 #include "tweedie/nn/modulation.h"
@@ -180,6 +181,63 @@ TEST(NetworkAttention, EfficientPathEqualsExplicitSoftmax) {
   hooks.add("blk.probs", [](const std::string&, const torch::Tensor& p, const HookContext&) { return p; });
   auto b = blk->forward(x, &hooks);
   EXPECT_LT((a - b).abs().max().item<float>(), 1e-5);
+}
+
+// softmax(q k^T scale) v per (batch, head) in float64; q [B, H, Lq, d] -> [B, Lq, H * dv].
+static torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                         double scale) {
+  auto qd = q.to(torch::kFloat64), kd = k.to(torch::kFloat64), vd = v.to(torch::kFloat64);
+  auto o = torch::matmul(torch::softmax(torch::matmul(qd, kd.transpose(2, 3)) * scale, -1), vd);  // [B, H, Lq, dv]
+  return o.transpose(1, 2).reshape({q.size(0), q.size(2), -1});
+}
+
+TEST(NetworkAttention, FusedKernelEqualsFloat64Reference) {
+  torch::manual_seed(21);
+  torch::NoGradGuard g;
+  for (bool portable : {false, true}) {
+    tweedie::detail::force_portable_attention_kernels(portable);
+    for (auto [Lq, Lk] : {std::pair<int64_t, int64_t>{37, 29}, {1, 300}, {700, 77}, {300, 1}}) {
+      // Strided as the projections give them: [B, L, H, d] memory viewed as [B, H, L, d].
+      auto q = torch::randn({2, Lq, 3, 8}).transpose(1, 2), k = torch::randn({2, Lk, 3, 8}).transpose(1, 2);
+      auto v = torch::randn({2, Lk, 3, 5}).transpose(1, 2);
+      q = q * 4;  // scores up to ~±50: the row maximum must be subtracted
+      const double scale = 1 / std::sqrt(8.0);
+      ASSERT_TRUE(tweedie::detail::fused_attention_applies(q, k, v));
+      auto ref = attention_reference(q, k, v, scale);
+      auto o = tweedie::detail::fused_attention(q, k, v, scale);
+      ASSERT_EQ(o.sizes(), ref.sizes());
+      EXPECT_LT((o.to(torch::kFloat64) - ref).abs().max().item<double>(), 2e-5) << Lq << "x" << Lk << " " << portable;
+      // bf16: against the float64 answer on the same (rounded) inputs, within bf16 rounding.
+      auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
+      auto refb = attention_reference(qb, kb, vb, scale);
+      auto ob = tweedie::detail::fused_attention(qb, kb, vb, scale);
+      EXPECT_EQ(ob.scalar_type(), torch::kBFloat16);
+      EXPECT_LT((ob.to(torch::kFloat64) - refb).abs().max().item<double>(), 3e-2) << Lq << "x" << Lk << " " << portable;
+      EXPECT_LT((ob.to(torch::kFloat64) - refb).abs().mean().item<double>(), 4e-3) << Lq << "x" << Lk;
+    }
+    // A NaN query row gives a NaN output row and leaves the others alone.
+    auto q = torch::randn({1, 2, 5, 4}), k = torch::randn({1, 2, 6, 4}), v = torch::randn({1, 2, 6, 4});
+    q[0][1][3][2] = std::nan("");
+    auto o = tweedie::detail::fused_attention(q, k, v, 0.5);  // [1, 5, 8]: head 1 is columns 4..7
+    EXPECT_TRUE(o[0][3].slice(0, 4, 8).isnan().all().item<bool>());
+    EXPECT_TRUE(o[0][3].slice(0, 0, 4).isfinite().all().item<bool>());
+    EXPECT_TRUE(o[0][2].isfinite().all().item<bool>());
+  }
+  tweedie::detail::force_portable_attention_kernels(false);
+  // Not taken under autograd, for float64, or for a non-unit feature stride.
+  auto q = torch::randn({1, 1, 4, 4}), k = torch::randn({1, 1, 4, 4});
+  EXPECT_FALSE(tweedie::detail::fused_attention_applies(q.to(torch::kFloat64), k.to(torch::kFloat64), k.to(torch::kFloat64)));
+  EXPECT_FALSE(tweedie::detail::fused_attention_applies(q.transpose(2, 3), k, k));
+  {
+    torch::AutoGradMode on(true);
+    EXPECT_FALSE(tweedie::detail::fused_attention_applies(q, k, k));
+  }
+  // The buffered chunk path (float64 inference) still agrees with the reference.
+  auto qd = torch::randn({6, 37, 8}, torch::kFloat64), kd = torch::randn({6, 29, 8}, torch::kFloat64),
+       vd = torch::randn({6, 29, 5}, torch::kFloat64);
+  auto refd = torch::bmm(torch::softmax(torch::bmm(qd, kd.transpose(1, 2)) * 0.3, -1), vd);
+  for (int64_t chunk : {int64_t(29 * 37 * 2), int64_t(29 * 5), int64_t(1)})
+    EXPECT_LT((scaled_dot_product_attention(qd, kd, vd, 0.3, chunk) - refd).abs().max().item<double>(), 1e-12);
 }
 
 TEST(NetworkAttention, CrossAttentionSitesAndShapes) {
@@ -353,7 +411,9 @@ TEST(NetworkHooks, SkipTembBlockAndQKVSites) {
     return v;
   });
   net->set_hooks(&hooks);
-  EXPECT_TRUE(torch::equal(run(*net, b), plain));  // observing hooks change nothing
+  // Observing hooks change nothing beyond rounding (a probs hook makes the
+  // attention take its explicit path instead of the fused kernel).
+  EXPECT_TRUE(torch::allclose(run(*net, b), plain, 1e-5, 1e-6));
   EXPECT_EQ(seen["temb"], (std::vector<int64_t>{2, 64}));
   // skips: conv_in, 3 levels x 1 resblock, 2 downsamples = 6
   EXPECT_EQ(seen.count("skip.5"), 1u);

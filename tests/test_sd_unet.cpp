@@ -515,7 +515,9 @@ TEST(SdUnet, HookSitesFireAndCrossAttentionProbsSteerTheOutput) {
   });
   net->set_hooks(&hooks);
   auto observed = run(*net, in);
-  EXPECT_TRUE(observed.equal(base));  // observing changes nothing
+  // Observing changes nothing beyond rounding (a probs hook makes the attention
+  // take its explicit path instead of the fused kernel).
+  EXPECT_LT(rel_err(observed, base), 1e-5);
   for (auto s : {"temb", "skip.0", "skip.3", "input_blocks.0.out", "input_blocks.1.0.out", "input_blocks.1.out",
                  "middle_block.out", "middle_block.1.transformer_blocks.0.attn1.probs", "output_blocks.3.out",
                  "output_blocks.1.1.transformer_blocks.0.ff.out"})

@@ -98,8 +98,8 @@ class VaeResBlockImpl : public nn::Module {
     if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto h = conv1->forward(detail::silu_owned(norm1->forward(x)));
-    h = conv2->forward(detail::silu_owned(norm2->forward(h)));
+    auto h = conv1->forward(norm1->forward_silu(x));
+    h = conv2->forward(norm2->forward_silu(h));
     return detail::add_owned(h, nin_shortcut ? nin_shortcut->forward(x) : x);
   }
   GroupNorm32 norm1{nullptr}, norm2{nullptr};
@@ -190,7 +190,7 @@ class VaeEncoderImpl : public nn::Module {
       if (lv->down) h = lv->down->forward(torch::constant_pad_nd(h, {0, 1, 0, 1}, 0));  // asymmetric pad
     }
     h = mid->forward(h);
-    return conv_out->forward(detail::silu_owned(norm_out->forward(h)));
+    return conv_out->forward(norm_out->forward_silu(h));
   }
   nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   std::vector<VaeLevel> levels;
@@ -227,7 +227,7 @@ class VaeDecoderImpl : public nn::Module {
       for (auto& b : levels[l]->blocks) h = b->forward(h);
       if (levels[l]->up) h = levels[l]->up->forward(upsample_nearest2x(h));
     }
-    return conv_out->forward(detail::silu_owned(norm_out->forward(h)));
+    return conv_out->forward(norm_out->forward_silu(h));
   }
   nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   std::vector<VaeLevel> levels;

@@ -333,7 +333,7 @@ class SdUNet : public Network {
       if (hk) s = hk->apply(skip_sites_[skips.size()], s);
       h = b->forward(torch::cat({h, s}, 1), emb, ctx, hk);
     }
-    h = conv_out_->forward(detail::silu_owned(norm_out_->forward(h)));
+    h = conv_out_->forward(norm_out_->forward_silu(h));
     return h.to(x.scalar_type()).contiguous();
   }
 

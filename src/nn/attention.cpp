@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "flash_attention.h"
 #include "inplace.h"
 #include "tweedie/core/error.h"
 
@@ -43,6 +44,8 @@ torch::Tensor scaled_dot_product_attention(const torch::Tensor& q0, const torch:
   check(q0.dim() == 3 && k0.dim() == 3 && v0.dim() == 3 && q0.size(0) == k0.size(0) && k0.size(0) == v0.size(0) &&
             q0.size(2) == k0.size(2) && k0.size(1) == v0.size(1),
         "attention: mismatched q ", q0.sizes(), ", k ", k0.sizes(), ", v ", v0.sizes());
+  if (detail::fused_attention_applies(q0.unsqueeze(1), k0.unsqueeze(1), v0.unsqueeze(1)))
+    return detail::fused_attention(q0.unsqueeze(1), k0.unsqueeze(1), v0.unsqueeze(1), scale);  // [BH, Lq, dv]
   auto q = q0.contiguous(), k = k0.contiguous(), v = v0.contiguous();
   const int64_t BH = q.size(0), Lq = q.size(1), Lk = k.size(1), dv = v.size(2);
   int64_t nb, nq;
@@ -99,10 +102,12 @@ torch::Tensor multihead_attention(const torch::Tensor& q0, const torch::Tensor& 
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), d = q.size(3), Lk = k.size(2), dv = v.size(3);
   check(k.size(0) == B && v.size(0) == B && k.size(1) == H && v.size(1) == H && k.size(3) == d && v.size(2) == Lk,
         "attention ", sites.q, ": mismatched q ", q.sizes(), ", k ", k.sizes(), ", v ", v.sizes());
-  auto qf = q.reshape({B * H, Lq, d}), kf = k.reshape({B * H, Lk, d}), vf = v.reshape({B * H, Lk, dv});
   const double scale = 1.0 / std::sqrt(double(d));
+  const bool probs_hooked = hooked && hooks->wants(sites.probs);
+  if (!probs_hooked && detail::fused_attention_applies(q, k, v)) return detail::fused_attention(q, k, v, scale);
+  auto qf = q.reshape({B * H, Lq, d}), kf = k.reshape({B * H, Lk, d}), vf = v.reshape({B * H, Lk, dv});
   torch::Tensor o;
-  if (hooked && hooks->wants(sites.probs)) {
+  if (probs_hooked) {
     auto p = hooks->apply(sites.probs, attention_probs(qf, kf, scale));
     o = torch::bmm(p.to(vf.scalar_type()), vf);
   } else {

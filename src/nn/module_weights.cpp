@@ -63,4 +63,12 @@ void load_module_weights(torch::nn::Module& m, const StateDict& sd, const std::s
   for (auto& [name, t] : expected) t.copy_(sd.at(prefix + name));
 }
 
+void cast_for_inference(torch::nn::Module& m, torch::ScalarType dtype) {
+  m.to(dtype);
+  if (dtype != torch::kBFloat16 && dtype != torch::kHalf) return;
+  torch::NoGradGuard g;
+  for (auto& p : m.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
 }  // namespace tweedie

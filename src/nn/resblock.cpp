@@ -45,7 +45,7 @@ ResBlockImpl::ResBlockImpl(const ResBlockOptions& o, const std::string& site)
 }
 
 torch::Tensor ResBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& emb, const Hooks* hooks) {
-  auto h = detail::silu_owned(in_norm->forward(x));
+  auto h = in_norm->forward_silu(x);
   torch::Tensor xs = x;
   if (o_.resample == Resample::Up) {
     h = upsample_nearest2x(h);
@@ -58,11 +58,10 @@ torch::Tensor ResBlockImpl::forward(const torch::Tensor& x, const torch::Tensor&
   auto e = emb_proj->forward(torch::silu(emb));  // [N, C_out or 2 C_out]
   if (o_.scale_shift) {
     auto ss = e.chunk(2, 1);
-    h = ada_group_norm(out_norm, h, ss[0], ss[1]);
+    h = detail::silu_owned(ada_group_norm(out_norm, h, ss[0], ss[1]));
   } else {
-    h = out_norm->forward(detail::add_owned(h, e.view({e.size(0), e.size(1), 1, 1}).expand_as(h)));
+    h = out_norm->forward_silu(detail::add_owned(h, e.view({e.size(0), e.size(1), 1, 1}).expand_as(h)));
   }
-  h = detail::silu_owned(h);
   if (o_.dropout > 0) h = dropout->forward(h);
   h = out_conv->forward(h);
   h = detail::add_owned(h, skip ? skip->forward(xs) : xs);

@@ -4,6 +4,7 @@
 // Verified in tests/test_sd_unet.cpp against a float64 hand computation.
 #include "tweedie/nn/spatial_transformer.h"
 
+#include "fused_ops.h"
 #include "inplace.h"
 #include "tweedie/core/error.h"
 
@@ -46,6 +47,7 @@ torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x, const torch::T
 }
 
 torch::Tensor geglu(const torch::Tensor& x) {
+  if (detail::fused_geglu_applies(x)) return detail::fused_geglu(x);  // bf16 inference: one pass, erf in fp32
   auto ag = x.chunk(2, -1);
   auto g = torch::gelu(ag[1]);
   return detail::can_inplace() ? g.mul_(ag[0]) : ag[0] * g;

@@ -136,9 +136,9 @@ StableDiffusion::StableDiffusion(const std::string& path, const SdPipelineOption
   }
 
   if (opt.dtype != torch::kFloat32) {
-    unet->to(opt.dtype);
-    vae_->to(opt.dtype);
-    if (taesd_) taesd_->to(opt.dtype);
+    cast_for_inference(*unet, opt.dtype);
+    cast_for_inference(*vae_, opt.dtype);
+    if (taesd_) cast_for_inference(*taesd_, opt.dtype);
   }
   Parameterization param;
   param.kind = pred_kind_from_string(ckpt_.prediction);

@@ -25,4 +25,10 @@ std::vector<std::pair<std::string, torch::Tensor>> module_tensors(torch::nn::Mod
 void load_module_weights(torch::nn::Module& m, const StateDict& sd, const std::string& what,
                          const std::string& prefix = "", const std::set<std::string>& ignored = {});
 
+// Cast every parameter and buffer to dtype for inference; for bf16/fp16 the
+// 4-D (convolution) weights are also stored channels_last, the layout the
+// reduced-precision networks run in, so oneDNN does not reorder a weight copy
+// on every call (measured: ~0.2 s of each SD1.5 UNet forward at 512).
+void cast_for_inference(torch::nn::Module& m, torch::ScalarType dtype);
+
 }  // namespace tweedie

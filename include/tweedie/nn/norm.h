@@ -6,8 +6,12 @@
 // machine, and bf16 statistics lose precision. A channels_last input is
 // normalized in its own layout (statistics over the NHWC memory, output
 // channels_last); other layouts go through a contiguous NCHW float32 copy.
-// In float32 with contiguous input there is no copy at all.
-// Verified in tests/test_networks.cpp (bf16 vs fp32 forward).
+// In float32 with contiguous input there is no copy at all. Under no grad mode
+// a bf16/fp32 channels_last input on CPU takes a fused kernel instead
+// (statistics combined in float64, one rounding; src/nn/fused_ops.cpp), and so
+// does a contiguous bf16 input of layer_norm_f32.
+// Verified in tests/test_networks.cpp (bf16 vs fp32 forward) and
+// tests/test_fused_ops.cpp (the fused kernels vs float64 references).
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/types.h>
@@ -18,10 +22,15 @@ class GroupNorm32Impl : public torch::nn::Module {
  public:
   GroupNorm32Impl(int64_t groups, int64_t channels, double eps = 1e-5);
   torch::Tensor forward(const torch::Tensor& x);  // [N, C, ...] -> same dtype as x
+  // silu(forward(x)). Under no grad, a bf16/fp32 channels_last input takes one
+  // fused pass (src/nn/fused_ops.cpp: SiLU applied in fp32 before the single
+  // rounding); otherwise exactly forward then SiLU (in place when no grad).
+  torch::Tensor forward_silu(const torch::Tensor& x);
   int64_t groups() const { return groups_; }
   torch::Tensor weight, bias;
 
  private:
+  torch::Tensor normalize(const torch::Tensor& x, bool silu);
   int64_t groups_;
   double eps_;
 };
