@@ -310,6 +310,12 @@ TEST(CLI, GuidanceBadInputGetsOneClearError) {
   expect_error("sample --cads-noise 0.2 -o " + out, "--cads-noise needs --class", out);
   expect_error("eval -n 4 --negative-class 99", "--negative-class: unknown class '99'");
   expect_error("bench fid -n 4 --cfg-rescale 3", "--cfg-rescale must be in [0, 1]");
+  expect_error("bench sd --sizes 100", "--sizes entry 100 is not a multiple of 64");
+  expect_error("bench sd --sizes 5x", "--sizes entry '5x' is not an integer");
+  expect_error("bench sd --batches 0", "--batches entries must be >= 1, got 0");
+  expect_error("bench sd --dtypes fp16", "unknown --dtypes entry 'fp16' (known: fp32, bf16)");
+  expect_error("bench sd --only text", "--only must be unet or vae, got 'text'");
+  expect_error("bench samplers --nfe 0", "--nfe entries must be >= 1, got 0");
 }
 
 }  // namespace

@@ -23,17 +23,19 @@ std::vector<std::string> split(const std::string& s) {
   return v;
 }
 
-std::vector<int> nfe_budgets(const std::string& list, const char* cmd) {
-  std::vector<int> budgets;
+std::vector<int> positive_ints(const std::string& list, const char* cmd, const char* option) {
+  std::vector<int> out;
   for (auto& b : split(list)) {
     try {
-      budgets.push_back(std::stoi(b));
+      size_t used = 0;
+      out.push_back(std::stoi(b, &used));
+      if (used != b.size()) throw std::invalid_argument(b);
     } catch (...) {
-      fail(cmd, ": --nfe entry '", b, "' is not an integer");
+      fail(cmd, ": ", option, " entry '", b, "' is not an integer");
     }
-    check(budgets.back() >= 1, cmd, ": NFE budgets must be >= 1");
+    check(out.back() >= 1, cmd, ": ", option, " entries must be >= 1, got ", out.back());
   }
-  return budgets;
+  return out;
 }
 
 Timing measure(const std::function<void()>& call, int reps, double min_time, Progress& prog, int& done) {

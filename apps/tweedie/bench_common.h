@@ -8,8 +8,11 @@ namespace tweedie::cli {
 
 // "a,b,,c" -> {"a", "b", "c"}.
 std::vector<std::string> split(const std::string& s);
-// --nfe "10,20,50" -> {10, 20, 50}; Error naming the command and entry.
-std::vector<int> nfe_budgets(const std::string& list, const char* cmd);
+// "10,20,50" -> {10, 20, 50}, every entry an integer >= 1; Error naming the
+// command, the option and the entry.
+std::vector<int> positive_ints(const std::string& list, const char* cmd, const char* option);
+// --nfe "10,20,50" -> {10, 20, 50}.
+inline std::vector<int> nfe_budgets(const std::string& list, const char* cmd) { return positive_ints(list, cmd, "--nfe"); }
 
 class Progress;
 

@@ -75,11 +75,11 @@ int bench_sd(int argc, char** argv) {
   const int64_t seed = a.integer("seed");
   check(seed >= 0, cmd, ": --seed must be >= 0");
   std::vector<int64_t> sizes, batches;
-  for (auto& s : nfe_budgets(a.str("sizes"), cmd)) {
+  for (auto& s : positive_ints(a.str("sizes"), cmd, "--sizes")) {
     check(s % 64 == 0, cmd, ": --sizes entry ", s, " is not a multiple of 64");
     sizes.push_back(s);
   }
-  for (auto& b : nfe_budgets(a.str("batches"), cmd)) batches.push_back(b);
+  for (auto& b : positive_ints(a.str("batches"), cmd, "--batches")) batches.push_back(b);
   std::vector<bool> bf16s;
   for (auto& d : split(a.str("dtypes"))) {
     check(d == "fp32" || d == "bf16", cmd, ": unknown --dtypes entry '", d, "' (known: fp32, bf16)");

@@ -44,8 +44,10 @@ torch::Tensor scaled_dot_product_attention(const torch::Tensor& q0, const torch:
   check(q0.dim() == 3 && k0.dim() == 3 && v0.dim() == 3 && q0.size(0) == k0.size(0) && k0.size(0) == v0.size(0) &&
             q0.size(2) == k0.size(2) && k0.size(1) == v0.size(1),
         "attention: mismatched q ", q0.sizes(), ", k ", k0.sizes(), ", v ", v0.sizes());
-  if (detail::fused_attention_applies(q0.unsqueeze(1), k0.unsqueeze(1), v0.unsqueeze(1)))
-    return detail::fused_attention(q0.unsqueeze(1), k0.unsqueeze(1), v0.unsqueeze(1), scale);  // [BH, Lq, dv]
+  {
+    auto q4 = q0.unsqueeze(1), k4 = k0.unsqueeze(1), v4 = v0.unsqueeze(1);  // one head each: [BH, 1, L, d]
+    if (detail::fused_attention_applies(q4, k4, v4)) return detail::fused_attention(q4, k4, v4, scale);  // [BH, Lq, dv]
+  }
   auto q = q0.contiguous(), k = k0.contiguous(), v = v0.contiguous();
   const int64_t BH = q.size(0), Lq = q.size(1), Lk = k.size(1), dv = v.size(2);
   int64_t nb, nq;
