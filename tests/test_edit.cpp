@@ -247,6 +247,28 @@ TEST(EditDiffEdit, MaskSelectsTheCoordinatesWhereTheClassesDiffer) {
   auto want = torch::zeros({16, 8}, torch::kFloat64);
   for (int64_t i : {1, 4, 6}) want.select(1, i).fill_(1);
   EXPECT_TRUE(torch::equal(diffedit_mask(*d, x, src, tgt, o, seeded(1)), want));
+  {
+    // One class mean differs in 7 of 16 coordinates, one of them 4x more than the others. The noise
+    // estimates differ in proportion to the means (one isotropic component per class), so the
+    // normalised difference is 1 at the extreme coordinate and 2.5 / (3 * 25 / 16) = 0.53 > 0.5 at the
+    // other six: all 7 are masked (a min-max rescaling would give 0.25 there and keep only one).
+    auto m2 = torch::zeros({2, 16}, torch::kFloat64);
+    m2[1][0] = 10;
+    for (int64_t i : {2, 3, 5, 9, 12, 15}) m2[1][i] = 2.5;
+    auto d2 = mixture({16}, m2, 0.3);
+    auto x2 = d2->mixture().sample(8, seeded(2), 0).to(torch::kFloat64);
+    auto want2 = (m2[1] != 0).to(torch::kFloat64).expand({8, 16});
+    EXPECT_TRUE(torch::equal(diffedit_mask(*d2, x2, labels(8, 0), labels(8, 1), o, seeded(3)), want2));
+    o.clamp_ratio = 2;  // the six now sit at 2.5 / (2 * 25 / 16) = 0.8; at ratio 4, 0.4: out
+    EXPECT_TRUE(torch::equal(diffedit_mask(*d2, x2, labels(8, 0), labels(8, 1), o, seeded(3)), want2));
+    o.clamp_ratio = 4;
+    auto only0 = torch::zeros({8, 16}, torch::kFloat64);
+    only0.select(1, 0).fill_(1);
+    EXPECT_TRUE(torch::equal(diffedit_mask(*d2, x2, labels(8, 0), labels(8, 1), o, seeded(3)), only0));
+    o.clamp_ratio = 0;
+    EXPECT_THROW(diffedit_mask(*d2, x2, labels(8, 0), labels(8, 1), o, seeded(3)), Error);
+    o.clamp_ratio = 3;
+  }
   const auto sig = make_schedule("karras", d->process(), 20);
   o.strength = 0.8;
   DiffEditResult r = diffedit(d, sig, x, src, tgt, o, seeded(1));

@@ -124,4 +124,35 @@ TEST(Plot, DrawsSeriesInsideTheFrame) {
   EXPECT_GT(colored, 50);
 }
 
+TEST(Plot, LabeledGridPlacesScaledTilesAndLabels) {
+  // 3 tiles of 4x5 in 2 columns; tile i is a constant gray (i - 1) in [-1, 1].
+  auto t = torch::arange(3, torch::kFloat32).sub(1).reshape({3, 1, 1, 1}).expand({3, 1, 4, 5}).contiguous();
+  const int scale = 3, gap = 2;
+  Image img = labeled_grid(t, 2, {"ab", "c"}, {"row0", "row1"}, scale);
+  const Image plain = make_grid(t, 2);
+  const int left = 4 * 7 + 8, top = 13 + 6;  // 4-character row labels, one header line of the 7x13 font
+  ASSERT_EQ(img.channels, 3);
+  EXPECT_EQ(img.width, left + plain.width * scale);
+  EXPECT_EQ(img.height, top + plain.height * scale);
+  // Every pixel of the enlarged grid is the plain grid's pixel at (x / scale, y / scale).
+  int mismatched = 0;
+  for (int y = 0; y < plain.height * scale; ++y)
+    for (int x = 0; x < plain.width * scale; ++x)
+      mismatched += img.at(left + x, top + y)[1] != plain.pixels[size_t(y / scale) * plain.width + x / scale];
+  EXPECT_EQ(mismatched, 0);
+  EXPECT_EQ(img.at(left + gap * scale, top + gap * scale)[0], 0);                            // tile 0: black
+  EXPECT_EQ(img.at(left + (gap + 5 + gap) * scale, top + (gap + 4 + gap) * scale)[0], 255);  // tile 3: absent
+  // Labels are drawn: dark pixels in the header and in the left margin, none elsewhere outside the grid.
+  auto dark = [&](int x0, int y0, int x1, int y1) {
+    int d = 0;
+    for (int y = y0; y < y1; ++y)
+      for (int x = x0; x < x1; ++x) d += img.at(x, y)[0] < 128;
+    return d;
+  };
+  EXPECT_GT(dark(left, 0, img.width, top), 5);
+  EXPECT_GT(dark(0, top, left, img.height), 5);
+  EXPECT_EQ(dark(0, 0, left, top), 0);
+  EXPECT_THROW(labeled_grid(t, 2, {}, {}, 0), Error);
+}
+
 }  // namespace

@@ -23,6 +23,7 @@
 #include "tweedie/eval/image_metrics.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
+#include "tweedie/io/plot.h"
 #include "tweedie/process/schedule.h"
 #include "tweedie/restore/solver.h"
 #include "tweedie/train/dataset.h"
@@ -133,6 +134,7 @@ int bench_restore(int argc, char** argv) {
   // cells[sigma][task][solver]; example tiles per (sigma, task): truth, A^+ y, solvers.
   std::vector<std::vector<std::vector<Cell>>> cells(sigmas_y.size());
   std::vector<torch::Tensor> tiles;
+  std::vector<std::string> tile_rows;  // restore.png's row labels: task and sigma_y
   const double t_start = now();
   torch::NoGradGuard no_grad;
   for (size_t si = 0; si < sigmas_y.size(); ++si) {
@@ -178,8 +180,10 @@ int bench_restore(int argc, char** argv) {
         row.push_back(out.slice(0, 0, examples));
       }
       // Tiles: one row per example image.
-      for (int64_t e = 0; e < examples; ++e)
+      for (int64_t e = 0; e < examples; ++e) {
         for (auto& r : row) tiles.push_back(r[e].clamp(-1, 1));
+        tile_rows.push_back(task + " " + fmt("%g", sy));
+      }
     }
   }
   prog.finish();
@@ -244,11 +248,12 @@ int bench_restore(int argc, char** argv) {
   }
   const int cols = int(2 + solvers.size());
   if (examples > 0) {
-    md << "\n![examples](restore.png)\n\nrestore.png: for each noise level (" << a.str("sigma-y")
-       << ") and task (in the order above), " << examples << " row(s), one per test image; columns: truth, A^+ y, ";
-    for (size_t k = 0; k < solvers.size(); ++k) md << (k ? ", " : "") << solvers[k]->name;
-    md << " (white: does not apply; denoise at sigma_y = 0 has no rows).\n";
-    Image img = make_grid(torch::stack(tiles), cols);
+    md << "\n![examples](restore.png)\n\nrestore.png: for each noise level and task (rows labelled \"task sigma_y\"), "
+       << examples << " row(s), one per test image; columns: truth, A^+ y, then every solver (white: does not "
+          "apply).\n";
+    std::vector<std::string> heads{"truth", "A^+ y"};
+    for (auto* s : solvers) heads.push_back(s->name);
+    Image img = labeled_grid(torch::stack(tiles), cols, heads, tile_rows);
     img.text["parameters"] = "bench restore -n " + std::to_string(n) + " --steps " + std::to_string(steps);
     write_png(outdir + "/restore.png", img);
   }

@@ -43,6 +43,7 @@ int run(int argc, char** argv) {
              {"factor", "", false, "ilvr: low-pass downsampling factor N (divides 28: 1, 2, 4, 7, 14, 28)", "4"},
              {"range", "", false, "ilvr: fraction of the steps (from the top) that are conditioned", "1"},
              {"mask-threshold", "", false, "diffedit: mask threshold in [0, 1)", "0.5"},
+             {"mask-clamp", "", false, "diffedit: the difference map is divided by this times its mean and clipped at 1 before the threshold", "3"},
              {"mask-samples", "", false, "diffedit: noise draws the mask averages over", "10"},
              {"mask-strength", "", false, "diffedit: noise level of the mask as a fraction of the training timesteps", "0.5"},
              {"classifier", "", false, "evaluation classifier (default: the shipped one)", ""},
@@ -87,6 +88,7 @@ int run(int argc, char** argv) {
   only("factor", {"ilvr"});
   only("range", {"ilvr"});
   only("mask-threshold", {"diffedit"});
+  only("mask-clamp", {"diffedit"});
   only("mask-samples", {"diffedit"});
   only("mask-strength", {"diffedit"});
   e.eta = a.number("eta");
@@ -94,6 +96,7 @@ int run(int argc, char** argv) {
   e.factor = a.integer("factor");
   e.range = a.number("range");
   e.mask_threshold = a.number("mask-threshold");
+  e.mask_clamp = a.number("mask-clamp");
   e.mask_samples = a.integer("mask-samples");
   e.mask_strength = a.number("mask-strength");
   const int steps = a.integer("steps");

@@ -130,6 +130,11 @@ int run(int argc, char** argv) {
     }
     std::printf("fixed-point iterations: %d in all, at most %d per step; largest residual %.3g (%d of %zu steps above --tol)\n",
                 total, most, worst, open, inv.iterations.size());
+    // Where it did not converge: the step (sigma -> next sigma) and its residual.
+    for (size_t i = 0; i < inv.iterations.size(); ++i)
+      if (inv.residuals[i] >= io.tol)
+        std::printf("  step sigma %.4g -> %.4g: residual %.3g after %d iterations\n", inv.sigmas[i], inv.sigmas[i + 1],
+                    inv.residuals[i], inv.iterations[i]);
   }
   return 0;
 }

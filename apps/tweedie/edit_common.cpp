@@ -123,7 +123,7 @@ EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::
   } else if (e.method == "diffedit") {
     DiffEditOptions o;
     o.strength = strength, o.mask_strength = e.mask_strength, o.mask_samples = e.mask_samples;
-    o.threshold = e.mask_threshold, o.sampler = sampler, o.cfg = e.cfg;
+    o.threshold = e.mask_threshold, o.clamp_ratio = e.mask_clamp, o.sampler = sampler, o.cfg = e.cfg;
     DiffEditResult r = diffedit(base, sigmas, x, src, tgt, o, gen);
     out.edited = r.edited, out.mask = r.mask;
   } else {  // ilvr

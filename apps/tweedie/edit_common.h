@@ -43,6 +43,7 @@ struct EditSettings {
   int64_t factor = 4;            // ilvr: low-pass downsampling factor
   double range = 1.0;            // ilvr: conditioned fraction of the steps
   double mask_threshold = 0.5;   // diffedit
+  double mask_clamp = 3.0;       // diffedit
   int mask_samples = 10;         // diffedit
   double mask_strength = 0.5;    // diffedit
 };

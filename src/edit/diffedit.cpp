@@ -4,8 +4,12 @@
 // 1. Mask: noise the input to the level of mask_strength (a fraction of the
 //    training timesteps, Process::s_at_timestep; the paper's 50%) n times,
 //      M = mean_j |eps(x_j, target) - eps(x_j, source)|,
-//    averaged over channels for images, rescaled per sample to [0, 1]
-//    ((M - min) / (max - min)) and binarised at the threshold (0.5).
+//    averaged over channels for images. The paper removes extreme values
+//    and rescales to [0, 1]; as diffusers does, M is divided by clamp_ratio
+//    (3) times its per-sample mean and clipped at 1, so a few outlying
+//    pixels cannot shrink the mask (a min-max rescaling would let the
+//    largest value set the scale). Then it is binarised at the threshold
+//    (0.5): a pixel is edited where its difference exceeds 1.5x the mean.
 //    Where the two conditions agree about the image the estimates agree.
 // 2. Encoding: DDIM inversion under the source condition (w = 1) over the
 //    last round(r K) steps of the schedule, keeping the state at every level
@@ -17,7 +21,8 @@
 //    mask the output is therefore the input exactly.
 // Verified (tests/test_edit.cpp): on a two-class Gaussian mixture whose
 // class means differ only in some coordinates the mask is exactly those
-// coordinates; the edited result equals the input outside the mask.
+// coordinates, also when one coordinate differs four times more than the
+// others; the edited result equals the input outside the mask.
 #include "tweedie/edit/diffedit.h"
 
 #include <cmath>
@@ -33,6 +38,8 @@ torch::Tensor diffedit_mask(Denoiser& model, const torch::Tensor& x, const Cond&
         o.mask_strength, ")");
   check(o.mask_samples >= 1, "diffedit: mask samples must be >= 1 (got ", o.mask_samples, ")");
   check(o.threshold >= 0 && o.threshold < 1, "diffedit: the mask threshold must be in [0, 1) (got ", o.threshold, ")");
+  check(o.clamp_ratio > 0 && std::isfinite(o.clamp_ratio), "diffedit: the mask clamp ratio must be positive (got ",
+        o.clamp_ratio, ")");
   check(gen.defined(), "diffedit needs a generator (a seed) for its mask noise");
   const Process& p = model.process();
   const double s = p.s_at_timestep(o.mask_strength * (p.timesteps() - 1));
@@ -46,8 +53,8 @@ torch::Tensor diffedit_mask(Denoiser& model, const torch::Tensor& x, const Cond&
   }
   if (acc.dim() == 4) acc = acc.mean(1, true);
   auto flat = acc.flatten(1);
-  auto lo = std::get<0>(flat.min(1, true)), hi = std::get<0>(flat.max(1, true));
-  auto norm = ((flat - lo) / (hi - lo).clamp_min(1e-30)).reshape(acc.sizes());
+  auto scale = (flat.mean(1, true) * o.clamp_ratio).clamp_min(1e-300);
+  auto norm = (flat / scale).clamp_max(1).reshape(acc.sizes());
   return (norm > o.threshold).to(x.scalar_type());
 }
 

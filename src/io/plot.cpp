@@ -186,4 +186,32 @@ Image plot(const std::vector<Series>& series, const PlotOptions& o) {
   return cv.img;
 }
 
+Image labeled_grid(const torch::Tensor& nchw, int cols, const std::vector<std::string>& col_labels,
+                   const std::vector<std::string>& row_labels, int scale, double lo, double hi) {
+  check(scale >= 1, "labeled grid: scale must be >= 1 (got ", scale, ")");
+  const Image grid = make_grid(nchw, cols, lo, hi);
+  const int n = int(nchw.size(0)), h = int(nchw.size(2)), w = int(nchw.size(3)), gap = 2;
+  cols = std::max(1, std::min(cols, n));
+  const int rows = (n + cols - 1) / cols, cell = (w + gap) * scale, pitch = (h + gap) * scale;
+  size_t longest = 0;
+  for (auto& s : row_labels) longest = std::max(longest, s.size());
+  const int left = longest ? Canvas::text_width(std::string(longest, ' ')) + 8 : 0;
+  const int top = col_labels.empty() ? 0 : kGlyphH + 6;
+  Canvas cv(left + grid.width * scale, top + grid.height * scale);
+  for (int y = 0; y < grid.height * scale; ++y)
+    for (int x = 0; x < grid.width * scale; ++x) {
+      const uint8_t* p = &grid.pixels[(size_t(y / scale) * grid.width + x / scale) * grid.channels];
+      uint8_t* q = cv.img.at(left + x, top + y);
+      for (int k = 0; k < 3; ++k) q[k] = p[grid.channels == 1 ? 0 : k];
+    }
+  const size_t fit = size_t(std::max(1, (cell - 2) / kGlyphW));
+  for (int c = 0; c < cols && c < int(col_labels.size()); ++c) {
+    const std::string s = col_labels[c].substr(0, fit);
+    cv.text(left + gap * scale + c * cell + (w * scale - Canvas::text_width(s)) / 2, 3, s);
+  }
+  for (int r = 0; r < rows && r < int(row_labels.size()); ++r)
+    cv.text(4, top + gap * scale + r * pitch + (h * scale - kGlyphH) / 2, row_labels[r]);
+  return cv.img;
+}
+
 }  // namespace tweedie

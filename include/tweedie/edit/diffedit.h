@@ -14,7 +14,8 @@ struct DiffEditOptions {
   double strength = 0.5;        // encoding ratio r: the last round(r * steps) steps
   double mask_strength = 0.5;   // noise level of the mask: this fraction of the training timesteps
   int mask_samples = 10;        // noise draws the mask averages over
-  double threshold = 0.5;       // of the mask normalised to [0, 1]
+  double clamp_ratio = 3.0;     // the mask is divided by this times its mean and clipped at 1 (extreme values)
+  double threshold = 0.5;       // of the mask so normalised to [0, 1]
   std::string sampler = "ddim"; // invertible sampler for encoding and decoding
   double cfg = 1.0;             // guidance scale of the decoding (the mask and the encoding use w = 1)
 };

@@ -27,4 +27,10 @@ struct PlotOptions {
 
 Image plot(const std::vector<Series>& series, const PlotOptions& opt);
 
+// make_grid's tiles, each enlarged `scale` times (nearest neighbour), with a
+// header of column labels above and row labels to the left (either list may
+// be empty; labels longer than the space are cut). RGB output.
+Image labeled_grid(const torch::Tensor& nchw, int cols, const std::vector<std::string>& col_labels,
+                   const std::vector<std::string>& row_labels, int scale = 2, double lo = -1, double hi = 1);
+
 }  // namespace tweedie
