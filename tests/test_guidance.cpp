@@ -14,6 +14,7 @@
 #include "tweedie/core/error.h"
 #include "cli_testing.h"
 #include "tweedie/guide/autoguidance.h"
+#include "tweedie/io/npy.h"
 #include "tweedie/guide/cads.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/guide/cfg_rescale.h"
@@ -772,6 +773,30 @@ TEST(LossGuidance, GuidedEpsMatchesTheFormulaWithAFiniteDifferenceGradient) {
   EXPECT_NE(error_of([&] { classifier_loss(tiny_classifier(true)); }).find("clean images"), std::string::npos);
 }
 
+TEST(LossGuidance, ReferenceLossIsTheSquaredDistanceAfterPooling) {
+  auto ref = torch::randn({1, 4, 6}, torch::kFloat64), x0 = torch::randn({3, 1, 4, 6}, torch::kFloat64);
+  // factor 1: mean of squares over the pixels
+  auto full = reference_loss(ref)(x0, {});
+  EXPECT_TRUE(same(full, (x0 - ref).pow(2).reshape({3, -1}).mean(1), 1e-14));
+  // factor 2: 2x2 block means compared, by hand
+  auto blocks = [](const torch::Tensor& t) { return t.reshape({-1, 1, 2, 2, 3, 2}).mean({3, 5}); };
+  auto pooled = reference_loss(ref, 2)(x0, {});
+  EXPECT_TRUE(same(pooled, (blocks(x0) - blocks(ref)).pow(2).reshape({3, -1}).mean(1), 1e-14));
+  // pooling forgets what averages out inside a block: a checkerboard added to the reference costs nothing
+  auto checker = (torch::arange(4).reshape({4, 1}) + torch::arange(6)).remainder(2).to(torch::kFloat64) * 2 - 1;
+  EXPECT_LT(reference_loss(ref, 2)((ref + 0.5 * checker).unsqueeze(0), {}).item<double>(), 1e-28);
+  EXPECT_NEAR(reference_loss(ref)((ref + 0.5 * checker).unsqueeze(0), {}).item<double>(), 0.25, 1e-14);
+  // one reference per sample
+  auto refs = torch::randn({3, 1, 4, 6}, torch::kFloat64);
+  EXPECT_TRUE(same(reference_loss(refs)(x0, {}), (x0 - refs).pow(2).reshape({3, -1}).mean(1), 1e-14));
+  EXPECT_NE(error_of([&] { reference_loss(refs)(x0.slice(0, 0, 2), {}); }).find("3 references for 2 samples"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { reference_loss(ref, 4); }).find("does not divide"), std::string::npos);
+  EXPECT_NE(error_of([&] { reference_loss(ref)(torch::zeros({2, 1, 4, 4}), {}); }).find("do not match"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { reference_loss(ref * NAN); }).find("non-finite"), std::string::npos);
+}
+
 // Guided samples on the default model: 10 per run (one per class), 10 DDIM steps.
 struct DefaultModelRun {
   std::shared_ptr<NetDenoiser> model =
@@ -821,6 +846,18 @@ TEST(ShippedGuidance, ClassifierAndLossGuidanceRaiseTheTargetClassConfidence) {
   const double m0 = x0.mean().item<double>(), m1 = r.sample(bright).mean().item<double>();
   std::printf("mean pixel: plain %.3f, brightness loss toward 0.5: %.3f\n", m0, m1);
   EXPECT_LT(std::abs(m1 - 0.5), std::abs(m0 - 0.5) - 0.1);
+  // the reference loss (4x4 pooling) pulls every sample's layout toward one sample's
+  auto ref = x0[3];
+  GuidanceOptions toward;
+  toward.loss_guidance = 200.0;
+  toward.loss = reference_loss(ref, 4);
+  auto dist = [&](const torch::Tensor& xs) {
+    auto d = torch::avg_pool2d(xs, {4, 4}) - torch::avg_pool2d(ref.unsqueeze(0), {4, 4});
+    return d.pow(2).mean().item<double>();
+  };
+  const double d0 = dist(x0), d1 = dist(r.sample(toward));
+  std::printf("pooled squared distance to one sample: plain %.4f, reference loss %.4f\n", d0, d1);
+  EXPECT_LT(d1, d0 / 2);
 }
 
 TEST(ShippedGuidance, PAGAndSAGChangeSamplesAndAreNeutralAtZero) {
@@ -919,6 +956,18 @@ TEST(GuidanceCli, NewRulesRunAndBadInputIsOneClearError) {
                "a classifier of clean images");
   expect_error(base + "--loss-guidance sharpness", "--loss-guidance: unknown loss 'sharpness'");
   expect_error(base + "--loss-target 0.5", "--loss-target needs --loss-guidance");
+  save_npy(dir + "/ref.npy", torch::zeros({1, 1, 28, 28}));
+  save_npy(dir + "/refs.npy", torch::zeros({2, 1, 28, 28}));
+  save_npy(dir + "/small.npy", torch::zeros({1, 1, 8, 8}));
+  r = cli(base + "--loss-guidance reference --loss-reference " + dir + "/ref.npy --loss-factor 4 --loss-scale 50");
+  EXPECT_EQ(r.code, 0) << r.out;
+  expect_error(base + "--loss-reference " + dir + "/ref.npy", "--loss-reference needs --loss-guidance");
+  expect_error(base + "--loss-guidance brightness --loss-factor 2", "--loss-factor is for --loss-guidance reference");
+  expect_error(base + "--loss-guidance reference", "--loss-guidance reference needs --loss-reference");
+  expect_error(base + "--loss-guidance reference --loss-reference " + dir + "/ref.npy --loss-factor 5",
+               "--loss-factor 5 must divide the model's image size");
+  expect_error(base + "--loss-guidance reference --loss-reference " + dir + "/refs.npy", "give one image");
+  expect_error(base + "--loss-guidance reference --loss-reference " + dir + "/small.npy", "small.npy: 8x8 pixels, the model takes 28x28");
   expect_error(base + "--pag-sites mid.attn.0", "--pag-sites needs --pag");
   expect_error(base + "--pag 1 --pag-sites up.9.attn.0", "no self-attention at 'up.9.attn.0'");
   expect_error("sample -m gmm:models/gmm/ring2d.json -n 1 --steps 2 -q -o " + dir + "/y.npy --pag 1",

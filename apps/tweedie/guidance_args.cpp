@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "edit_common.h"
 #include "tweedie/core/error.h"
 #include "tweedie/guide/autoguidance.h"
 #include "tweedie/models/net_denoiser.h"
@@ -32,10 +33,12 @@ std::vector<Args::Opt> guidance_opts() {
       {"guide-model", "", false, "AutoGuidance's weaker model file (same process and sample shape)", ""},
       {"classifier-guidance", "", false, "classifier guidance scale (Dhariwal & Nichol 2021) with a noise-conditional classifier", "0"},
       {"guide-classifier", "", false, "noise-conditional classifier for --classifier-guidance", "models/fashion_mnist_noisy_classifier.safetensors"},
-      {"loss-guidance", "", false, "loss guidance on x0_hat (universal guidance): classifier (cross-entropy for the class) or brightness (mean pixel -> --loss-target)", ""},
+      {"loss-guidance", "", false, "loss guidance on x0_hat (universal guidance): classifier (cross-entropy for the class), brightness (mean pixel -> --loss-target) or reference (squared distance to --loss-reference after --loss-factor pooling)", ""},
       {"loss-scale", "", false, "loss guidance scale", "1"},
       {"loss-target", "", false, "target mean pixel in [-1, 1] of --loss-guidance brightness", "0"},
       {"loss-classifier", "", false, "classifier of clean images for --loss-guidance classifier", "the evaluation classifier"},
+      {"loss-reference", "", false, "reference image (.png or .npy [1, ...] of the model's sample shape) for --loss-guidance reference", ""},
+      {"loss-factor", "", false, "average-pooling factor of --loss-guidance reference (1 = the full image, 4 = its 4x4-block layout)", "1"},
   };
 }
 
@@ -203,11 +206,14 @@ GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double
     g.guide_classifier = load_guide_classifier("guide-classifier", path, model, true);
   }
 
-  for (const char* o : {"loss-scale", "loss-target", "loss-classifier"})
+  for (const char* o : {"loss-scale", "loss-target", "loss-classifier", "loss-reference", "loss-factor"})
     check(!a.has(o) || a.has("loss-guidance"), "--", o, " needs --loss-guidance");
   if (a.has("loss-guidance")) {
     const std::string kind = a.str("loss-guidance");
     g.loss_guidance = finite_number(a, "loss-scale");
+    if (kind != "reference")
+      for (const char* o : {"loss-reference", "loss-factor"})
+        check(!a.has(o), "--", o, " is for --loss-guidance reference");
     if (kind == "classifier") {
       check(labelled, "--loss-guidance classifier needs ", needs);
       check(!a.has("loss-target"), "--loss-target is for --loss-guidance brightness");
@@ -219,8 +225,20 @@ GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double
       const double target = finite_number(a, "loss-target");
       g.loss = brightness_loss(target);
       g.loss_name = "brightness " + a.str("loss-target");
+    } else if (kind == "reference") {
+      check(!a.has("loss-classifier"), "--loss-classifier is for --loss-guidance classifier");
+      check(!a.has("loss-target"), "--loss-target is for --loss-guidance brightness");
+      check(a.has("loss-reference"), "--loss-guidance reference needs --loss-reference IMAGE");
+      const torch::Tensor ref = load_input_images(a.str("loss-reference"), model, "--loss-reference");
+      check(ref.size(0) == 1, "--loss-reference: give one image (", a.str("loss-reference"), " holds ", ref.size(0), ")");
+      const int64_t f = a.integer("loss-factor");
+      check(f >= 1, "--loss-factor must be >= 1 (got ", f, ")");
+      check(f == 1 || (model.image && model.sample_shape[1] % f == 0 && model.sample_shape[2] % f == 0),
+            "--loss-factor ", f, " must divide the model's image size (", c10::IntArrayRef(model.sample_shape), ")");
+      g.loss = reference_loss(ref[0], f);
+      g.loss_name = "reference " + a.str("loss-reference") + (f > 1 ? " pooled " + std::to_string(f) : "");
     } else {
-      fail("--loss-guidance: unknown loss '", kind, "' (classifier, brightness)");
+      fail("--loss-guidance: unknown loss '", kind, "' (classifier, brightness, reference)");
     }
   }
   return g;

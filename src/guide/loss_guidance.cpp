@@ -5,7 +5,8 @@
 // eps + s sigma_t grad_{x_t} L with the gradient of the exact posterior mean
 // taken by finite differences, and on the default model the classifier loss
 // raises the target class's probability and the brightness loss moves the
-// mean pixel toward its target.
+// mean pixel toward its target; the reference loss has its closed-form value
+// and pulls samples toward a reference image's layout.
 #include "tweedie/guide/loss_guidance.h"
 
 #include <cmath>
@@ -33,6 +34,31 @@ GuidanceLoss classifier_loss(std::shared_ptr<Classifier> clf) {
 GuidanceLoss brightness_loss(double target) {
   check(std::isfinite(target), "brightness loss: the target must be finite (got ", target, ")");
   return [target](const torch::Tensor& x0, const Cond&) { return (x0.reshape({x0.size(0), -1}).mean(1) - target).pow(2); };
+}
+
+GuidanceLoss reference_loss(const torch::Tensor& ref, int64_t factor) {
+  check(ref.defined() && ref.numel() > 0, "reference loss: no reference");
+  check(torch::isfinite(ref).all().item<bool>(), "reference loss: the reference has non-finite values");
+  check(factor >= 1, "reference loss: the pooling factor must be >= 1 (got ", factor, ")");
+  if (factor > 1) {
+    check(ref.dim() == 3 || ref.dim() == 4, "reference loss: pooling needs an image [C, H, W], got ", ref.sizes());
+    check(ref.size(-1) % factor == 0 && ref.size(-2) % factor == 0, "reference loss: factor ", factor,
+          " does not divide the reference's ", ref.size(-2), "x", ref.size(-1));
+  }
+  auto pool = [factor](const torch::Tensor& t) {
+    return factor == 1 ? t : torch::avg_pool2d(t.dim() == 3 ? t.unsqueeze(0) : t, {factor, factor});
+  };
+  const torch::Tensor r = pool(ref.to(torch::kFloat64));
+  const bool per_sample = ref.dim() == 4;
+  const auto sample_shape = per_sample ? ref.sizes().slice(1) : ref.sizes();
+  return [r, pool, per_sample, sample_shape = sample_shape.vec()](const torch::Tensor& x0, const Cond&) {
+    check(x0.sizes().slice(1) == c10::IntArrayRef(sample_shape), "reference loss: samples ", x0.sizes().slice(1),
+          " do not match the reference ", c10::IntArrayRef(sample_shape));
+    check(!per_sample || r.size(0) == x0.size(0), "reference loss: ", r.size(0), " references for ", x0.size(0),
+          " samples");
+    auto d = pool(x0) - r.to(x0.scalar_type());
+    return d.pow(2).reshape({x0.size(0), -1}).mean(1);
+  };
 }
 
 LossGuidanceDenoiser::LossGuidanceDenoiser(DenoiserPtr inner, GuidanceLoss loss, double scale)

@@ -18,7 +18,11 @@
 //   classifier   cross-entropy of a classifier of clean images (the
 //                evaluation classifier) on x0_hat for the row's class label
 //                (0 on null-class rows);
-//   brightness   (mean(x0_hat) - target)^2, the mean over the sample's pixels.
+//   brightness   (mean(x0_hat) - target)^2, the mean over the sample's pixels;
+//   reference    mean((P_f x0_hat - P_f ref)^2): squared distance to a
+//                reference image after f x f average pooling P_f (f = 1:
+//                the image itself; f > 1 asks only for its coarse layout,
+//                the gradient form of ILVR's low-pass conditioning).
 // Verified in tests/test_guidance.cpp (LossGuidance suite): the guided eps
 // against the formula with a hand gradient on a Gaussian mixture, and on the
 // default model both losses move the samples the way they should.
@@ -37,6 +41,9 @@ using GuidanceLoss = std::function<torch::Tensor(const torch::Tensor& x0, const 
 
 GuidanceLoss classifier_loss(std::shared_ptr<Classifier> classifier);
 GuidanceLoss brightness_loss(double target);
+// ref: [C, H, W] (every sample) or [N, C, H, W] (one per sample); factor
+// divides H and W. A flat sample shape [D] needs factor 1.
+GuidanceLoss reference_loss(const torch::Tensor& ref, int64_t factor = 1);
 
 class LossGuidanceDenoiser : public Denoiser {
  public:
