@@ -154,7 +154,8 @@ class VaeLevelImpl : public nn::Module {
   }
   nn::ModuleList list{nullptr};
   std::vector<VaeResBlock> blocks;
-  nn::Conv2d down{nullptr}, up{nullptr};
+  nn::Conv2d down{nullptr};
+  Upsample up{nullptr};  // "upsample.conv": nearest x2 then a 3x3 conv (sub-pixel in inference)
 };
 TORCH_MODULE(VaeLevel);
 
@@ -213,7 +214,7 @@ class VaeDecoderImpl : public nn::Module {
         ch = c.ch * c.ch_mult[l];
       }
       if (l > 0)
-        lv->up = lv->register_module("upsample", std::make_shared<nn::Module>())->register_module("conv", conv(ch, ch, 3));
+        lv->up = lv->register_module("upsample", Upsample(ch, ch, true));
       levels[l] = lv;
     }
     auto up = register_module("up", nn::ModuleList());
@@ -225,7 +226,7 @@ class VaeDecoderImpl : public nn::Module {
     auto h = mid->forward(conv_in->forward(z));
     for (int64_t l = int64_t(levels.size()) - 1; l >= 0; --l) {
       for (auto& b : levels[l]->blocks) h = b->forward(h);
-      if (levels[l]->up) h = levels[l]->up->forward(upsample_nearest2x(h));
+      if (levels[l]->up) h = levels[l]->up->forward(h);
     }
     return conv_out->forward(norm_out->forward_silu(h));
   }
