@@ -1150,10 +1150,27 @@ TEST(RestoreCLI, BenchRestoreWritesTablesAndExamples) {
   cell.erase(std::remove(cell.begin(), cell.end(), '*'), cell.end());
   EXPECT_NEAR(std::stod(cell), want, 0.01) << box0;
   // Examples: (2 noise levels x 3 tasks - denoise at 0) x 2 images = 10 rows, each of
-  // 2 + 4 tiles of 28 px with 2-px gaps.
+  // 2 + 4 tiles of 28 px with 2-px gaps, enlarged twice, below a header line of the
+  // 7x13 font and right of row labels such as "inpaint-box 0.05" (16 characters).
   Image img = read_png(dir + "/restore.png");
-  EXPECT_EQ(img.width, 6 * 28 + 7 * 2);
-  EXPECT_EQ(img.height, 10 * 28 + 11 * 2);
+  EXPECT_EQ(img.width, 16 * 7 + 8 + 2 * (6 * 28 + 7 * 2));
+  EXPECT_EQ(img.height, 13 + 6 + 2 * (10 * 28 + 11 * 2));
+  // --resume: the cells land in restore.cells.json; a second run takes them from there and
+  // writes the same report; a damaged cache is one clear error.
+  const std::string rdir = ::testing::TempDir() + "/bench_restore_resume";
+  std::system(("rm -rf " + rdir + " && mkdir -p " + rdir).c_str());
+  const std::string args = "bench restore -n 3 --batch 2 --steps 2 --tasks inpaint-box,sr4 --solvers pinv,ddnm "
+                           "--sigma-y 0 --examples 1 --resume -q -o " + rdir;
+  ASSERT_EQ(cli(args).code, 0);
+  const std::string first = read_file(rdir + "/restore.md"), cells = read_file(rdir + "/restore.cells.json");
+  size_t count = 0;
+  for (size_t at = cells.find("\"psnr\""); at != std::string::npos; at = cells.find("\"psnr\"", at + 1)) ++count;
+  EXPECT_EQ(count, 4u) << cells;  // 2 tasks x 2 solvers
+  std::system(("rm -f " + rdir + "/restore.md").c_str());
+  ASSERT_EQ(cli(args).code, 0);
+  EXPECT_EQ(read_file(rdir + "/restore.md"), first);
+  write_file_atomic(rdir + "/restore.cells.json", "{\"version\": 1, \"cells\": [}");
+  expect_error(args, "restore.cells.json: cannot resume from it");
   expect_error("bench restore --tasks sr3 -o " + dir, "unknown task 'sr3'");
   expect_error("bench restore --solvers ddnm,dps9 -o " + dir, "unknown solver 'dps9'");
   expect_error("bench restore -n 0 -o " + dir, "-n must be >= 1");
@@ -1162,7 +1179,7 @@ TEST(RestoreCLI, BenchRestoreWritesTablesAndExamples) {
   expect_error("bench restore -o " + dir + "/missing", "output directory");
   Result h = cli("bench restore --help");
   for (auto f : {"--model", "--num", "--steps", "--schedule", "--tasks", "--solvers", "--sigma-y", "--batch",
-                 "--examples", "--seed", "--out", "--quiet"})
+                 "--examples", "--seed", "--resume", "--out", "--quiet"})
     EXPECT_NE(h.out.find(f), std::string::npos) << f;
 }
 

@@ -9,12 +9,19 @@
 // table per sigma_y, rows tasks, columns solvers, "PSNR / SSIM", the best
 // PSNR of each row in bold) and restore.png (examples: per task and sigma_y,
 // the first images' truth, A^+ y and every solver's restoration).
+// With --resume, every finished (sigma_y, task, solver) cell is also kept in
+// OUT/restore.cells.json (written atomically after each cell) under a key of
+// everything that determines it, and a rerun with the same options skips the
+// cells already there: a run of several hours can be stopped and continued.
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "bench_common.h"
 #include "cli.h"
@@ -61,6 +68,55 @@ std::vector<double> numbers(const std::string& list, const char* what) {
   return v;
 }
 
+// --resume: finished cells by key (see the top of the file).
+class CellCache {
+ public:
+  CellCache(std::string path, bool on) : path_(std::move(path)), on_(on) {
+    if (!on_ || !std::ifstream(path_).good()) return;
+    try {
+      j_ = nlohmann::json::parse(read_file(path_));
+      check(j_.is_object() && j_.value("version", 0) == 1 && j_.contains("cells") && j_["cells"].is_object(),
+            "not a cell cache of this version");
+    } catch (const std::exception& e) {
+      fail(path_, ": cannot resume from it (", e.what(), "); delete it to start over");
+    }
+  }
+  bool on() const { return on_; }
+  // Cached cell and its example tiles, if present.
+  bool find(const std::string& key, Cell& c, torch::Tensor& examples, c10::IntArrayRef tile_shape) const {
+    if (!on_ || !j_.contains("cells") || !j_["cells"].contains(key)) return false;
+    try {
+      const auto& e = j_["cells"][key];
+      c.ran = true;
+      c.psnr = e.at("psnr").get<double>(), c.ssim = e.at("ssim").get<double>();
+      c.seconds = e.at("seconds").get<double>(), c.nfe = e.at("nfe").get<int>();
+      const auto v = e.at("examples").get<std::vector<float>>();
+      std::vector<int64_t> shape{-1};
+      shape.insert(shape.end(), tile_shape.begin(), tile_shape.end());
+      examples = torch::tensor(v).reshape(shape);
+    } catch (const std::exception& e) {
+      fail(path_, ": cell '", key, "' is malformed (", e.what(), "); delete the file to start over");
+    }
+    return true;
+  }
+  void add(const std::string& key, const Cell& c, const torch::Tensor& examples) {
+    if (!on_) return;
+    if (!j_.is_object() || !j_.contains("cells")) j_ = {{"version", 1}, {"cells", nlohmann::json::object()}};
+    auto ex = examples.to(torch::kFloat32).contiguous();
+    j_["cells"][key] = {{"psnr", c.psnr},
+                        {"ssim", c.ssim},
+                        {"seconds", c.seconds},
+                        {"nfe", c.nfe},
+                        {"examples", std::vector<float>(ex.data_ptr<float>(), ex.data_ptr<float>() + ex.numel())}};
+    write_file_atomic(path_, j_.dump() + "\n");
+  }
+
+ private:
+  std::string path_;
+  bool on_;
+  nlohmann::json j_;
+};
+
 std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -82,6 +138,7 @@ int bench_restore(int argc, char** argv) {
           {"batch", "", false, "images per solver run", "100"},
           {"examples", "", false, "images per task and noise level in restore.png", "2"},
           {"seed", "", false, "random seed (masks, projections, measurement noise, start noise)", "0"},
+          {"resume", "", true, "keep finished cells in OUT/restore.cells.json and skip those already there", ""},
           {"out", "o", false, "output directory for restore.md and restore.png", "bench/results"},
           {"quiet", "q", true, "no progress on stderr", ""}});
   if (!a.parse(argc, argv)) return 0;
@@ -118,6 +175,12 @@ int bench_restore(int argc, char** argv) {
   const std::vector<double> levels = make_schedule(a.str("schedule"), proc, steps);
   const RestoreOptions ro;
   const int64_t chunks = (n + batch - 1) / batch;
+  CellCache cache(outdir + "/restore.cells.json", a.has("resume"));
+  auto key = [&](const std::string& task, double sy, const std::string& solver) {
+    return spec + "|n " + std::to_string(n) + "|steps " + std::to_string(steps) + "|" + a.str("schedule") + "|seed " +
+           std::to_string(seed) + "|batch " + std::to_string(batch) + "|examples " + std::to_string(examples) + "|" +
+           task + "|sigma_y " + fmt("%.17g", sy) + "|" + solver;
+  };
 
   // Work for the progress line: NFE x images (a baseline counts as one step).
   int64_t total = 0;
@@ -125,8 +188,12 @@ int bench_restore(int argc, char** argv) {
     for (auto& t : tasks) {
       if (t == "denoise" && sy == 0) continue;
       auto op = make_task_operator(t, shape, seeded(seed));
-      for (auto* s : solvers)
-        if (cannot_run(*s, *op, sy).empty()) total += std::max(1, restore_nfe(*s, steps, ro)) * n;
+      for (auto* s : solvers) {
+        Cell unused;
+        torch::Tensor ex;
+        if (cannot_run(*s, *op, sy).empty() && !cache.find(key(t, sy, s->name), unused, ex, shape))
+          total += std::max(1, restore_nfe(*s, steps, ro)) * n;
+      }
     }
   Progress prog("bench restore", int(std::min<int64_t>(total, INT32_MAX)), !a.has("quiet"));
   int64_t done = 0;
@@ -154,6 +221,13 @@ int bench_restore(int argc, char** argv) {
           row.push_back(torch::ones_like(row[0]));  // white tile: does not apply
           continue;
         }
+        torch::Tensor cached;
+        if (cache.find(key(task, sy, info.name), c, cached, shape)) {
+          check(cached.size(0) == examples, cmd, ": ", info.name, " on ", task, ": the cache holds ", cached.size(0),
+                " example images");
+          row.push_back(cached);
+          continue;
+        }
         std::vector<torch::Tensor> outs;
         const double t0 = now();
         for (int64_t b = 0; b < chunks; ++b) {
@@ -178,6 +252,7 @@ int bench_restore(int argc, char** argv) {
         c.ssim = ssim(unit(out), unit(truth)).mean().item<double>();
         c.seconds = now() - t0;
         row.push_back(out.slice(0, 0, examples));
+        cache.add(key(task, sy, info.name), c, row.back());
       }
       // Tiles: one row per example image.
       for (int64_t e = 0; e < examples; ++e) {
@@ -187,7 +262,11 @@ int bench_restore(int argc, char** argv) {
     }
   }
   prog.finish();
-  const double minutes = (now() - t_start) / 60;
+  double cell_seconds = 0;  // with --resume, the time of every cell, also of earlier runs
+  for (auto& per_task : cells)
+    for (auto& per_solver : per_task)
+      for (auto& c : per_solver) cell_seconds += c.seconds;
+  const double minutes = (cache.on() ? cell_seconds : now() - t_start) / 60;
 
   std::ostringstream md;
   md << "# Inverse problems: PSNR / SSIM on Fashion-MNIST\n\n`tweedie bench restore";
