@@ -321,6 +321,42 @@ TEST(SdPipeline, SeedsBatchesAndPromptsDetermineTheResult) {
   EXPECT_TRUE(torch::isfinite(sd_generate_latents(sd, r)).all().item<bool>());
 }
 
+TEST(SdPipeline, GuidanceRulesComposeWithThePromptCFG) {
+  StableDiffusion sd(tiny_ldm(), with_tokenizer());
+  SdRequest r = small_request();
+  const auto plain = sd_generate_latents(sd, r);
+  // A CFG interval that holds no level of the schedule is one conditional evaluation per step:
+  // the cfg = 1 result, bit for bit; the whole range is plain CFG.
+  r.guidance.interval = {1e6, 1e7};
+  auto off = sd_generate_latents(sd, r);
+  SdRequest one = small_request();
+  one.cfg = 1;
+  EXPECT_TRUE(torch::equal(off, sd_generate_latents(sd, one)));
+  r.guidance.interval = {0, INFINITY};
+  EXPECT_TRUE(torch::equal(sd_generate_latents(sd, r), plain));
+  // PAG and SAG on the SD UNet's middle self-attention, CFG-rescale: each changes the result, finitely;
+  // at scale 0 they are not built.
+  for (auto rule : {"pag", "sag", "rescale"}) {
+    SdRequest q = small_request();
+    if (std::string(rule) == "pag") q.guidance.pag = 2;
+    if (std::string(rule) == "sag") q.guidance.sag = 1;
+    if (std::string(rule) == "rescale") q.guidance.rescale = 0.7;
+    auto x = sd_generate_latents(sd, q);
+    EXPECT_TRUE(torch::isfinite(x).all().item<bool>()) << rule;
+    EXPECT_GT((x - plain).abs().max().item<double>(), 1e-4) << rule;
+  }
+  SdRequest z = small_request();
+  z.guidance.pag = 0;
+  z.guidance.sag = 0;
+  EXPECT_TRUE(torch::equal(sd_generate_latents(sd, z), plain));
+  z.guidance.negative_class = 3;
+  EXPECT_ERROR(sd_generate_latents(sd, z), "negative prompt, not a negative class");
+  z.guidance.negative_class = -1;
+  z.guidance.pag = 1;
+  z.guidance.pag_sites = {"middle_block.1.transformer_blocks.0.attn2"};  // cross-attention: not perturbable
+  EXPECT_THROW(sd_generate_latents(sd, z), Error);
+}
+
 TEST(SdPipeline, Img2ImgAtStrengthZeroReturnsTheInitLatents) {
   StableDiffusion sd(tiny_ldm(), with_tokenizer());
   torch::manual_seed(3);
@@ -423,6 +459,13 @@ TEST(SdPipeline, GenerateCommandWritesA1111Parameters) {
   EXPECT_EQ(img.height, 16);
   const std::string p = img.text["parameters"];
   EXPECT_EQ(p.rfind("a cat\nNegative prompt: ugly\nSteps: 2, Sampler: dpmpp-2m, Schedule type: karras, CFG scale: 4, Seed: 3, Size: 16x16", 0), 0u) << p;
+  // Guidance rules beyond CFG run and are named in the parameters.
+  r = testing::cli("generate -m " + tiny_ldm() + " --tokenizer " + kTokenizer +
+                   " -p \"a cat\" --steps 2 --cfg 4 -W 16 -H 16 --pag 1 --sag 0.5 --cfg-rescale 0.7 -q -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string pg = read_png(out).text["parameters"];
+  EXPECT_NE(pg.find("Guidance: \"cfg 4, rescale 0.7, PAG 1, SAG 0.5\""), std::string::npos) << pg;
+  EXPECT_EQ(p.find("Guidance"), std::string::npos) << p;  // plain CFG: no extra field
   // Two runs of two images: four numbered files.
   const std::string many = testing::tmp("sd_many.png");
   r = testing::cli("generate -m " + tiny_ldm() + " --tokenizer " + kTokenizer +
@@ -443,6 +486,11 @@ TEST(SdPipeline, GenerateCommandRejectsBadInput) {
   testing::expect_error("generate" + m + " -p cat -o out.jpg", "--output must end in .png");
   testing::expect_error("generate" + m + " -p cat --seed -3 -o " + out, "--seed must be >= 0", out);
   testing::expect_error("generate" + m + " -p cat --seed abc -o " + out, "--seed expects an integer", out);
+  testing::expect_error("generate" + m + " -p cat --pag 1 --pag-sites nowhere.attn1 -o " + out, "nowhere.attn1", out);
+  testing::expect_error("generate" + m + " -p cat --cfg 1 --cfg-rescale 0.5 -o " + out,
+                        "--cfg-rescale has no effect without guidance", out);
+  testing::expect_error("generate" + m + " -p cat --sag-site x -o " + out, "--sag-site needs --sag", out);
+  testing::expect_error("generate" + m + " -p cat --negative-class 2 -o " + out, "unknown option", out);
 }
 
 TEST(SdPipeline, ForwardCommandMatchesTheLibrary) {

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "cli.h"
+#include "guidance_args.h"
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/image.h"
@@ -59,6 +60,8 @@ int run(int argc, char** argv) {
       {"quiet", "q", true, "no progress on stderr", ""},
   };
   opts.insert(opts.begin(), own.begin(), own.end());
+  const auto rules = sd_guidance_opts();
+  opts.insert(opts.end(), rules.begin(), rules.end());
   Args a("generate", "-m MODEL -p PROMPT [options]", opts);
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie generate: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
@@ -106,6 +109,7 @@ int run(int argc, char** argv) {
   req.sampler_options = sampler_options(a);
   req.schedule_options = schedule_options(a);
   req.cfg = a.number("cfg");
+  req.guidance = sd_guidance_options(a, req.cfg);
   req.clip_skip = a.integer("clip-skip");
   check(req.clip_skip >= 1, "tweedie generate: --clip-skip must be >= 1");
   const int64_t native = sd.checkpoint().unet_config.height * sd.downscale();

@@ -101,27 +101,17 @@ std::shared_ptr<Classifier> load_guide_classifier(const std::string& option, con
   return clf;
 }
 
-}  // namespace
-
-GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double cfg, bool labelled,
-                                 const std::string& needs, uint64_t seed) {
-  GuidanceOptions g;
-  g.cfg = cfg;
-  // Options that modify CFG need labels and a scale other than 1.
-  for (const char* o : {"negative-class", "cfg-rescale", "guidance-interval", "cfg-schedule"}) {
+void check_cfg_modifiers(const Args& a, std::initializer_list<const char*> opts, double cfg, bool labelled,
+                         const std::string& needs) {
+  for (const char* o : opts) {
     if (!a.has(o)) continue;
     check(labelled, "--", o, " needs ", needs);
     check(cfg != 1.0, "--", o, " has no effect without guidance: give --cfg other than 1");
   }
-  if (a.has("negative-class")) {
-    const std::string k = a.str("negative-class");
-    check(k != "all", "--negative-class takes one class, not 'all'");
-    try {
-      g.negative_class = class_labels(model, k, 1)[0].item<int64_t>();
-    } catch (const Error& e) {
-      fail("--negative-class: ", e.what());
-    }
-  }
+}
+
+// --cfg-rescale, --guidance-interval, --cfg-schedule.
+void parse_cfg_modifiers(const Args& a, GuidanceOptions& g) {
   g.rescale = a.number("cfg-rescale");
   check(g.rescale >= 0 && g.rescale <= 1, "--cfg-rescale must be in [0, 1] (got ", g.rescale, ")");
   if (a.has("guidance-interval")) {
@@ -135,6 +125,63 @@ GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double
   } catch (const Error&) {
     fail("--cfg-schedule: unknown schedule '", a.str("cfg-schedule"), "' (constant, linear, cosine)");
   }
+}
+
+// --pag, --pag-sites, --sag, --sag-site (network: whether the model is a network, description names it).
+void parse_attention_rules(const Args& a, GuidanceOptions& g, bool network, const std::string& description) {
+  check(!a.has("pag-sites") || a.has("pag"), "--pag-sites needs --pag");
+  check(!a.has("sag-site") || a.has("sag"), "--sag-site needs --sag");
+  if (a.has("pag") || a.has("sag")) {
+    const char* o = a.has("pag") ? "pag" : "sag";
+    check(network, "--", o, " needs a network model (it works on the network's attention), not ", description);
+  }
+  g.pag = finite_number(a, "pag");
+  if (a.has("pag-sites")) {
+    std::stringstream ss(a.str("pag-sites"));
+    for (std::string site; std::getline(ss, site, ',');) {
+      check(!site.empty(), "--pag-sites: empty site in '", a.str("pag-sites"), "'");
+      g.pag_sites.push_back(site);
+    }
+  }
+  g.sag = finite_number(a, "sag");
+  if (a.has("sag-site")) g.sag_site = a.str("sag-site");
+}
+
+}  // namespace
+
+std::vector<Args::Opt> sd_guidance_opts() {
+  std::vector<Args::Opt> out;
+  for (auto& o : guidance_opts())
+    for (const char* name : {"cfg-rescale", "guidance-interval", "cfg-schedule", "pag", "pag-sites", "sag", "sag-site"})
+      if (o.name == name) out.push_back(o);
+  return out;
+}
+
+GuidanceOptions sd_guidance_options(const Args& a, double cfg) {
+  GuidanceOptions g;
+  g.cfg = cfg;
+  check_cfg_modifiers(a, {"cfg-rescale", "guidance-interval", "cfg-schedule"}, cfg, true, "");
+  parse_cfg_modifiers(a, g);
+  parse_attention_rules(a, g, true, "");
+  return g;
+}
+
+GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double cfg, bool labelled,
+                                 const std::string& needs, uint64_t seed) {
+  GuidanceOptions g;
+  g.cfg = cfg;
+  // Options that modify CFG need labels and a scale other than 1.
+  check_cfg_modifiers(a, {"negative-class", "cfg-rescale", "guidance-interval", "cfg-schedule"}, cfg, labelled, needs);
+  if (a.has("negative-class")) {
+    const std::string k = a.str("negative-class");
+    check(k != "all", "--negative-class takes one class, not 'all'");
+    try {
+      g.negative_class = class_labels(model, k, 1)[0].item<int64_t>();
+    } catch (const Error& e) {
+      fail("--negative-class: ", e.what());
+    }
+  }
+  parse_cfg_modifiers(a, g);
   if (a.has("dynamic-threshold")) {
     g.threshold = a.number("dynamic-threshold");
     check(g.threshold > 0 && g.threshold < 1, "--dynamic-threshold must be a percentile in (0, 1), e.g. 0.995 (got ",
@@ -161,23 +208,7 @@ GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double
     g.cads = c;
     g.cads_seed = seed ^ 0x9E3779B97F4A7C15ull;  // independent of the start noise drawn from `seed`
   }
-  const bool network = dynamic_cast<NetDenoiser*>(model.denoiser.get()) != nullptr;
-  check(!a.has("pag-sites") || a.has("pag"), "--pag-sites needs --pag");
-  check(!a.has("sag-site") || a.has("sag"), "--sag-site needs --sag");
-  if (a.has("pag") || a.has("sag")) {
-    const char* o = a.has("pag") ? "pag" : "sag";
-    check(network, "--", o, " needs a network model (it works on the network's attention), not ", model.description);
-  }
-  g.pag = finite_number(a, "pag");
-  if (a.has("pag-sites")) {
-    std::stringstream ss(a.str("pag-sites"));
-    for (std::string site; std::getline(ss, site, ',');) {
-      check(!site.empty(), "--pag-sites: empty site in '", a.str("pag-sites"), "'");
-      g.pag_sites.push_back(site);
-    }
-  }
-  g.sag = finite_number(a, "sag");
-  if (a.has("sag-site")) g.sag_site = a.str("sag-site");
+  parse_attention_rules(a, g, dynamic_cast<NetDenoiser*>(model.denoiser.get()) != nullptr, model.description);
 
   check(a.has("autoguidance") == a.has("guide-model"), "--autoguidance and --guide-model go together");
   if (a.has("guide-model")) {

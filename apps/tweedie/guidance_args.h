@@ -27,4 +27,10 @@ std::vector<Args::Opt> guidance_opts();
 GuidanceOptions guidance_options(const Args& a, const LoadedModel& model, double cfg, bool labelled,
                                  const std::string& needs, uint64_t seed);
 
+// The rules `tweedie generate` takes for Stable Diffusion (prompts, latent
+// networks): --cfg-rescale, --guidance-interval, --cfg-schedule, --pag,
+// --pag-sites, --sag, --sag-site, with the same meaning and checks.
+std::vector<Args::Opt> sd_guidance_opts();
+GuidanceOptions sd_guidance_options(const Args& a, double cfg);
+
 }  // namespace tweedie::cli

@@ -68,7 +68,9 @@ DenoiserPtr make_guidance(DenoiserPtr base, const GuidanceOptions& g) {
   if (g.guides() || g.pag != 0) {
     CFGOptions o;
     o.scale = g.cfg;
+    check(!g.negative || g.negative_class < 0, "give a negative condition or a negative class, not both");
     if (g.negative_class >= 0) o.negative = negative_class(g.negative_class);
+    if (g.negative) o.negative = g.negative;
     o.rescale = g.rescale;
     if (g.schedule != CFGSchedule::Constant || !g.interval.everything()) {
       const Process* proc = &d->process();  // owned by d, which the CFGDenoiser keeps alive

@@ -18,6 +18,7 @@ namespace tweedie {
 
 std::string middle_attention_site(const Network& net) {
   if (net.arch() == "unet") return "mid.attn.0";
+  if (net.arch() == "sd_unet") return "middle_block.1.transformer_blocks.0.attn1";  // diffusers' PAG default too
   if (net.arch() == "dit") {
     const int64_t depth = nlohmann::json::parse(net.config_json()).at("depth").get<int64_t>();
     return "blocks." + std::to_string(depth / 2) + ".attn";

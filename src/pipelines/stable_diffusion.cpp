@@ -13,6 +13,7 @@
 #include "tweedie/edit/inversion.h"
 #include "tweedie/edit/sdedit.h"
 #include "tweedie/guide/cfg.h"
+#include "tweedie/guide/guidance.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/models/sd_lora.h"
 #include "tweedie/nn/module_weights.h"
@@ -252,14 +253,11 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
     }
   }
 
-  DenoiserPtr den = sd.denoiser();
-  if (req.cfg != 1.0) {
-    CFGOptions o;
-    o.scale = req.cfg;
-    Cond negc = neg;
-    o.negative = [negc](const Cond&) { return negc; };
-    den = std::make_shared<CFGDenoiser>(den, o);
-  }
+  GuidanceOptions g = req.guidance;
+  g.cfg = req.cfg;
+  check(g.negative_class < 0, "Stable Diffusion guides with a negative prompt, not a negative class");
+  g.negative = [neg](const Cond&) { return neg; };
+  DenoiserPtr den = make_guidance(sd.denoiser(), g);
   std::vector<double> sigmas = make_schedule(req.schedule, proc, req.steps, req.schedule_options);
   const SamplerInfo& sampler = find_sampler(req.sampler);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(req.seed);
@@ -317,6 +315,12 @@ std::string a1111_parameters(const StableDiffusion& sd, const SdRequest& req, ui
     << ", Model: " << std::filesystem::path(sd.checkpoint().source).filename().string();
   if (req.init.defined()) o << ", Denoising strength: " << req.strength;
   if (req.clip_skip > 1) o << ", Clip skip: " << req.clip_skip;
+  GuidanceOptions g = req.guidance;
+  g.cfg = req.cfg;
+  std::ostringstream plain;
+  plain << "cfg " << req.cfg;
+  const std::string rules = g.describe();
+  if (rules != plain.str()) o << ", Guidance: \"" << rules << "\"";  // the rules beyond plain CFG, as tweedie names them
   o << ", Version: tweedie";
   return o.str();
 }

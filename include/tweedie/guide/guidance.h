@@ -29,6 +29,7 @@
 // CFG's), is not built then, and make_guidance returns the base denoiser
 // itself when all are.
 #pragma once
+#include <functional>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -45,6 +46,8 @@ namespace tweedie {
 struct GuidanceOptions {
   double cfg = 1.0;                               // CFG scale w (1 = no guidance)
   int64_t negative_class = -1;                    // -1 = the null class (plain CFG)
+  std::function<Cond(const Cond&)> negative;       // CFG's negative condition from the positive one
+                                                  // (e.g. a negative prompt); not with negative_class
   double rescale = 0.0;                           // CFG-rescale phi in [0, 1]
   GuidanceInterval interval;                      // default: every level
   CFGSchedule schedule = CFGSchedule::Constant;

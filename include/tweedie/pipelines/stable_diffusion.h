@@ -39,6 +39,7 @@
 
 #include <torch/types.h>
 
+#include "tweedie/guide/guidance.h"
 #include "tweedie/models/autoencoder_kl.h"
 #include "tweedie/models/clip_text.h"
 #include "tweedie/models/net_denoiser.h"
@@ -109,6 +110,10 @@ struct SdRequest {
   SamplerOptions sampler_options;
   ScheduleOptions schedule_options;
   double cfg = 7.0;
+  // The other guidance rules (guidance.h), composed with CFG in make_guidance's
+  // order: CFG-rescale, interval, scale schedule, PAG, SAG, ... Its cfg field
+  // is ignored (cfg above rules) and CFG's negative is the negative prompt.
+  GuidanceOptions guidance;
   int64_t clip_skip = 0;
   uint64_t seed = 42;
   int64_t batch = 1;            // images per sampler run
