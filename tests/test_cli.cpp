@@ -66,6 +66,19 @@ TEST(CLI, InvertRoundTrips) {
   EXPECT_LT(std::stod(r.out.substr(pos + 9)), 0.02) << r.out;
   auto z = load_npy(noise);
   EXPECT_NEAR(z.std().item<double>(), 1.0, 0.25);  // inverted data looks like standard noise
+  // Fixed-point inversion names the steps it leaves above --tol: one iteration and an unreachable
+  // tolerance leave all 5; a reachable one none.
+  r = cli("invert -m gmm:models/gmm/ring2d.json --method fixed-point --steps 6 --max-iter 1 --tol 1e-30 -q -i " + data);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("(5 of 5 steps above --tol)"), std::string::npos) << r.out;
+  size_t listed = 0;
+  for (size_t at = r.out.find("  step sigma "); at != std::string::npos; at = r.out.find("  step sigma ", at + 1)) ++listed;
+  EXPECT_EQ(listed, 5u) << r.out;
+  EXPECT_NE(r.out.find("after 1 iterations"), std::string::npos) << r.out;
+  r = cli("invert -m gmm:models/gmm/ring2d.json --method fixed-point --steps 6 -q -i " + data);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("(0 of 5 steps above --tol)"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("  step sigma "), std::string::npos) << r.out;
 }
 
 TEST(CLI, BadInputGetsOneClearError) {
