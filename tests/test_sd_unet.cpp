@@ -717,6 +717,16 @@ TEST(Taesd, ShapesRangeAndExactTiledDecode) {
   // Without the margin the zero padding at the tile edges leaks in.
   auto dec = [&](const torch::Tensor& v) { return t->decode(v); };
   EXPECT_GT((tiled_map(z2, dec, 44, 40, 0, 8, 1) - img).abs().max().item<double>(), 1e-3);
+  // The decoder's upsample + conv pairs run as sub-pixel convolutions without autograd; with it, as
+  // the plain pairs: the two agree to float64 rounding.
+  auto small = z2.slice(2, 0, 8).slice(3, 0, 8);
+  torch::Tensor plain;
+  {
+    torch::AutoGradMode on(true);
+    ASSERT_TRUE(t->decoder->parameters()[0].requires_grad());  // so the plain path runs here
+    plain = t->decode(small).detach();
+  }
+  EXPECT_LT((t->decode(small) - plain).abs().max().item<double>(), 1e-12);
   EXPECT_NEAR(taesd_unscale_latents(taesd_scale_latents(torch::tensor({-2.5, 0.0, 2.9}))).sub(torch::tensor({-2.5, 0.0, 2.9}))
                   .abs().max().item<double>(), 0, 1e-6);
 }

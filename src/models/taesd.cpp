@@ -60,7 +60,8 @@ TaesdStackImpl::TaesdStackImpl(Kind kind, int64_t latent_channels, int64_t width
 
 torch::Tensor TaesdStackImpl::forward(const torch::Tensor& x) {
   torch::Tensor h = x;
-  for (auto& l : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& l = layers_[i];
     switch (l.op) {
       case Layer::Conv: h = l.conv->forward(h); break;
       case Layer::Block: {
@@ -70,7 +71,15 @@ torch::Tensor TaesdStackImpl::forward(const torch::Tensor& x) {
       }
       case Layer::Relu: h = detail::can_inplace() ? torch::relu_(h) : torch::relu(h); break;
       case Layer::Clamp: h = torch::tanh(h / 3) * 3; break;
-      case Layer::Up: h = upsample_nearest2x(h); break;
+      case Layer::Up:
+        if (i + 1 < layers_.size() && layers_[i + 1].op == Layer::Conv && layers_[i + 1].conv->weight.size(2) == 3 &&
+            layers_[i + 1].conv->options.stride()->at(0) == 1) {
+          const auto& next = layers_[++i].conv;  // padding 1, as every TAESD conv
+          h = upsample_conv3x3(h, next->weight, next->bias, &l.subpixel);
+        } else {
+          h = upsample_nearest2x(h);
+        }
+        break;
     }
   }
   return h;

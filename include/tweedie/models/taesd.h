@@ -30,6 +30,8 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/types.h>
 
+#include "tweedie/nn/resample.h"
+
 namespace tweedie {
 
 // One taesd.py nn.Sequential: its layers in order (convolutions and Blocks
@@ -46,6 +48,7 @@ class TaesdStackImpl : public torch::nn::Module {
     enum Op { Conv, Block, Relu, Clamp, Up } op;
     torch::nn::Conv2d conv{nullptr};                 // Conv
     torch::nn::Conv2d c0{nullptr}, c2{nullptr}, c4{nullptr};  // Block: conv.0, conv.2, conv.4
+    SubpixelKernels subpixel;  // Up followed by a 3x3 conv: the two as one sub-pixel conv (resample.h)
   };
   std::vector<Layer> layers_;
 };
