@@ -165,6 +165,9 @@ TEST(NetworkLayers, SubpixelUpsampleConvEqualsUpsampleThenConv) {
     wt.mul_(-2);  // an in-place change of the weight re-derives the phase kernels
     EXPECT_TRUE(torch::allclose(upsample_conv3x3(x, wt, b, &k), torch::conv2d(upsample_nearest2x(x), wt, b, 1, 1), 0,
                                 1e-12));
+    wt.set_data(at::randn({co, ci, 3, 3}, gen, torch::kFloat64));  // so does new memory under the same tensor
+    EXPECT_TRUE(torch::allclose(upsample_conv3x3(x, wt, b, &k), torch::conv2d(upsample_nearest2x(x), wt, b, 1, 1), 0,
+                                1e-12));
   }
   // bf16 channels_last (the inference layout): within bf16 rounding of the float64 answer
   auto x = at::randn({1, 16, 9, 10}, gen), wt = at::randn({12, 16, 3, 3}, gen) * 0.1, b = at::randn({12}, gen);

@@ -43,7 +43,8 @@ torch::Tensor phase_taps(const torch::Tensor& w, int64_t dim, int phase) {
 
 void refresh(SubpixelKernels& k, const torch::Tensor& weight, const torch::Tensor& bias) {
   k.bias = bias.defined() ? bias.repeat({4}) : torch::Tensor();  // cheap: Cout values
-  if (k.weight.defined() && k.source == weight.data_ptr() && k.version == int64_t(weight._version()) &&
+  if (k.weight.defined() && k.storage.is_alias_of(weight.storage()) && k.source == weight.data_ptr() &&
+      k.version == int64_t(weight._version()) &&
       k.dtype == weight.scalar_type())
     return;
   const auto w = weight.to(at::promote_types(weight.scalar_type(), torch::kFloat32));  // sums in >= float32
@@ -51,6 +52,7 @@ void refresh(SubpixelKernels& k, const torch::Tensor& weight, const torch::Tenso
   for (int a = 0; a < 2; ++a)
     for (int b = 0; b < 2; ++b) phases.push_back(phase_taps(phase_taps(w, 2, a), 3, b));
   k.weight = torch::cat(phases).to(weight.scalar_type()).contiguous(weight.suggest_memory_format());
+  k.storage = weight.storage();
   k.source = weight.data_ptr();
   k.version = int64_t(weight._version());
   k.dtype = weight.scalar_type();

@@ -21,10 +21,12 @@ class DownsampleImpl : public torch::nn::Module {
 TORCH_MODULE(Downsample);
 
 // The phase kernels of upsample_conv3x3, derived from a 3x3 weight and kept
-// until the weight changes (another tensor, dtype or in-place version); the
-// bias (4 copies) is taken anew each call.
+// until the weight changes (other memory, dtype or in-place version); the
+// bias (4 copies) is taken anew each call. The source weight's storage is
+// held, so its address cannot be reused by another weight while cached.
 struct SubpixelKernels {
   torch::Tensor weight, bias;  // [4 Cout, Cin, 2, 2], [4 Cout]
+  c10::Storage storage;        // the source weight's
   const void* source = nullptr;
   int64_t version = -1;
   c10::ScalarType dtype = c10::ScalarType::Undefined;
