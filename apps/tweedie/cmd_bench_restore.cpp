@@ -82,9 +82,10 @@ class CellCache {
     }
   }
   bool on() const { return on_; }
+  bool has(const std::string& key) const { return on_ && j_.contains("cells") && j_["cells"].contains(key); }
   // Cached cell and its example tiles, if present.
   bool find(const std::string& key, Cell& c, torch::Tensor& examples, c10::IntArrayRef tile_shape) const {
-    if (!on_ || !j_.contains("cells") || !j_["cells"].contains(key)) return false;
+    if (!has(key)) return false;
     try {
       const auto& e = j_["cells"][key];
       c.ran = true;
@@ -188,12 +189,9 @@ int bench_restore(int argc, char** argv) {
     for (auto& t : tasks) {
       if (t == "denoise" && sy == 0) continue;
       auto op = make_task_operator(t, shape, seeded(seed));
-      for (auto* s : solvers) {
-        Cell unused;
-        torch::Tensor ex;
-        if (cannot_run(*s, *op, sy).empty() && !cache.find(key(t, sy, s->name), unused, ex, shape))
+      for (auto* s : solvers)
+        if (cannot_run(*s, *op, sy).empty() && !cache.has(key(t, sy, s->name)))
           total += std::max(1, restore_nfe(*s, steps, ro)) * n;
-      }
     }
   Progress prog("bench restore", int(std::min<int64_t>(total, INT32_MAX)), !a.has("quiet"));
   int64_t done = 0;
