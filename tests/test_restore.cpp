@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "cli_testing.h"
 #include "testing.h"
 #include "tweedie/core/error.h"
@@ -1169,6 +1171,21 @@ TEST(RestoreCLI, BenchRestoreWritesTablesAndExamples) {
   std::system(("rm -f " + rdir + "/restore.md").c_str());
   ASSERT_EQ(cli(args).code, 0);
   EXPECT_EQ(read_file(rdir + "/restore.md"), first);
+  // The cells are keyed by the model's content, not its place: a copy of the model in another
+  // directory finds them (a cell changed in the file shows up in the report), and the report
+  // names the model by file name and hash, not by path.
+  EXPECT_EQ(cells.find(source_path("models")), std::string::npos) << cells;
+  EXPECT_NE(first.find("fashion_mnist.safetensors (fnv1a64 "), std::string::npos) << first;
+  auto j = nlohmann::json::parse(cells);
+  int changed = 0;
+  for (auto& [k, c] : j["cells"].items())
+    if (k.find("|inpaint-box|") != std::string::npos && k.substr(k.size() - 5) == "|pinv") c["psnr"] = 77.25, ++changed;
+  EXPECT_EQ(changed, 1);
+  write_file_atomic(rdir + "/restore.cells.json", j.dump());
+  std::system(("mkdir -p " + rdir + "/elsewhere && cp " + source_path("models/fashion_mnist.safetensors") + " " + rdir +
+               "/elsewhere/").c_str());
+  ASSERT_EQ(cli(args + " --model " + rdir + "/elsewhere/fashion_mnist.safetensors").code, 0);
+  EXPECT_NE(read_file(rdir + "/restore.md").find("77.25"), std::string::npos) << read_file(rdir + "/restore.md");
   write_file_atomic(rdir + "/restore.cells.json", "{\"version\": 1, \"cells\": [}");
   expect_error(args, "restore.cells.json: cannot resume from it");
   expect_error("bench restore --tasks sr3 -o " + dir, "unknown task 'sr3'");

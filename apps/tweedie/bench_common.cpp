@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "cli.h"
 
 #include "tweedie/core/error.h"
+#include "tweedie/io/fs.h"
 
 namespace tweedie::cli {
 
@@ -82,6 +84,15 @@ std::string machine_bullets(const std::string& load) {
      << "- load average at start (1, 5, 15 min, running/total, last pid): " << load << "\n"
      << "- libtorch " << TORCH_VERSION << "\n";
   return md.str();
+}
+
+std::string file_identity(const std::string& path) {
+  const std::string bytes = read_file(path);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a, 64 bit
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return path.substr(path.find_last_of('/') + 1) + " (fnv1a64 " + hex + ")";
 }
 
 std::string fmt(const char* f, double v) {

@@ -33,6 +33,11 @@ std::string cpu_flags();
 // markdown bullet each, for the machine details under a bench table.
 std::string machine_bullets(const std::string& load_at_start);
 
+// "NAME (fnv1a64 HEX)": the file's name and a 64-bit FNV-1a hash of its
+// bytes, so a result cache keyed by it follows the model's content, not where
+// the checkout lies. Error naming the path when it cannot be read.
+std::string file_identity(const std::string& path);
+
 std::string fmt(const char* f, double v);
 std::string fmt_time(double seconds);  // "1.23 s" or "456 ms"
 

@@ -11,7 +11,8 @@
 // the first images' truth, A^+ y and every solver's restoration).
 // With --resume, every finished (sigma_y, task, solver) cell is also kept in
 // OUT/restore.cells.json (written atomically after each cell) under a key of
-// everything that determines it, and a rerun with the same options skips the
+// everything that determines it (the model by its content hash, so the file
+// travels with a checkout), and a rerun with the same options skips the
 // cells already there: a run of several hours can be stopped and continued.
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -165,6 +166,7 @@ int bench_restore(int argc, char** argv) {
   make_schedule(a.str("schedule"), *make_process("vp"), 2);
 
   LoadedModel model = load_model(spec, "", "");
+  const std::string model_id = file_identity(spec);  // the cache key follows the file's content, not its place
   const auto& shape = model.sample_shape;
   Dataset data = load_dataset("fashion-mnist:test");
   check(n <= data.size(), cmd, ": -n ", n, " is more than the ", data.size(), " test images");
@@ -178,7 +180,7 @@ int bench_restore(int argc, char** argv) {
   const int64_t chunks = (n + batch - 1) / batch;
   CellCache cache(outdir + "/restore.cells.json", a.has("resume"));
   auto key = [&](const std::string& task, double sy, const std::string& solver) {
-    return spec + "|n " + std::to_string(n) + "|steps " + std::to_string(steps) + "|" + a.str("schedule") + "|seed " +
+    return model_id + "|n " + std::to_string(n) + "|steps " + std::to_string(steps) + "|" + a.str("schedule") + "|seed " +
            std::to_string(seed) + "|batch " + std::to_string(batch) + "|examples " + std::to_string(examples) + "|" +
            task + "|sigma_y " + fmt("%.17g", sy) + "|" + solver;
   };
@@ -269,7 +271,7 @@ int bench_restore(int argc, char** argv) {
   std::ostringstream md;
   md << "# Inverse problems: PSNR / SSIM on Fashion-MNIST\n\n`tweedie bench restore";
   for (int i = 0; i < argc; ++i) md << " " << argv[i];
-  md << "`: " << spec << " (unconditional), the first " << n << " images of fashion-mnist:test, " << steps
+  md << "`: " << model_id << " (unconditional), the first " << n << " images of fashion-mnist:test, " << steps
      << " steps (schedule " << a.str("schedule") << "), seed " << seed << "; " << fmt("%.1f", minutes)
      << " minutes. PSNR in dB and SSIM (Wang et al. 2004, Gaussian window 11, sigma 1.5) on images in [0, 1], "
         "averaged over the images; the best PSNR of each row in bold. NFE per image in the header. \"—\": the "
