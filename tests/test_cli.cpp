@@ -202,7 +202,11 @@ TEST(CLI, EvalImagesMatchesTheLibraryAndRejectsBadFolders) {
   };
   EXPECT_NEAR(num("fid"), want.fid, 1e-6 * std::max(1.0, want.fid));
   EXPECT_NEAR(num("accuracy"), want.accuracy, 1e-12);
+  EXPECT_NEAR(num("precision"), want.precision, 1e-12);
+  EXPECT_NEAR(num("recall"), want.recall, 1e-12);
+  EXPECT_GT(want.precision, 0.5);  // real test images lie on the real manifold
   EXPECT_NE(r.out.find("class accuracy"), std::string::npos);
+  EXPECT_NE(r.out.find("  recall "), std::string::npos) << r.out;
 
   write_png(d + "/mixed/00000_c1.png", tensor_to_image(imgs[0]));
   write_png(d + "/mixed/00001_c2.png", tensor_to_image(torch::zeros({1, 32, 32})));

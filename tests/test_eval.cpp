@@ -11,6 +11,7 @@
 #include "tweedie/core/error.h"
 #include "tweedie/eval/evaluator.h"
 #include "tweedie/eval/fid.h"
+#include "tweedie/eval/precision_recall.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/io/image.h"
 #include "tweedie/models/classifier.h"
@@ -65,6 +66,74 @@ TEST(FID, StatisticsAndIdentity) {
   auto nan = f.clone();
   nan[3][2] = NAN;
   EXPECT_THROW(FeatureStats::of(nan), Error);
+}
+
+// Precision/recall by the definition, pair by pair.
+PrecisionRecall brute_precision_recall(const torch::Tensor& real, const torch::Tensor& fake, int64_t k) {
+  auto radii = [&](const torch::Tensor& p) {
+    std::vector<double> out;
+    for (int64_t i = 0; i < p.size(0); ++i) {
+      std::vector<double> d;
+      for (int64_t j = 0; j < p.size(0); ++j)
+        if (j != i) d.push_back((p[i] - p[j]).norm().item<double>());
+      std::sort(d.begin(), d.end());
+      out.push_back(d[k - 1]);
+    }
+    return out;
+  };
+  auto share = [&](const torch::Tensor& q, const torch::Tensor& c, const std::vector<double>& r) {
+    int inside = 0;
+    for (int64_t i = 0; i < q.size(0); ++i) {
+      bool in = false;
+      for (int64_t j = 0; j < c.size(0) && !in; ++j) in = (q[i] - c[j]).norm().item<double>() <= r[j];
+      inside += in;
+    }
+    return double(inside) / double(q.size(0));
+  };
+  return {share(fake, real, radii(real)), share(real, fake, radii(fake))};
+}
+
+TEST(PrecisionRecall, MatchesThePairwiseDefinition) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto real = at::randn({60, 5}, gen, torch::kFloat64);
+  auto fake = at::randn({50, 5}, gen, torch::kFloat64) * 1.3 + 0.4;  // overlapping, wider, shifted
+  for (int64_t k : {1, 3, 5}) {
+    PrecisionRecall got = precision_recall(real, fake, k), want = brute_precision_recall(real, fake, k);
+    EXPECT_DOUBLE_EQ(got.precision, want.precision) << "k " << k;
+    EXPECT_DOUBLE_EQ(got.recall, want.recall) << "k " << k;
+    EXPECT_GT(got.precision, 0.05);
+    EXPECT_LT(got.precision, 0.95);
+  }
+  // knn_radii: the 3rd nearest other point of four points on a line at 0, 1, 3, 7.
+  auto line = torch::tensor({0.0, 1.0, 3.0, 7.0}, torch::kFloat64).unsqueeze(1);
+  EXPECT_TRUE(torch::allclose(knn_radii(line, 3), torch::tensor({7.0, 6.0, 4.0, 7.0}, torch::kFloat64)));
+  EXPECT_TRUE(torch::allclose(knn_radii(line, 1), torch::tensor({1.0, 1.0, 2.0, 4.0}, torch::kFloat64)));
+}
+
+TEST(PrecisionRecall, ClosedCases) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  auto real = at::randn({200, 8}, gen, torch::kFloat64);
+  // The same set: every point is inside its own ball.
+  PrecisionRecall same = precision_recall(real, real);
+  EXPECT_EQ(same.precision, 1.0);
+  EXPECT_EQ(same.recall, 1.0);
+  // Far away: nothing overlaps.
+  PrecisionRecall far = precision_recall(real, real + 100);
+  EXPECT_EQ(far.precision, 0.0);
+  EXPECT_EQ(far.recall, 0.0);
+  // A collapsed generator (every sample within ~1e-3 of the first real point): all of it is
+  // realistic, and it covers only that one real point.
+  auto collapsed = real[0].unsqueeze(0) + 1e-3 * at::randn({100, 8}, gen, torch::kFloat64);
+  PrecisionRecall c = precision_recall(real, collapsed);
+  EXPECT_EQ(c.precision, 1.0);
+  EXPECT_DOUBLE_EQ(c.recall, 1.0 / 200);
+  // Bad input: one line naming the problem.
+  EXPECT_NE(testing::error_of([&] { precision_recall(real, real.narrow(0, 0, 3)); }).find("too few for k = 3"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { precision_recall(real, real.narrow(1, 0, 4)); }).find("real features have 8 dimensions"), std::string::npos);
+  auto nan = real.clone();
+  nan[5][1] = NAN;
+  EXPECT_NE(testing::error_of([&] { precision_recall(real, nan); }).find("generated features contain NaN"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { knn_radii(real, 0); }).find("k must be >= 1"), std::string::npos);
 }
 
 TEST(EvalQuantize, MatchesPngRoundTrip) {

@@ -1,4 +1,4 @@
-// tweedie eval: FID and class accuracy of a model's samples (or of a folder
+// tweedie eval: FID, precision/recall and class accuracy of a model's samples (or of a folder
 // of PNGs written by `tweedie sample -o DIR/`) in the feature space of the
 // shipped classifier, against the Fashion-MNIST test set (eval/evaluator.h).
 #include <cstdio>
@@ -117,6 +117,7 @@ int run(int argc, char** argv) {
   }
   std::printf("FID %.3f", r.fid);
   if (r.accuracy >= 0) std::printf("  class accuracy %s", percent(r.accuracy).c_str());
+  if (r.precision >= 0) std::printf("  precision %.3f  recall %.3f", r.precision, r.recall);
   std::printf("  (%s; reference %s, %ld images, classifier accuracy %s)\n", what.c_str(), a.str("reference").c_str(),
               (long)ev->reference().n, ev->reference_accuracy() >= 0 ? percent(ev->reference_accuracy()).c_str() : "n/a");
   if (r.accuracy >= 0) {
@@ -128,6 +129,7 @@ int run(int argc, char** argv) {
   if (a.has("json")) {
     j.update({{"fid", r.fid}, {"n", r.n}, {"reference", a.str("reference")}, {"reference_n", ev->reference().n}});
     if (r.accuracy >= 0) j.update({{"accuracy", r.accuracy}, {"class_accuracy", r.class_accuracy}});
+    if (r.precision >= 0) j.update({{"precision", r.precision}, {"recall", r.recall}});
     write_file_atomic(a.str("json"), j.dump(2) + "\n");
   }
   return 0;

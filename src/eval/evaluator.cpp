@@ -1,6 +1,10 @@
 // FID and class accuracy of samples (include/tweedie/eval/evaluator.h).
 #include "tweedie/eval/evaluator.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+
 #include "tweedie/core/error.h"
 
 namespace tweedie {
@@ -28,6 +32,9 @@ Evaluator::Evaluator(std::shared_ptr<Classifier> classifier, const Dataset& refe
       right += (clf_->logits(feats.back()).argmax(1) == reference.batch_labels(idx)).sum().item<int64_t>();
   }
   ref_ = FeatureStats::of(torch::cat(feats));
+  // A fixed draw of the reference set for precision/recall: the first N of a seeded permutation.
+  auto gen = at::detail::createCPUGenerator(0x5eed);
+  ref_feats_ = torch::cat(feats).index_select(0, torch::randperm(reference.size(), gen, torch::kInt64));
   if (reference.labelled()) ref_accuracy_ = double(right) / double(reference.size());
 }
 
@@ -52,6 +59,11 @@ EvalResult Evaluator::evaluate(const torch::Tensor& images, const torch::Tensor&
   EvalResult r;
   r.n = images.size(0);
   r.fid = frechet_distance(FeatureStats::of(feats), ref_);
+  const int64_t m = std::min(r.n, ref_feats_.size(0));
+  if (m > 3) {
+    PrecisionRecall pr = precision_recall(ref_feats_.narrow(0, 0, m), feats);
+    r.precision = pr.precision, r.recall = pr.recall;
+  }
   if (labels.defined()) {
     check(labels.dim() == 1 && labels.size(0) == r.n, "evaluator: ", labels.numel(), " labels for ", r.n, " images");
     auto lab = labels.to(torch::kInt64).cpu();

@@ -1,7 +1,10 @@
 // Sample quality as `tweedie eval` reports it: FID in the feature space of
 // the shipped classifier against a reference set (the Fashion-MNIST test
-// set), and how often the classifier assigns conditional samples the class
-// they were generated for.
+// set), improved precision and recall (k = 3, precision_recall.h) in the same
+// space against as many reference images as there are samples (a fixed
+// seeded draw, the same for every evaluation of N samples), and how often
+// the classifier assigns conditional samples the class they were generated
+// for.
 //
 // Images are quantized to 8 bits first, exactly as writing them to PNG and
 // reading them back would, so evaluating a model directly and evaluating the
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "tweedie/eval/fid.h"
+#include "tweedie/eval/precision_recall.h"
 #include "tweedie/models/classifier.h"
 #include "tweedie/train/dataset.h"
 
@@ -21,6 +25,7 @@ namespace tweedie {
 struct EvalResult {
   double fid = 0;
   int64_t n = 0;
+  double precision = -1, recall = -1;  // -1 with too few images (k = 3 needs 4)
   double accuracy = -1;               // -1 when the samples have no labels
   std::vector<double> class_accuracy;  // per class (-1 where a class has no samples)
 };
@@ -41,6 +46,7 @@ class Evaluator {
  private:
   std::shared_ptr<Classifier> clf_;
   FeatureStats ref_;
+  torch::Tensor ref_feats_;  // [R, D], in a seeded random order
   int64_t batch_;
   double ref_accuracy_ = -1;
 };
