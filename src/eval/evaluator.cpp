@@ -31,10 +31,11 @@ Evaluator::Evaluator(std::shared_ptr<Classifier> classifier, const Dataset& refe
     if (reference.labelled())
       right += (clf_->logits(feats.back()).argmax(1) == reference.batch_labels(idx)).sum().item<int64_t>();
   }
-  ref_ = FeatureStats::of(torch::cat(feats));
+  const auto all = torch::cat(feats);
+  ref_ = FeatureStats::of(all);
   // A fixed draw of the reference set for precision/recall: the first N of a seeded permutation.
   auto gen = at::detail::createCPUGenerator(0x5eed);
-  ref_feats_ = torch::cat(feats).index_select(0, torch::randperm(reference.size(), gen, torch::kInt64));
+  ref_feats_ = all.index_select(0, torch::randperm(reference.size(), gen, torch::kInt64));
   if (reference.labelled()) ref_accuracy_ = double(right) / double(reference.size());
 }
 
