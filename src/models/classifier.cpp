@@ -55,10 +55,12 @@ namespace {
 
 struct StageImpl : torch::nn::Module {
   // temb_dim > 0: a time-conditional stage ("temb" adds the time embedding's projection after norm1).
+  // Members are constructed (and registered, which fixes the order of their random initialisation)
+  // in declaration order: conv1, conv2, norm1, norm2.
   StageImpl(int64_t in, int64_t out, int64_t groups, int64_t temb_dim)
       : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1)))),
-        norm1(register_module("norm1", GroupNorm32(groups, out))),
         conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(out, out, 3).padding(1)))),
+        norm1(register_module("norm1", GroupNorm32(groups, out))),
         norm2(register_module("norm2", GroupNorm32(groups, out))) {
     if (temb_dim > 0) temb = register_module("temb", torch::nn::Linear(temb_dim, out));
   }
