@@ -1,9 +1,8 @@
 // The test binary's entry point: the process set-up the `tweedie` CLI makes
 // (one OpenBLAS thread, activations kept on the heap; tweedie/core/runtime.h),
 // so the tests run the library as users of the CLI do. Without it the
-// default-model tests spend most of their time in the kernel: measured,
-// ShippedModels.EverySamplerRunsTheDefaultModel took 118 s (99 s system time)
-// with glibc's and OpenBLAS's defaults and 48 s with these. Torch gets one
+// default-model tests spend much of their time in the kernel (measured in the
+// README's Speed section). Torch gets one
 // thread (unless OMP_NUM_THREADS says otherwise): ctest runs one test per core.
 #include <gtest/gtest.h>
 
