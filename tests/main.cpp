@@ -2,8 +2,8 @@
 // (one OpenBLAS thread, activations kept on the heap; tweedie/core/runtime.h),
 // so the tests run the library as users of the CLI do. Without it the
 // default-model tests spend much of their time in the kernel (measured in the
-// README's Speed section). Torch gets one
-// thread (unless OMP_NUM_THREADS says otherwise): ctest runs one test per core.
+// README's Speed section). Torch gets one thread (unless OMP_NUM_THREADS says
+// otherwise): ctest runs one test per core.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
