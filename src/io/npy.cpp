@@ -26,6 +26,8 @@ torch::Tensor load_npy(const std::string& path) {
     fail(path, ": unsupported .npy version ", major);
   }
   if (off + hlen > b.size()) fail(path, ": truncated .npy header");
+  // numpy's own limit (max_header_size): longer headers would also overflow std::regex's recursion.
+  if (hlen > 10000) fail(path, ": .npy header of ", hlen, " bytes is too long (at most 10000)");
   const std::string h = b.substr(off, hlen);
   std::smatch m;
   if (!std::regex_search(h, m, std::regex("'descr'\\s*:\\s*'([^']*)'"))) fail(path, ": .npy header lacks 'descr'");
@@ -40,11 +42,14 @@ torch::Tensor load_npy(const std::string& path) {
     std::regex num("\\s*(\\d+)\\s*(,|$)");
     int64_t count = 1;
     for (auto it = std::sregex_iterator(s.begin(), s.end(), num); it != std::sregex_iterator(); ++it) {
-      int64_t d = std::stoll((*it)[1]);
-      if (d > (int64_t(1) << 40)) fail(path, ": .npy shape too large");
+      const std::string digits = (*it)[1];
+      const size_t nz = std::min(digits.find_first_not_of('0'), digits.size());
+      if (digits.size() - nz > 13) fail(path, ": .npy shape too large");  // 2^40 has 13 digits
+      const int64_t d = std::stoll(digits);
+      if (d > (int64_t(1) << 40) || std::max<int64_t>(d, 1) > (int64_t(1) << 40) / count)
+        fail(path, ": .npy shape too large");
       shape.push_back(d);
       count *= std::max<int64_t>(d, 1);
-      if (count > (int64_t(1) << 40)) fail(path, ": .npy shape too large");
     }
   }
   torch::ScalarType st;
