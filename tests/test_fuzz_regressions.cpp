@@ -1,0 +1,87 @@
+// Inputs that crashed, hung or threw something other than tweedie::Error in
+// the parsers, found with the libFuzzer targets in fuzz/ (scripts/fuzz.sh;
+// fuzz/RESULTS.md), fed to the same entry points: each is now an Error that
+// names the problem. The bytes are the reproducers' own (the long ones are
+// built by a loop, their pattern being what matters).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "testing.h"
+#include "tweedie/core/error.h"
+#include "tweedie/io/fs.h"
+#include "tweedie/io/npy.h"
+#include "tweedie/io/pickle.h"
+#include "tweedie/io/zip.h"
+
+using namespace tweedie;
+using tweedie::testing::error_of;
+
+namespace {
+
+std::string tmp(const std::string& n) { return ::testing::TempDir() + "/fuzzreg_" + n; }
+
+template <size_t N>
+std::string bytes(const char (&lit)[N]) {
+  return std::string(lit, N - 1);  // embedded NULs included
+}
+
+std::string npy_error(const std::string& name, const std::string& file) {
+  write_file_atomic(tmp(name), file);
+  return error_of([&] { load_npy(tmp(name)); });
+}
+
+// A shape entry wider than int64: std::stoll threw std::out_of_range (src/io/npy.cpp).
+TEST(FuzzRegressions, NpyShapeEntryTooLongForInt64) {
+  const std::string e = npy_error(
+      "digits.npy",
+      bytes("\223NUMPY\001\000M\000{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }\n"));
+  EXPECT_NE(e.find("digits.npy: .npy shape too large"), std::string::npos) << e;
+  // Leading zeros are not size.
+  const std::string ok = npy_error(
+      "zeros.npy",
+      bytes("\223NUMPY\001\000M\000{'descr': '<f4', 'fortran_order': False, 'shape': (00000000000000000001,), }\n"
+            "\000\000\200?"));
+  EXPECT_EQ(ok, "");
+}
+
+// Two entries of 2^40: the element count overflowed int64 before the bound was checked (UBSan).
+TEST(FuzzRegressions, NpyShapeProductOverflow) {
+  const std::string e = npy_error(
+      "overflow.npy",
+      bytes("\223NUMPY\001\000T\000{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, "
+            "1099511627776), }\n"));
+  EXPECT_NE(e.find("overflow.npy: .npy shape too large"), std::string::npos) << e;
+}
+
+// A 60,000-byte header (format 2.0): std::regex recursed once per character and overflowed the stack.
+TEST(FuzzRegressions, NpyHugeHeader) {
+  std::string h = "{'descr': '" + std::string(60000, 'a') + "', 'fortran_order': False, 'shape': (1,), }\n";
+  std::string file = bytes("\223NUMPY\002\000");
+  for (int i = 0; i < 4; ++i) file += char((h.size() >> (8 * i)) & 0xff);
+  const std::string e = npy_error("header.npy", file + h);
+  EXPECT_NE(e.find("header.npy: .npy header of 60055 bytes is too long (at most 10000)"), std::string::npos) << e;
+}
+
+// A 1.5 KB data.pkl: 17 dicts, each of the first 16 holding 10 keys that all refer (by memo) to the next one.
+// Flattening the state dict visited 10^16 entries (a hang; with tensors at the bottom, unbounded memory).
+TEST(FuzzRegressions, TorchSaveSharedDictsMultiply) {
+  auto str = [](const std::string& s) { return "X" + std::string{char(s.size()), 0, 0, 0} + s; };  // BINUNICODE
+  std::string pkl = bytes("\200\002}q\020");  // PROTO 2, D16 = {}, BINPUT 16
+  for (int level = 15; level >= 0; --level) {
+    pkl += "}q" + std::string(1, char(level)) + "(";  // D<level> = {}, BINPUT level, MARK
+    for (int k = 0; k < 10; ++k) pkl += str("k" + std::to_string(k)) + "h" + std::string(1, char(level + 1));
+    pkl += "u";                                   // SETITEMS: k0..k9 -> D<level+1>
+    if (level > 0) pkl += "0";                    // POP (kept in the memo)
+  }
+  pkl += ".";
+  ASSERT_EQ(pkl.size(), 1541u);
+  const std::string path = tmp("shared.ckpt");
+  ZipWriter w(path);
+  w.add("archive/data.pkl", pkl);
+  w.finish();
+  const std::string e = error_of([&] { load_torch_file(path); });
+  EXPECT_NE(e.find("shared.ckpt: more than 1048576 dict entries to read"), std::string::npos) << e;
+}
+
+}  // namespace
