@@ -10,6 +10,7 @@
 #include "testing.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
+#include "tweedie/io/image.h"
 #include "tweedie/io/npy.h"
 #include "tweedie/io/pickle.h"
 #include "tweedie/io/zip.h"
@@ -82,6 +83,17 @@ TEST(FuzzRegressions, TorchSaveSharedDictsMultiply) {
   w.finish();
   const std::string e = error_of([&] { load_torch_file(path); });
   EXPECT_NE(e.find("shared.ckpt: more than 1048576 dict entries to read"), std::string::npos) << e;
+}
+
+// A 69-byte PNG whose header claims 65536x65536 RGBA: read_png allocated the 16 GiB pixel buffer before
+// libpng found the data missing (src/io/png.cpp).
+TEST(FuzzRegressions, PngHeaderClaimsHugeImage) {
+  const std::string path = tmp("huge.png");
+  write_file_atomic(path, bytes("\211PNG\r\n\032\n\000\000\000\rIHDR\000\001\000\000\000\001\000\000\010\006\000\000\000l"
+                                "\2040\343\000\000\000\014IDATx\234c`\240=\000\000\000d\000\001\206d<5\000\000\000\000IEND"
+                                "\256B`\202"));
+  const std::string e = error_of([&] { read_png(path); });
+  EXPECT_NE(e.find("huge.png: malformed PNG (65536x65536 pixels cannot come from 69 bytes)"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -98,6 +98,13 @@ Image read_png(const std::string& path) {
     png_image_free(&im);
     fail(path, ": image too large (", im.width, "x", im.height, ")");
   }
+  // Deflate expands at most 1032:1 and a 1-bit pixel becomes at most 4 bytes: a larger image cannot come from
+  // this file (a 69-byte PNG claiming 65536x65536 RGBA would otherwise allocate 16 GiB before failing).
+  const uint64_t need = uint64_t(im.width) * im.height * PNG_IMAGE_SAMPLE_CHANNELS(im.format);
+  if (need > uint64_t(bytes.size()) * 1032 * 32 + (uint64_t(1) << 20)) {
+    png_image_free(&im);
+    fail(path, ": malformed PNG (", im.width, "x", im.height, " pixels cannot come from ", bytes.size(), " bytes)");
+  }
   Image out(im.width, im.height, PNG_IMAGE_SAMPLE_CHANNELS(im.format));
   if (!png_image_finish_read(&im, nullptr, out.pixels.data(), 0, nullptr)) {
     std::string msg = im.message;
