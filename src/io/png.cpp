@@ -87,6 +87,17 @@ void write_png(const std::string& path, const Image& img) {
 Image read_png(const std::string& path) {
   const std::string bytes = read_file(path);
   if (bytes.size() < 8 || std::memcmp(bytes.data(), "\x89PNG\r\n\x1a\n", 8) != 0) fail(path, ": not a PNG file");
+  // Every chunk must fit in the file: libpng allocates a chunk's claimed length before reading it (a 139-byte
+  // file with a tEXt chunk claiming 1.6 GB got a 1.6 GB buffer).
+  for (size_t pos = 8; pos + 8 <= bytes.size();) {
+    uint32_t len = 0;
+    for (int i = 0; i < 4; ++i) len = (len << 8) | (unsigned char)bytes[pos + i];
+    if (size_t(len) + 12 > bytes.size() - pos)
+      fail(path, ": malformed PNG (chunk at byte ", pos, " claims ", len, " bytes, past the end of the ", bytes.size(),
+           "-byte file)");
+    if (bytes.compare(pos + 4, 4, "IEND") == 0) break;
+    pos += 12 + size_t(len);
+  }
   png_image im;
   std::memset(&im, 0, sizeof im);
   im.version = PNG_IMAGE_VERSION;
