@@ -7,6 +7,7 @@
 // src/io/pickle.cpp and src/io/yaml.cpp, committed with those files.)
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
 
 #include "testing.h"
@@ -14,6 +15,7 @@
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
 #include "tweedie/io/npy.h"
+#include "tweedie/models/clip_tokenizer.h"
 
 using namespace tweedie;
 using tweedie::testing::error_of;
@@ -88,6 +90,24 @@ TEST(FuzzRegressions, PngChunkLongerThanFile) {
                    "file)"),
             std::string::npos)
       << e;
+}
+
+// A 4000-letter "word" (a prompt pasted without spaces): CLIP's byte-pair encoding makes one pass over the
+// piece per merge, 20 s under ASan for this one (a timeout of fuzz_tokenizer), minutes for 40000 letters
+// (src/models/clip_tokenizer.cpp). Needs the real vocabulary (../shared/clip-tokenizer).
+TEST(FuzzRegressions, ClipTokenizerHugeWord) {
+  const std::string dir = std::string(TWEEDIE_SOURCE_DIR) + "/../shared/clip-tokenizer";
+  if (!std::ifstream(dir + "/vocab.json").good()) GTEST_SKIP() << "CLIP tokenizer files not found in " << dir;
+  const ClipTokenizer tok(dir);
+  std::string word;
+  uint32_t r = 1;
+  for (int i = 0; i < 4000; ++i) word += char('a' + (r = r * 1103515245 + 12345) % 26);
+  const std::string e = error_of([&] { tok.encode("a photo of " + word); });
+  EXPECT_NE(e.find("prompt: a word of 4000 bytes (letters or symbols without spaces) is too long to tokenize (at "
+                   "most 1000)"),
+            std::string::npos)
+      << e;
+  EXPECT_FALSE(tok.encode(word.substr(0, 1000)).empty());
 }
 
 }  // namespace

@@ -396,6 +396,10 @@ std::vector<int64_t> ClipTokenizer::State::bpe(const std::string& piece) const {
     auto it = cache.find(piece);
     if (it != cache.end()) return it->second;
   }
+  // Each merge pass scans the whole piece, and a piece can take as many passes as it has bytes: a 4000-letter
+  // "word" took 20 s, 40000 letters minutes. No real word comes near the limit.
+  check(piece.size() <= 1000, "prompt: a word of ", piece.size(),
+        " bytes (letters or symbols without spaces) is too long to tokenize (at most 1000)");
   std::vector<int64_t> out;
   if (piece == "<|startoftext|>" || piece == "<|endoftext|>") {
     out.push_back(piece == "<|startoftext|>" ? bos : eos);
