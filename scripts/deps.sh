@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what tweedie needs from Debian's archive, if missing (Debian 12, as root or with sudo).
 set -euo pipefail
-pkgs=(build-essential cmake ccache libtorch-dev libopenblas0-pthread nlohmann-json3-dev libpng-dev zlib1g-dev libjpeg-dev libdnnl-dev
+pkgs=(build-essential cmake ninja-build ccache libtorch-dev libopenblas0-pthread nlohmann-json3-dev libpng-dev zlib1g-dev libjpeg-dev libdnnl-dev
       libgtest-dev libbenchmark-dev dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -688,15 +688,20 @@ TEST(ClipText, FamilyEncodersFollowTheirRules) {
   EXPECT_TRUE(torch::allclose(sd1.encode(prompt, 2).context, encode_windows(l, windows(49407), 2, true).context, 1e-6, 1e-6));
   EXPECT_NE(error_of([&] { sd1.encode(prompt, 4); }).find("clip skip 4 goes past"), std::string::npos);
 
-  // SD2: 0 padding, penultimate layer then final layer norm; a 23-layer
-  // (diffusers) encoder uses its last layer.
+  // SD2: 0 padding, penultimate layer then final layer norm; an encoder
+  // already truncated there (diffusers' copy) uses its last layer, whatever
+  // its depth.
   auto h = tiny_model(cfg(3, 32, 32), 6);
   auto e2 = TextEncoderSet::sd2(ClipTokenizer(vocab_dir()), h).encode(prompt);
   EXPECT_TRUE(torch::allclose(e2.context, encode_windows(h, windows(0), 2, true).context, 1e-6, 1e-6));
   EXPECT_FALSE(torch::allclose(e2.context, encode_windows(h, windows(49407), 2, true).context, 1e-3, 1e-3));
-  auto h23 = tiny_model(cfg(23, 32, 32), 7);
-  EXPECT_TRUE(torch::allclose(TextEncoderSet::sd2(ClipTokenizer(vocab_dir()), h23).encode(prompt).context,
-                              encode_windows(h23, windows(0), 1, true).context, 1e-6, 1e-6));
+  for (int64_t depth : {23, 5}) {
+    auto ht = tiny_model(cfg(depth, 32, 32), 7);
+    EXPECT_TRUE(torch::allclose(TextEncoderSet::sd2(ClipTokenizer(vocab_dir()), ht, true).encode(prompt).context,
+                                encode_windows(ht, windows(0), 1, true).context, 1e-6, 1e-6));
+    EXPECT_TRUE(torch::allclose(TextEncoderSet::sd2(ClipTokenizer(vocab_dir()), ht).encode(prompt).context,
+                                encode_windows(ht, windows(0), 2, true).context, 1e-6, 1e-6));
+  }
 
   // SDXL: penultimate of both without the final norm, concatenated; pooled
   // from the second (0 padding) through its projection.

@@ -15,6 +15,9 @@
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
 #include "tweedie/io/npy.h"
+#include "tweedie/io/pickle.h"
+#include "tweedie/io/yaml.h"
+#include "tweedie/io/zip.h"
 #include "tweedie/models/clip_tokenizer.h"
 
 using namespace tweedie;
@@ -108,6 +111,43 @@ TEST(FuzzRegressions, ClipTokenizerHugeWord) {
             std::string::npos)
       << e;
   EXPECT_FALSE(tok.encode(word.substr(0, 1000)).empty());
+}
+
+// A 1.5 KB data.pkl: 17 dicts, each of the first 16 holding 10 keys that all refer (by memo) to the next one.
+// Flattening the state dict visited 10^16 entries (a hang; with tensors at the bottom, unbounded memory).
+TEST(FuzzRegressions, TorchSaveSharedDictsMultiply) {
+  auto str = [](const std::string& s) { return "X" + std::string{char(s.size()), 0, 0, 0} + s; };  // BINUNICODE
+  std::string pkl = bytes("\200\002}q\020");  // PROTO 2, D16 = {}, BINPUT 16
+  for (int level = 15; level >= 0; --level) {
+    pkl += "}q" + std::string(1, char(level)) + "(";  // D<level> = {}, BINPUT level, MARK
+    for (int k = 0; k < 10; ++k) pkl += str("k" + std::to_string(k)) + "h" + std::string(1, char(level + 1));
+    pkl += "u";                                   // SETITEMS: k0..k9 -> D<level+1>
+    if (level > 0) pkl += "0";                    // POP (kept in the memo)
+  }
+  pkl += ".";
+  ASSERT_EQ(pkl.size(), 1541u);
+  const std::string path = tmp("shared.ckpt");
+  ZipWriter w(path);
+  w.add("archive/data.pkl", pkl);
+  w.finish();
+  const std::string e = error_of([&] { load_torch_file(path); });
+  EXPECT_NE(e.find("shared.ckpt: more than 1048576 dict entries to read"), std::string::npos) << e;
+}
+
+// One line of 100,000 "- " (a sequence in a sequence in ...): each level was a recursion and the stack
+// overflowed (src/io/yaml.cpp).
+TEST(FuzzRegressions, YamlDeeplyNestedBlockSequence) {
+  std::string text;
+  for (int i = 0; i < 100000; ++i) text += "- ";
+  text += "x\n";
+  const std::string e = error_of([&] { parse_yaml(text, "dashes.yaml"); });
+  EXPECT_NE(e.find("dashes.yaml:1: blocks nested more than 64 deep"), std::string::npos) << e;
+  // 64 levels are read.
+  std::string ok;
+  for (int i = 0; i < 63; ++i) ok += "- ";
+  nlohmann::json j = parse_yaml(ok + "x\n", "ok.yaml");
+  for (int i = 0; i < 63; ++i) j = nlohmann::json(j.at(0));
+  EXPECT_EQ(j, "x");
 }
 
 }  // namespace

@@ -976,3 +976,92 @@ TEST(GuidanceCli, NewRulesRunAndBadInputIsOneClearError) {
 }
 
 }  // namespace
+
+namespace {
+
+// Nested branch scopes label the rows of a batched call by path.
+TEST(Hooks, BranchScopesLabelRowsByPath) {
+  EXPECT_TRUE(current_hook_context(0.5, 4).branches.empty());
+  EXPECT_EQ(current_hook_context(0.5, 4).step, -1);
+  BranchScope outer({"source", "target"});
+  {
+    BranchScope inner({"cond", "uncond"});
+    StepScope step(3);
+    const HookContext c = current_hook_context(0.25, 8);
+    EXPECT_EQ(c.step, 3);
+    EXPECT_EQ(c.s, 0.25);
+    ASSERT_EQ(c.branches.size(), 4u);
+    const std::vector<std::pair<std::string, int64_t>> want = {
+        {"source/cond", 0}, {"target/cond", 2}, {"source/uncond", 4}, {"target/uncond", 6}};
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(c.branches[i].name, want[i].first);
+      EXPECT_EQ(c.branches[i].begin, want[i].second);
+      EXPECT_EQ(c.branches[i].end, want[i].second + 2);
+    }
+    EXPECT_EQ(c.rows("cond"), (std::vector<int64_t>{0, 1, 2, 3}));
+    EXPECT_EQ(c.rows("target"), (std::vector<int64_t>{2, 3, 6, 7}));
+    EXPECT_TRUE(c.rows("con").empty());  // whole components only
+    EXPECT_EQ(c.branch_of(5), "source/uncond");
+    EXPECT_EQ(c.branch_of(8), "");
+    EXPECT_TRUE(current_hook_context(0.25, 6).branches.empty());  // 6 rows are not 2 x 2 copies
+  }
+  EXPECT_EQ(current_hook_context(0.5, 4).step, -1);
+  EXPECT_EQ(current_hook_context(0.5, 4).branches.size(), 2u);
+}
+
+// A hook sees the sampler's step and which rows are which branch along a CFG + PAG run.
+TEST(Hooks, ContextCarriesStepsAndBranchRowsThroughGuidedSampling) {
+  auto net = tiny_net("unet");
+  struct Seen {
+    int step;
+    double s;
+    std::vector<HookBranch> branches;
+    int64_t rows;
+  };
+  std::vector<Seen> seen;
+  ScopedHook hook(net->network(), "temb", [&](const std::string&, const torch::Tensor& v, const HookContext& c) {
+    seen.push_back({c.step, c.s, c.branches, v.size(0)});
+    return v;
+  });
+  GuidanceOptions g;
+  g.cfg = 2;
+  g.pag = 1.5;
+  auto guided = make_guidance(net, g);
+  const int n = 2, steps = 4;
+  for (const char* name : {"euler", "heun", "dpmpp-2m"}) {
+    seen.clear();
+    const SamplerInfo& info = find_sampler(name);
+    const auto levels = karras_levels(10, 0.1, steps - 1);  // steps levels; with the terminal 0, `steps` steps
+    std::vector<double> sigmas(levels.begin(), levels.end());
+    sigmas.push_back(0);
+    SamplerRun run(*guided, sigmas, labels({0, 2}));
+    run_sampler(info, run, torch::randn({n, 1, 8, 8}) * 10);
+    ASSERT_EQ(int(seen.size()), run.nfe) << name;
+    int last = 0;
+    for (const auto& e : seen) {
+      EXPECT_GE(e.step, last) << name;  // in order, each call in the step in progress
+      EXPECT_LT(e.step, steps) << name;
+      last = e.step;
+      ASSERT_EQ(e.rows, 3 * n) << name;
+      ASSERT_EQ(e.branches.size(), 3u) << name;
+      EXPECT_EQ(e.branches[0].name, "cond");
+      EXPECT_EQ(e.branches[1].name, "uncond");
+      EXPECT_EQ(e.branches[2].name, "perturbed");
+      EXPECT_EQ(e.branches[2].begin, 2 * n);
+      EXPECT_EQ(e.branches[2].end, 3 * n);
+    }
+    EXPECT_EQ(seen.front().step, 0) << name;
+    EXPECT_EQ(seen.back().step, steps - 1) << name;
+  }
+  // Outside sampling, and with CFG alone: step -1, two branches.
+  seen.clear();
+  GuidanceOptions c;
+  c.cfg = 3;
+  make_guidance(net, c)->predict(torch::randn({n, 1, 8, 8}), 1.0, labels({1, 1}));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].step, -1);
+  ASSERT_EQ(seen[0].branches.size(), 2u);
+  EXPECT_EQ(seen[0].branches[1].name, "uncond");
+}
+
+}  // namespace

@@ -11,6 +11,7 @@
 #include "tweedie/io/image.h"
 #include "tweedie/io/npy.h"
 #include "tweedie/io/plot.h"
+#include "tweedie/io/resize.h"
 
 using namespace tweedie;
 using tweedie::testing::error_of;
@@ -153,6 +154,48 @@ TEST(Plot, LabeledGridPlacesScaledTilesAndLabels) {
   EXPECT_GT(dark(0, top, left, img.height), 5);
   EXPECT_EQ(dark(0, 0, left, top), 0);
   EXPECT_THROW(labeled_grid(t, 2, {}, {}, 0), Error);
+}
+
+// Pillow's Lanczos resampling and A1111's resize modes.
+TEST(Resize, LanczosWeightsAndModes) {
+  auto x = torch::rand({1, 3, 12, 20}, torch::kFloat64) * 2 - 1;
+  EXPECT_TRUE(torch::equal(resize_image(x, 12, 20, "stretch"), x));  // same size: untouched
+  // A constant image stays constant at any size (weights sum to 1).
+  auto c = torch::full({1, 1, 7, 9}, 0.25, torch::kFloat64);
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{3, 4}, {20, 31}, {7, 2}})
+    EXPECT_TRUE(torch::allclose(resize_image(c, h, w, "stretch"), torch::full({1, 1, h, w}, 0.25, torch::kFloat64), 0, 1e-12));
+  // Upsampling 4 -> 8 along one axis: output i has centre (i + 0.5) / 2 and
+  // weights lanczos3(j - centre + 0.5) over the input, normalised.
+  auto v = torch::tensor({1.0, -2.0, 0.5, 3.0}, torch::kFloat64).reshape({1, 1, 1, 4});
+  auto up = lanczos_resize_axis(v, 3, 8);
+  auto L = [](double t) {
+    if (t == 0) return 1.0;
+    if (std::abs(t) >= 3) return 0.0;
+    return 3 * std::sin(M_PI * t) * std::sin(M_PI * t / 3) / (M_PI * M_PI * t * t);
+  };
+  for (int i = 0; i < 8; ++i) {
+    const double centre = (i + 0.5) * 0.5;
+    double num = 0, den = 0;
+    for (int j = 0; j < 4; ++j) {
+      const double wgt = L(j - centre + 0.5);
+      num += wgt * v[0][0][0][j].item<double>(), den += wgt;
+    }
+    EXPECT_NEAR(up[0][0][0][i].item<double>(), num / den, 1e-12) << i;
+  }
+  // Shrinking by 2 widens the kernel: a checkerboard averages out (antialiasing).
+  auto board = (torch::arange(16, torch::kFloat64).remainder(2) * 2 - 1).reshape({1, 1, 1, 16});
+  EXPECT_LT(lanczos_resize_axis(board, 3, 8).abs().max().item<double>(), 0.2);  // Lanczos' lobes leave some
+  // crop: a 2:1 image to a square keeps the middle; fill: the bands repeat the edge rows.
+  auto wide = torch::rand({1, 1, 8, 16}, torch::kFloat64);
+  auto crop = resize_image(wide, 8, 8, "crop");
+  EXPECT_TRUE(torch::allclose(crop, wide.narrow(3, 4, 8)));
+  auto fill = resize_image(wide, 16, 16, "fill");
+  ASSERT_EQ(fill.sizes(), (std::vector<int64_t>{1, 1, 16, 16}));
+  EXPECT_TRUE(torch::allclose(fill.narrow(2, 4, 8), resize_image(wide, 8, 16, "stretch")));
+  EXPECT_TRUE(torch::equal(fill.narrow(2, 0, 4), fill.narrow(2, 4, 1).expand({-1, -1, 4, -1})));
+  EXPECT_TRUE(torch::equal(fill.narrow(2, 12, 4), fill.narrow(2, 11, 1).expand({-1, -1, 4, -1})));
+  EXPECT_NE(error_of([&] { resize_image(wide, 8, 8, "zoom"); }).find("unknown resize mode 'zoom'"), std::string::npos);
+  EXPECT_NE(error_of([&] { resize_image(wide, 0, 8, "crop"); }).find("must be positive"), std::string::npos);
 }
 
 }  // namespace

@@ -525,6 +525,38 @@ TEST(Pickle, MalformedFilesAreErrorsNotCrashes) {
 
 // ====================================================================== StateDict
 
+// The header length's low byte is arbitrary in real files (one in 256 has
+// 0x80, pickle's PROTO opcode): every one must load as safetensors.
+TEST(StateDict, SafetensorsOfEveryHeaderLengthLowByteLoad) {
+  const std::string json = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  const float values[2] = {1.5f, -2.25f};
+  for (int low = 0; low < 256; ++low) {
+    const size_t n = 512 + size_t(low);  // >= the JSON's length, low byte = low
+    std::string file(8, '\0');
+    for (int i = 0; i < 8; ++i) file[size_t(i)] = char((uint64_t(n) >> (8 * i)) & 0xff);
+    file += json + std::string(n - json.size(), ' ');
+    file.append(reinterpret_cast<const char*>(values), sizeof values);
+    const std::string path = tmp("low_byte.safetensors");
+    write_file_atomic(path, file);
+    ASSERT_EQ((unsigned char)file[0], low);
+    EXPECT_EQ(detect_weights_format(path), WeightsFormat::Safetensors) << "low byte " << low;
+    StateDict sd;
+    const std::string e = error_of([&] { sd = load_state_dict(path); });
+    ASSERT_EQ(e, "") << "low byte " << low;
+    EXPECT_TRUE(torch::equal(sd.at("w"), torch::tensor({1.5f, -2.25f}))) << "low byte " << low;
+  }
+  // The other forms by structure: ZIP, legacy pickle, and neither.
+  save_torch_file(tmp("zip.pt"), {{"w", torch::ones({2})}});
+  EXPECT_EQ(detect_weights_format(tmp("zip.pt")), WeightsFormat::TorchZip);
+  write_file_atomic(tmp("legacy2.pt"), std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.", 15));
+  EXPECT_EQ(detect_weights_format(tmp("legacy2.pt")), WeightsFormat::TorchLegacy);
+  // 0x80 first but no legacy magic, and a length past the end: neither form.
+  write_file_atomic(tmp("neither.bin"), std::string("\x80\x02\x00\x00\x00\x00\x00\x00{}", 10));
+  EXPECT_EQ(detect_weights_format(tmp("neither.bin")), WeightsFormat::Unknown);
+  EXPECT_ERROR(load_state_dict(tmp("neither.bin")), "out of bounds");
+  EXPECT_ERROR(load_torch_file(tmp("low_byte.safetensors")), "a safetensors file, not a torch.save file");
+}
+
 TEST(StateDict, SafetensorsAndTorchFilesLoadAlikeWithDtypeConversion) {
   torch::manual_seed(1);
   std::vector<std::pair<std::string, torch::Tensor>> ts = {{"a.weight", torch::randn({3, 4})},
@@ -558,8 +590,8 @@ TEST(StateDict, SafetensorsAndTorchFilesLoadAlikeWithDtypeConversion) {
 
 TEST(SdCheckpoint, KeyGeneratorsMatchTheModules) {
   // The test's LDM key sets (from the naming rules) are exactly the modules' parameters.
-  SdCheckpoint ck;
   for (const TinyUnet& u : {tiny_sd1(), tiny_sd2(), tiny_sdxl()}) {
+    SdCheckpoint ck;  // no family yet: detect_sd_family tells it from the UNet
     const Shapes want = ldm_unet_shapes(u);
     detect_sd_family(random_dict(want), "tiny", ck);
     auto net = make_sd_unet(ck.unet_config);
@@ -763,7 +795,7 @@ TEST(SdCheckpoint, FamilyDetectionFromKeysAndShapes) {
   TinyUnet odd = tiny_sd1();
   odd.ctx = 512;
   EXPECT_ERROR(sd_checkpoint_from_state_dict(random_dict(ldm_unet_shapes(odd), "model.diffusion_model."), "odd.ckpt"),
-               "unknown cross-attention width 512");
+               "cannot tell the family of a bare UNet with context width 512");
   StateDict no_te = tiny_single_file("sd1");
   for (auto it = no_te.begin(); it != no_te.end();) it = it->first.rfind("cond_stage_model.", 0) == 0 ? no_te.erase(it) : std::next(it);
   EXPECT_ERROR(sd_checkpoint_from_state_dict(no_te, "x.ckpt"), "without its text encoder (expected keys cond_stage_model.transformer.*)");

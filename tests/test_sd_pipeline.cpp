@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_testing.h"
+#include "sd_testing.h"
 #include "testing.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
@@ -24,42 +25,9 @@
 namespace tweedie {
 namespace {
 
-// The real CLIP vocabulary when ../shared has it; otherwise a stand-in in the
-// same format with the same special tokens (CLIP's byte-to-unicode alphabet,
-// every byte a token with and without "</w>", one merge), so these tests run
-// everywhere. Token ids then differ from CLIP's; no test here relies on them.
-std::string utf8(uint32_t c) {  // c < 0x800
-  std::string o;
-  if (c < 0x80) {
-    o += char(c);
-  } else {
-    o += char(0xC0 | (c >> 6));
-    o += char(0x80 | (c & 0x3F));
-  }
-  return o;
-}
-
-std::string make_tokenizer() {
-  const std::string real = std::string(TWEEDIE_SOURCE_DIR) + "/../shared/clip-tokenizer";
-  if (std::ifstream(real + "/vocab.json").good()) return real;
-  const std::string dir = ::testing::TempDir() + "/standin_clip_tokenizer";
-  ::mkdir(dir.c_str(), 0755);
-  std::string vocab = "{";
-  int id = 0, extra = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    std::string ch = utf8(printable ? uint32_t(b) : uint32_t(256 + extra++));
-    if (ch == "\"" || ch == "\\") ch = "\\" + ch;  // JSON escapes
-    vocab += "\"" + ch + "\": " + std::to_string(id++) + ", ";
-    vocab += "\"" + ch + "</w>\": " + std::to_string(id++) + ", ";
-  }
-  vocab += "\"at</w>\": 512, \"<|startoftext|>\": 49406, \"<|endoftext|>\": 49407}";
-  write_file_atomic(dir + "/vocab.json", vocab);
-  write_file_atomic(dir + "/merges.txt", "#version: 0.2\na t</w>\n");
-  return dir;
-}
-
-const std::string kTokenizer = make_tokenizer();
+using testing::kTokenizer;
+using testing::random_clip;
+using testing::randomized;
 
 #define EXPECT_ERROR(stmt, needle)                                              \
   do {                                                                          \
@@ -73,21 +41,6 @@ const std::string kTokenizer = make_tokenizer();
 struct Tiny {
   StateDict unet, vae, te;
 };
-
-StateDict randomized(torch::nn::Module& m, double std) {
-  StateDict sd;
-  torch::NoGradGuard ng;
-  for (auto& [name, t] : module_tensors(m)) {
-    auto v = t.clone();
-    if (v.is_floating_point()) {
-      const bool norm_weight = name.find("norm") != std::string::npos && name.size() > 7 &&
-                               name.compare(name.size() - 7, 7, ".weight") == 0;
-      v = norm_weight ? 1 + 0.1 * torch::randn_like(v) : std * torch::randn_like(v);
-    }
-    sd[name] = v;
-  }
-  return sd;
-}
 
 SdUNetConfig tiny_unet_config(int64_t in_channels = 4) {
   SdUNetConfig c = SdUNetConfig::preset("sd1");
@@ -116,12 +69,7 @@ Tiny make_tiny(uint64_t seed, int64_t in_channels = 4) {
   t.unet = randomized(*unet, 0.08);
   AutoencoderKL vae(tiny_vae_config());
   t.vae = randomized(*vae, 0.08);
-  ClipTextConfig tc = ClipTextConfig::clip_l();
-  tc.layers = 2;
-  tc.intermediate = 64;
-  tc.projection_dim = 0;
-  ClipTextModel te(tc);
-  for (auto& [k, v] : randomized(*te, 0.05)) t.te[k.rfind("text_model.", 0) == 0 ? k : "text_model." + k] = v;
+  t.te = random_clip(768, 0, "quick_gelu");
   return t;
 }
 
@@ -181,58 +129,6 @@ SdRequest small_request() {
   r.cfg = 5;
   r.seed = 7;
   return r;
-}
-
-// The OpenCLIP layout (SD2's cond_stage_model.model.*, SDXL's
-// conditioner.embedders.1.model.*) of HF-named CLIP weights.
-StateDict hf_to_openclip(const StateDict& hf) {
-  StateDict o;
-  std::map<std::string, std::vector<torch::Tensor>> qkv;  // "N.weight" -> q, k, v
-  const std::vector<std::pair<std::string, std::string>> renames = {
-      {"self_attn.out_proj.", "attn.out_proj."}, {"layer_norm1.", "ln_1."}, {"layer_norm2.", "ln_2."},
-      {"mlp.fc1.", "mlp.c_fc."}, {"mlp.fc2.", "mlp.c_proj."}};
-  for (auto& [k, v] : hf) {
-    if (k == "text_model.embeddings.token_embedding.weight") o["token_embedding.weight"] = v;
-    else if (k == "text_model.embeddings.position_embedding.weight") o["positional_embedding"] = v;
-    else if (k.rfind("text_model.final_layer_norm.", 0) == 0) o["ln_final." + k.substr(28)] = v;
-    else if (k == "text_projection.weight") o["text_projection"] = v.t().contiguous();
-    else if (k.rfind("text_model.encoder.layers.", 0) == 0) {
-      std::string rest = k.substr(26);  // "N.self_attn.q_proj.weight"
-      const std::string n = rest.substr(0, rest.find('.')), tail = rest.substr(rest.find('.') + 1);
-      bool done = false;
-      for (const char* part : {"q", "k", "v"})
-        if (tail.rfind(std::string("self_attn.") + part + "_proj.", 0) == 0) {
-          auto& slot = qkv[n + "." + tail.substr(tail.rfind('.') + 1)];
-          slot.resize(3);
-          slot[part[0] == 'q' ? 0 : part[0] == 'k' ? 1 : 2] = v;
-          done = true;
-        }
-      if (done) continue;
-      for (auto& [from, to] : renames)
-        if (tail.rfind(from, 0) == 0) o["transformer.resblocks." + n + "." + to + tail.substr(from.size())] = v, done = true;
-      if (!done) ADD_FAILURE() << "unmapped " << k;
-    } else if (k != "text_model.embeddings.position_ids") ADD_FAILURE() << "unmapped " << k;
-  }
-  for (auto& [nk, parts] : qkv) {
-    const std::string n = nk.substr(0, nk.find('.')), kind = nk.substr(nk.find('.') + 1);
-    o["transformer.resblocks." + n + ".attn.in_proj_" + kind] = torch::cat(parts, 0);
-  }
-  return o;
-}
-
-StateDict random_clip(int64_t width, int64_t projection, const std::string& activation) {
-  ClipTextConfig tc = ClipTextConfig::clip_l();
-  tc.width = width;
-  tc.heads = width / 64;
-  tc.layers = 2;
-  tc.intermediate = 64;
-  tc.projection_dim = projection;
-  tc.activation = activation;
-  ClipTextModel te(tc);
-  StateDict out;
-  for (auto& [k, v] : randomized(*te, 0.05))
-    out[k.rfind("text_model.", 0) == 0 || k.rfind("text_projection", 0) == 0 ? k : "text_model." + k] = v;
-  return out;
 }
 
 // SDXL in its real single-file layout: the UNet with label_emb (y of 2816 =

@@ -127,7 +127,7 @@ int bench_edit(int argc, char** argv) {
       e.method = m;
       if (!quiet) std::fprintf(stderr, "edit %s: %s...\n", pair.c_str(), m.c_str());
       const double t0 = now();
-      torch::Tensor y = run_edit(e, model, sigmas, x, from, to, seed).edited.clamp(-1, 1);
+      torch::Tensor y = run_edit(e, model, sigmas, x, class_condition(from, x.size(0)), class_condition(to, x.size(0)), seed).edited.clamp(-1, 1);
       const double secs = now() - t0;
       auto p = class_probabilities(*clf, y);
       md << "| " << pair << " | " << m << " | "

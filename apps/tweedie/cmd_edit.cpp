@@ -1,9 +1,12 @@
-// tweedie edit: change the class of images with a training-free method on a
-// pretrained class-conditional model (SDEdit, DDIB, edit-friendly DDPM,
-// CycleDiffusion, DiffEdit, ILVR; include/tweedie/edit/), write source and
-// edited images as a grid (or a folder), and judge the edits with the
-// evaluation classifier.
+// tweedie edit: change images with a training-free method (SDEdit, DDIB,
+// edit-friendly DDPM, CycleDiffusion, DiffEdit, ILVR; include/tweedie/edit/)
+// on a pretrained class-conditional model (--from/--to classes; the edits
+// are judged with the evaluation classifier) or a text-conditioned latent
+// model (--source-prompt/--target-prompt; images are encoded with its VAE,
+// edited as latents and decoded), and write source and edited images as a
+// grid (or a folder).
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "cli.h"
@@ -22,25 +25,86 @@ std::string class_name(const LoadedModel& m, int64_t k) {
   return k < int64_t(m.class_names.size()) ? m.class_names[k] : std::to_string(k);
 }
 
+// The edits as one PNG per image (DIR/) or a grid: the source row, the
+// edited row and, for diffedit, the mask row (scaled up to the images).
+void write_edits(const torch::Tensor& x, const torch::Tensor& edited, const torch::Tensor& mask, const std::string& params,
+                 const std::string& out, bool to_dir, bool quiet) {
+  const int64_t n = x.size(0);
+  if (to_dir) {
+    std::filesystem::create_directories(out);
+    for (int64_t i = 0; i < n; ++i) {
+      char name[64];
+      std::snprintf(name, sizeof name, "%05ld.png", (long)i);
+      Image img = tensor_to_image(edited[i]);
+      img.text["parameters"] = params;
+      write_png(out + (ends_with(out, "/") ? "" : "/") + name, img);
+    }
+  } else {
+    std::vector<torch::Tensor> rows = {x, edited};
+    if (mask.defined()) {
+      auto m = torch::upsample_nearest2d(mask.to(torch::kFloat32), {x.size(2), x.size(3)});
+      rows.push_back((m * 2 - 1).expand_as(x));
+    }
+    Image grid = make_grid(torch::cat(rows), int(n));
+    grid.text["parameters"] = params;
+    write_png(out, grid);
+  }
+  if (!quiet) std::fprintf(stderr, "wrote %s\n", out.c_str());
+}
+
+// A text model: images -> latents (VAE), the edit between the prompts' conditions, latents -> images.
+int edit_text(const Args& a, const EditSettings& e, const LoadedModel& model, int steps, const std::string& out,
+              bool to_dir) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor images = load_input_images(a.str("input"), model, "tweedie edit");
+  const int64_t n = images.size(0);
+  const torch::Tensor x = model.encode(images);
+  if (e.method == "ilvr")
+    check(e.factor >= 1 && x.size(2) % e.factor == 0 && x.size(3) % e.factor == 0, "tweedie edit: --factor ", e.factor,
+          " must divide the latent size ", x.size(3), "x", x.size(2));
+  const bool has_src = a.has("source-prompt");
+  const auto conds = model.prompt_conditions({has_src ? a.str("source-prompt") : "", a.str("target-prompt")},
+                                             a.str("negative-prompt"), n, images.size(2), images.size(3));
+  const Cond src = has_src ? conds[0] : Cond{}, tgt = conds[1];
+  const std::vector<double> sigmas = make_schedule(a.str("schedule"), model.denoiser->process(), steps);
+  if (!a.has("quiet"))
+    std::fprintf(stderr, "edit %s: %ld image(s) %ldx%ld, '%s' -> '%s', %d steps...\n", e.method.c_str(), (long)n,
+                 (long)images.size(3), (long)images.size(2), a.str("source-prompt").c_str(), a.str("target-prompt").c_str(),
+                 steps);
+  EditOutput r = run_edit(e, model, sigmas, x, src, tgt, uint64_t(a.integer("seed")));
+  check(torch::isfinite(r.edited).all().item<bool>(), "the edit produced non-finite values");
+  const torch::Tensor edited = model.decode(r.edited);
+  const Difference d = difference(edited, images), dl = difference(r.edited, x);
+  std::printf("%s: %ld image(s) edited toward '%s'; RMSE to the source: images %.3f, latents %.3f\n", e.method.c_str(),
+              (long)n, a.str("target-prompt").c_str(), d.rmse, dl.rmse);
+  const std::string params = a.str("target-prompt") + "\nedit --method " + e.method +
+                             (has_src ? " --source-prompt \"" + a.str("source-prompt") + "\"" : "") + " --cfg " +
+                             a.str("cfg") + " --steps " + std::to_string(steps) + " --seed " + a.str("seed");
+  write_edits(images, edited, r.mask, params, out, to_dir, a.has("quiet"));
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::string methods;
   for (auto& m : edit_methods()) methods += (methods.empty() ? "" : "|") + m;
-  Args a("edit", "--method M --to CLASS [--from CLASS] (-i IN.png|DIR | --test-images N) -o OUT.png|DIR/ [options]",
-         {
+  std::vector<Args::Opt> opts = {
              {"method", "", false, "edit method: " + methods, ""},
              {"from", "", false, "source class (name or index); needed by ddib, ddpm, cycle, diffedit and --test-images", ""},
              {"to", "", false, "target class (name or index)", ""},
-             {"input", "i", false, "image(s) to edit: a PNG or a folder of PNGs, each of the model's size (28x28 grayscale)", ""},
+             {"input", "i", false, "image(s) to edit: a PNG or a folder of PNGs, each of the model's size (a class "
+                                   "model's own; text models: any multiple of their size step)", ""},
              {"test-images", "", false, "edit the first N Fashion-MNIST test images of the --from class", ""},
              {"output", "o", false, "OUT.png (grid: source row, edited row, and the mask row for diffedit) or DIR/ (one PNG per edit)", ""},
-             {"model", "m", false, "model file (.safetensors; default: the shipped Fashion-MNIST model)", ""},
+             {"model", "m", false, "model file (.safetensors; default: the shipped Fashion-MNIST model) or a Stable "
+                                   "Diffusion checkpoint (file or diffusers folder)", ""},
              {"strength", "", false, "fraction of the schedule to re-run, in [0, 1] (default: 0.6 sdedit/diffedit, 0.8 ddpm/cycle, 1 ddib)", ""},
              {"cfg", "", false, "classifier-free guidance scale toward the target", "3"},
              {"steps", "s", false, "number of steps", "20"},
              {"schedule", "", false, "step schedule (see 'tweedie samplers')", "karras"},
              {"sampler", "", false, "sampler (default: ddpm for ilvr, ddim otherwise; ddib and diffedit need an invertible one)", ""},
              {"eta", "", false, "ddpm, cycle: noise fraction of the decoding steps, in (0, 1]", "1"},
-             {"factor", "", false, "ilvr: low-pass downsampling factor N (divides 28: 1, 2, 4, 7, 14, 28)", "4"},
+             {"factor", "", false, "ilvr: low-pass downsampling factor N (divides the sample size: 1, 2, 4, 7, 14, 28 "
+                                   "for 28x28; text models: of the latents)", "4"},
              {"range", "", false, "ilvr: fraction of the steps (from the top) that are conditioned", "1"},
              {"mask-threshold", "", false, "diffedit: mask threshold in [0, 1)", "0.5"},
              {"mask-clamp", "", false, "diffedit: the difference map is divided by this times its mean and clipped at 1 before the threshold", "3"},
@@ -49,15 +113,40 @@ int run(int argc, char** argv) {
              {"classifier", "", false, "evaluation classifier (default: the shipped one)", ""},
              {"seed", "", false, "random seed", "0"},
              {"quiet", "q", true, "no progress on stderr", ""},
-         });
+             {"source-prompt", "", false, "text models: what the input shows (needed by ddib, ddpm, cycle, diffedit)", ""},
+             {"target-prompt", "", false, "text models: what the edit should show", ""},
+             {"negative-prompt", "", false, "text models: CFG's negative prompt", ""},
+  };
+  const auto text_opts = text_model_opts();
+  opts.insert(opts.end(), text_opts.begin(), text_opts.end());
+  Args a("edit",
+         "--method M (--to CLASS [--from CLASS] | --target-prompt P [--source-prompt P]) (-i IN.png|DIR | --test-images "
+         "N) -o OUT.png|DIR/ [options]",
+         opts);
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie edit: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
   check(a.has("method"), "tweedie edit: --method is required (", methods, ")");
   EditSettings e;
   e.method = a.str("method");
   check_edit_method(e.method, "tweedie edit");
-  check(a.has("to"), "tweedie edit: --to is required (the target class)");
-  check(!needs_source(e.method) || a.has("from"), "tweedie edit: --method ", e.method, " needs --from (the source class)");
+  std::string spec = a.str("model");
+  if (spec.empty()) {
+    spec = default_model_path();
+    check(std::ifstream(spec).good(), "tweedie edit: no --model given and the default model ", spec, " is missing");
+  }
+  const bool text = is_text_model(spec);
+  if (text) {
+    check(!a.has("to") && !a.has("from") && !a.has("test-images") && !a.has("classifier"), "tweedie edit: ", spec,
+          " is a text model: give --source-prompt/--target-prompt and --input, not --from/--to/--test-images/--classifier");
+    check(a.has("target-prompt"), "tweedie edit: --target-prompt is required (what the edit should show)");
+    check(!needs_source(e.method) || a.has("source-prompt"), "tweedie edit: --method ", e.method,
+          " needs --source-prompt (what the input shows)");
+  } else {
+    check(!a.has("source-prompt") && !a.has("target-prompt") && !a.has("negative-prompt"), "tweedie edit: prompts need "
+          "a text model (", spec, " is not one)");
+    check(a.has("to"), "tweedie edit: --to is required (the target class)");
+    check(!needs_source(e.method) || a.has("from"), "tweedie edit: --method ", e.method, " needs --from (the source class)");
+  }
   check(a.has("input") != a.has("test-images"), "tweedie edit: give either --input or --test-images");
   check(!a.has("test-images") || a.has("from"), "tweedie edit: --test-images needs --from (the class of the images)");
   check(a.has("output"), "tweedie edit: --output is required (.png or DIR/)");
@@ -102,13 +191,8 @@ int run(int argc, char** argv) {
   const int steps = a.integer("steps");
   check(steps >= 1, "tweedie edit: --steps must be >= 1 (got ", steps, ")");
 
-  std::string spec = a.str("model");
-  if (spec.empty()) {
-    spec = default_model_path();
-    check(std::ifstream(spec).good(), "tweedie edit: no --model given and the default model ", spec, " is missing");
-  }
-  check(ends_with(spec, ".safetensors"), "tweedie edit: --model must be an image model file (.safetensors), got '", spec, "'");
-  LoadedModel model = load_model(spec, "", "");
+  LoadedModel model = load_model(spec, "", "", text_model_options(a));
+  if (text) return edit_text(a, e, model, steps, out, to_dir);
   check(model.num_classes > 0, "tweedie edit: ", spec, " is not class-conditional");
   const int64_t to = class_labels(model, a.str("to"), 1)[0].item<int64_t>();
   const int64_t from = a.has("from") ? class_labels(model, a.str("from"), 1)[0].item<int64_t>() : -1;
@@ -125,7 +209,8 @@ int run(int argc, char** argv) {
   if (!a.has("quiet")) std::fprintf(stderr, "edit %s: %ld image(s), %s -> %s, %d steps...\n", e.method.c_str(),
                                     (long)x.size(0), from >= 0 ? class_name(model, from).c_str() : "?",
                                     class_name(model, to).c_str(), steps);
-  EditOutput r = run_edit(e, model, sigmas, x, from, to, uint64_t(a.integer("seed")));
+  EditOutput r = run_edit(e, model, sigmas, x, class_condition(from, x.size(0)), class_condition(to, x.size(0)),
+                          uint64_t(a.integer("seed")));
   check(torch::isfinite(r.edited).all().item<bool>(), "the edit produced non-finite values");
   const torch::Tensor edited = r.edited.clamp(-1, 1);
 
@@ -149,23 +234,7 @@ int run(int argc, char** argv) {
   const std::string params = "edit --method " + e.method + (from >= 0 ? " --from " + class_name(model, from) : "") +
                              " --to " + class_name(model, to) + " --cfg " + a.str("cfg") + " --steps " +
                              std::to_string(steps) + " --seed " + a.str("seed");
-  if (to_dir) {
-    if (!is_directory(out)) check(std::system(("mkdir -p '" + out + "'").c_str()) == 0, "cannot create '", out, "'");
-    for (int64_t i = 0; i < n; ++i) {
-      char name[64];
-      std::snprintf(name, sizeof name, "%05ld.png", (long)i);
-      Image img = tensor_to_image(edited[i]);
-      img.text["parameters"] = params;
-      write_png(out + (ends_with(out, "/") ? "" : "/") + name, img);
-    }
-  } else {
-    std::vector<torch::Tensor> rows = {x, edited};
-    if (r.mask.defined()) rows.push_back((r.mask.to(torch::kFloat32) * 2 - 1).expand_as(x));
-    Image grid = make_grid(torch::cat(rows), int(n));
-    grid.text["parameters"] = params;
-    write_png(out, grid);
-  }
-  if (!a.has("quiet")) std::fprintf(stderr, "wrote %s\n", out.c_str());
+  write_edits(x, edited, r.mask, params, out, to_dir, a.has("quiet"));
   return 0;
 }
 

@@ -38,6 +38,7 @@ int run(int argc, char** argv) {
           {"clip-skip", "", false, "text: n-th last layer (1 = the family's default)", "1"},
           {"pooled", "", false, "text (SDXL): also write the pooled embedding to this .npy", ""},
           {"tokenizer", "", false, "folder with vocab.json + merges.txt (single-file checkpoints)", ""},
+          {"config", "", false, "single files: the architecture as an LDM/SGM .yaml or a tweedie .json", ""},
           {"bf16", "", true, "run in bfloat16", ""},
           {"output", "o", false, "output .npy", ""}});
   if (!a.parse(argc, argv)) return 0;
@@ -49,6 +50,7 @@ int run(int argc, char** argv) {
   check(out.size() > 4 && out.substr(out.size() - 4) == ".npy", "tweedie forward: --output must end in .npy");
   SdPipelineOptions po;
   po.tokenizer = a.str("tokenizer");
+  po.config = a.str("config");
   po.dtype = a.has("bf16") ? torch::kBFloat16 : torch::kFloat32;
   StableDiffusion sd(a.str("model"), po);
   torch::NoGradGuard ng;

@@ -9,6 +9,7 @@
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/image.h"
+#include "tweedie/io/resize.h"
 #include "tweedie/pipelines/stable_diffusion.h"
 #include "tweedie/train/dataset.h"
 
@@ -47,6 +48,8 @@ int run(int argc, char** argv) {
       {"output", "o", false, "output PNG (several images: NAME_i.png)", "output.png"},
       {"init", "i", false, "init image (PNG/JPEG) for img2img / inpainting", ""},
       {"strength", "", false, "img2img denoising strength in [0, 1] (1 = ignore the init image's content)", "0.75"},
+      {"resize-mode", "", false, "an --init / --mask of another size than -W x -H: stretch (A1111's Just resize), crop "
+                                 "(Crop and resize) or fill (Resize and fill); Lanczos resampling", "stretch"},
       {"mask", "", false, "inpainting mask image: white = repaint, black = keep", ""},
       {"lora", "", false, "LoRA file:strength (repeatable), e.g. --lora style.safetensors:0.8", ""},
       {"lora-runtime", "", true, "add LoRA deltas to the loaded weights instead of merging them into the state dict first", ""},
@@ -55,7 +58,8 @@ int run(int argc, char** argv) {
       {"tiled-vae", "", true, "encode/decode in tiles (large images, bounded memory)", ""},
       {"clip-skip", "", false, "use the n-th last text encoder layer (1 = last; SD2/SDXL already skip 1)", "1"},
       {"tokenizer", "", false, "folder with vocab.json + merges.txt (single-file checkpoints; or $TWEEDIE_TOKENIZER)", ""},
-      {"prediction", "", false, "eps or v (default: detected, see README)", ""},
+      {"prediction", "", false, "eps or v (default: detected, see docs/stable-diffusion.md)", ""},
+      {"config", "", false, "single files: the architecture as an LDM/SGM .yaml or a tweedie .json (default: the file's own)", ""},
       {"bf16", "", true, "run the networks in bfloat16 (AMX/AVX-512 fast path)", ""},
       {"quiet", "q", true, "no progress on stderr", ""},
   };
@@ -73,6 +77,7 @@ int run(int argc, char** argv) {
 
   SdPipelineOptions po;
   po.prediction = a.str("prediction");
+  po.config = a.str("config");
   po.dtype = a.has("bf16") ? torch::kBFloat16 : torch::kFloat32;
   po.tokenizer = a.str("tokenizer");
   po.vae = a.str("vae");
@@ -119,18 +124,22 @@ int run(int argc, char** argv) {
   req.tiled_vae = a.has("tiled-vae");
   req.strength = a.number("strength");
   check(req.strength >= 0 && req.strength <= 1, "tweedie generate: --strength must be in [0, 1], got ", req.strength);
+  const std::string rm = a.str("resize-mode");
+  check(rm == "stretch" || rm == "crop" || rm == "fill", "tweedie generate: --resize-mode must be stretch, crop or fill, "
+        "got '", rm, "'");
+  check(!a.has("resize-mode") || a.has("init"), "tweedie generate: --resize-mode applies to --init / --mask images");
   if (a.has("init")) {
     req.init = load_picture(a.str("init"), 3, -1, 1, "--init image");
     if (!a.has("width")) req.width = req.init.size(3);
     if (!a.has("height")) req.height = req.init.size(2);
-    check(req.init.size(2) == req.height && req.init.size(3) == req.width, a.str("init"), ": the init image is ",
-          req.init.size(3), "x", req.init.size(2), ", the request ", req.width, "x", req.height);
+    if (req.init.size(2) != req.height || req.init.size(3) != req.width)  // another size: A1111's resize modes
+      req.init = resize_image(req.init, req.height, req.width, a.str("resize-mode")).clamp(-1, 1);
   }
   if (a.has("mask")) {
     check(a.has("init"), "tweedie generate: --mask needs --init");
     req.mask = load_picture(a.str("mask"), 1, 0, 1, "--mask");
-    check(req.mask.size(2) == req.height && req.mask.size(3) == req.width, a.str("mask"), ": the mask is ",
-          req.mask.size(3), "x", req.mask.size(2), ", the init image ", req.width, "x", req.height);
+    if (req.mask.size(2) != req.height || req.mask.size(3) != req.width)
+      req.mask = resize_image(req.mask, req.height, req.width, a.str("resize-mode")).clamp(0, 1);
     if (!a.has("strength")) req.strength = 1.0;
   }
   const int seed_arg = a.integer("seed");

@@ -14,6 +14,7 @@
 #include "tweedie/core/error.h"
 #include "tweedie/edit/inversion.h"
 #include "tweedie/io/fs.h"
+#include "tweedie/io/image.h"
 #include "tweedie/io/npy.h"
 
 namespace tweedie::cli {
@@ -24,7 +25,8 @@ int run(int argc, char** argv) {
   for (auto& m : inversion_methods()) methods += (methods.empty() ? "" : "|") + m.name;
   auto opts = sampling_opts("ddim", "karras", 50);
   std::vector<Args::Opt> own = {
-      {"model", "m", false, "model file (.safetensors) or gmm:FILE.json (default: the shipped Fashion-MNIST model)", ""},
+      {"model", "m", false, "model file (.safetensors), a Stable Diffusion checkpoint (file or diffusers folder) or "
+                            "gmm:FILE.json (default: the shipped Fashion-MNIST model)", ""},
       {"process", "", false, "process for analytic models (default vp)", ""},
       {"prediction", "", false, "parameterization an analytic model reports in (default x0)", ""},
       {"method", "", false, "inversion method: " + methods, "ddim"},
@@ -32,6 +34,9 @@ int run(int argc, char** argv) {
       {"test-images", "", false, "invert the first N Fashion-MNIST test images (of --class if given) instead of --input", ""},
       {"output", "o", false, "write the latent here, .npy [N, ...]: x(sigma_max) / sigma_max (for ddim, usable as --init-noise)", ""},
       {"class", "", false, "class name or index for conditional models", ""},
+      {"prompt", "p", false, "text models: the prompt the data is inverted and reconstructed under", ""},
+      {"negative-prompt", "", false, "text models: CFG's negative prompt (the null text null-text inversion starts from)", ""},
+      {"reconstruction", "", false, "write the input and its reconstruction (a row each) to this PNG", ""},
       {"cfg", "", false, "guidance scale used during inversion and reconstruction", "1"},
       {"edict-p", "", false, "edict: mixing weight p in (0, 1]", "0.93"},
       {"tol", "", false, "fixed-point: RMS residual to stop at", "1e-6"},
@@ -43,11 +48,15 @@ int run(int argc, char** argv) {
       {"quiet", "q", true, "no progress on stderr", ""},
   };
   opts.insert(opts.begin(), own.begin(), own.end());
+  const auto text_opts = text_model_opts();
+  opts.insert(opts.end(), text_opts.begin(), text_opts.end());
   Args a("invert", "[-m MODEL] -i DATA.npy|IN.png|DIR [--method M] [-o LATENT.npy] [options]", opts);
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie invert: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
   check(a.has("input") != a.has("test-images"), "tweedie invert: give either --input or --test-images");
   check(!a.has("output") || ends_with(a.str("output"), ".npy"), "tweedie invert: --output must end in .npy");
+  check(!a.has("reconstruction") || ends_with(a.str("reconstruction"), ".png"), "tweedie invert: --reconstruction "
+        "must end in .png");
   const InversionMethodInfo& method = find_inversion_method(a.str("method"));
   for (auto [opt, applies] : std::vector<std::pair<const char*, const char*>>{{"edict-p", "edict"},
                                                                              {"tol", "fixed-point"},
@@ -83,7 +92,13 @@ int run(int argc, char** argv) {
     spec = default_model_path();
     check(std::ifstream(spec).good(), "tweedie invert: no --model given and the default model ", spec, " is missing");
   }
-  LoadedModel model = load_model(spec, a.str("process"), a.str("prediction"));
+  LoadedModel model = load_model(spec, a.str("process"), a.str("prediction"), text_model_options(a));
+  check(!model.text() || !a.has("class"), "tweedie invert: ", spec, " is a text model: give --prompt, not --class");
+  check(model.text() || (!a.has("prompt") && !a.has("negative-prompt")), "tweedie invert: --prompt and "
+        "--negative-prompt need a text model (", spec, " is not one)");
+  check(!model.text() || !a.has("test-images"), "tweedie invert: --test-images are Fashion-MNIST images; a text model "
+        "takes --input");
+  if (model.text() && method.name == "null-text" && !a.has("lr")) io.lr = 0.01;  // the paper's rate for text embeddings
   const Process& proc = model.denoiser->process();
   std::vector<double> sigmas = make_schedule(a.str("schedule"), proc, sampling_steps(a, sampler), schedule_options(a));
   check(sigmas.size() >= 3, "tweedie invert: needs at least 2 steps");
@@ -96,9 +111,15 @@ int run(int argc, char** argv) {
     x = load_input_images(a.str("input"), model, "tweedie invert");
   }
   const int64_t n = x.size(0);
+  const torch::Tensor images = x;
   Cond cond;
   if (a.has("class")) cond.labels = class_labels(model, a.str("class"), n);
-  check(io.cfg == 1.0 || cond.labels.defined(), "tweedie invert: --cfg needs --class");
+  if (model.text()) {
+    cond = model.prompt_condition(a.str("prompt"), a.str("negative-prompt"), n, x.size(2), x.size(3));
+    torch::NoGradGuard ng;
+    x = model.encode(images);  // invert the latents
+  }
+  check(io.cfg == 1.0 || cond.labels.defined() || model.text(), "tweedie invert: --cfg needs --class");
 
   torch::NoGradGuard no_grad;  // null-text switches autograd on for its own optimization
   const double t0 = now();
@@ -116,10 +137,23 @@ int run(int argc, char** argv) {
   const Difference d = difference(rec, x);
   const auto x64 = x.to(torch::kFloat64);
   const double mean_abs = (rec - x64).abs().mean().item<double>(), rel = ((rec - x64).norm() / x64.norm()).item<double>();
-  std::printf("inverted %ld samples with %s%s, %d steps (%d NFE, %.1f s), cfg %g; reconstruction: RMSE %.3g, max abs %.3g, "
-              "mean abs error %.3g, relative %.3g\n",
+  std::printf("inverted %ld samples with %s%s, %d steps (%d NFE, %.1f s), cfg %g; reconstruction%s: RMSE %.3g, max abs "
+              "%.3g, mean abs error %.3g, relative %.3g\n",
               (long)n, method.name.c_str(), method.name == "ddim" ? (" (" + sampler.name + ")").c_str() : "",
-              inv.steps(), inv.nfe, secs, io.cfg, d.rmse, d.max_abs, mean_abs, rel);
+              inv.steps(), inv.nfe, secs, io.cfg, model.text() ? " of the latents" : "", d.rmse, d.max_abs, mean_abs, rel);
+  torch::Tensor rec_images = rec;
+  if (model.text()) {
+    rec_images = model.decode(rec);
+    const Difference di = difference(rec_images, images), vae = difference(model.decode(x), images);
+    std::printf("images (through the VAE): RMSE %.3g, max abs %.3g; the VAE's own round trip: RMSE %.3g\n", di.rmse,
+                di.max_abs, vae.rmse);
+  }
+  if (a.has("reconstruction")) {
+    check(model.image && images.dim() == 4, "tweedie invert: --reconstruction needs an image model");
+    Image grid = make_grid(torch::cat({images, rec_images.to(torch::kFloat32).clamp(-1, 1)}), int(n));
+    grid.text["parameters"] = "invert --method " + method.name + " --cfg " + a.str("cfg");
+    write_png(a.str("reconstruction"), grid);
+  }
   if (!inv.iterations.empty()) {
     int total = 0, most = 0, open = 0;
     double worst = 0;

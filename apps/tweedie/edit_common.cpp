@@ -22,6 +22,14 @@ namespace tweedie::cli {
 
 namespace {
 void check_shape(const torch::Tensor& x, const LoadedModel& m, const std::string& what) {
+  if (m.text()) {  // any size the latent model divides, RGB
+    const int64_t f = m.size_multiple();
+    check(x.dim() == 4 && x.size(0) >= 1, what, ": shape ", x.sizes(), " is not a batch of images [N, 3, H, W]");
+    check(x.size(1) == 3, what, ": ", x.size(1), " channel(s), the model takes RGB images");
+    check(x.size(2) % f == 0 && x.size(3) % f == 0, what, ": ", x.size(3), "x", x.size(2), " pixels; this model takes "
+          "sizes that are multiples of ", f);
+    return;
+  }
   const std::vector<int64_t>& want = m.sample_shape;
   if (m.image && x.dim() == 4 && want.size() == 3) {
     check(x.size(1) == want[0], what, ": ", x.size(1), " channel(s), the model takes ", want[0],
@@ -47,6 +55,7 @@ torch::Tensor load_input_images(const std::string& path, const LoadedModel& mode
     Image img = read_png(path);
     check(img.channels != 4, path, ": has an alpha channel; give a grayscale or RGB PNG");
     x = image_to_tensor(img).unsqueeze(0);
+    if (model.text() && x.size(1) == 1) x = x.expand({-1, 3, -1, -1}).contiguous();  // gray -> RGB
   }
   check(torch::isfinite(x).all().item<bool>(), path, ": contains NaN or infinity");
   check_shape(x, model, path);
@@ -93,16 +102,18 @@ void check_edit_method(const std::string& method, const std::string& cmd) {
   fail(cmd, ": unknown edit method '", method, "' (known: ", known, ")");
 }
 
+Cond class_condition(int64_t k, int64_t n) {
+  Cond c;
+  if (k >= 0) c.labels = torch::full({n}, k, torch::kInt64);
+  return c;
+}
+
 EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::vector<double>& sigmas,
-                    const torch::Tensor& x, int64_t from, int64_t to, uint64_t seed) {
+                    const torch::Tensor& x, const Cond& src, const Cond& tgt, uint64_t seed) {
   check_edit_method(e.method, "edit");
   const double strength = e.strength < 0 ? default_strength(e.method) : e.strength;
   const std::string sampler = !e.sampler.empty() ? e.sampler : e.method == "ilvr" ? "ddpm" : "ddim";
-  check(!needs_source(e.method) || from >= 0, "edit: --method ", e.method, " needs the source class (--from)");
-  const int64_t n = x.size(0);
-  Cond src, tgt;
-  if (from >= 0) src.labels = torch::full({n}, from, torch::kInt64);
-  tgt.labels = torch::full({n}, to, torch::kInt64);
+  check(!needs_source(e.method) || !src.empty(), "edit: --method ", e.method, " needs the source condition");
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const DenoiserPtr& base = model.denoiser;
   DenoiserPtr guided = e.cfg == 1.0 ? base : std::make_shared<CFGDenoiser>(base, e.cfg);

@@ -57,9 +57,12 @@ struct EditOutput {
   torch::Tensor edited;  // float32 [N, ...]
   torch::Tensor mask;    // diffedit only
 };
-// Edit x [N, ...] from class `from` (-1: none) to class `to` over the schedule.
+// Edit x [N, ...] (states of the sampling space: latents for text models)
+// from condition `src` (empty: none) to `tgt` over the schedule.
 EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::vector<double>& sigmas,
-                    const torch::Tensor& x, int64_t from, int64_t to, uint64_t seed);
+                    const torch::Tensor& x, const Cond& src, const Cond& tgt, uint64_t seed);
+// The class conditions of a batch of n (-1: none, an empty Cond).
+Cond class_condition(int64_t k, int64_t n);
 
 // The classifier's class probabilities [N, K] for images in [-1, 1] (quantized to 8 bits first).
 torch::Tensor class_probabilities(Classifier& clf, const torch::Tensor& images);

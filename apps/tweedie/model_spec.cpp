@@ -1,7 +1,11 @@
 #include "model_spec.h"
 
+#include <fstream>
+
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
+#include "tweedie/io/safetensors.h"
+#include "tweedie/io/state_dict.h"
 #include "tweedie/models/gmm.h"
 #include "tweedie/models/net_denoiser.h"
 #include "tweedie/train/dataset.h"
@@ -50,7 +54,80 @@ torch::Tensor class_labels(const LoadedModel& m, const std::string& spec, int64_
   return torch::full({n}, class_index(names, spec), torch::kInt64);
 }
 
-LoadedModel load_model(const std::string& spec, const std::string& process_spec, const std::string& prediction) {
+bool is_text_model(const std::string& spec) {
+  if (is_directory(spec)) return std::ifstream(spec + "/model_index.json").good();
+  if (!std::ifstream(spec).good()) return false;
+  switch (detect_weights_format(spec)) {
+    case WeightsFormat::TorchZip:
+    case WeightsFormat::TorchLegacy: return true;
+    case WeightsFormat::Safetensors: return load_safetensors(spec).metadata.count("tweedie.arch") == 0;
+    case WeightsFormat::Unknown: return false;
+  }
+  return false;
+}
+
+std::vector<Args::Opt> text_model_opts() {
+  return {{"tokenizer", "", false, "text models: folder with vocab.json + merges.txt (single files; or $TWEEDIE_TOKENIZER)", ""},
+          {"config", "", false, "text models (single files): the architecture as an LDM/SGM .yaml or a tweedie .json", ""},
+          {"bf16", "", true, "text models: run the networks in bfloat16", ""}};
+}
+
+TextModelOptions text_model_options(const Args& a) {
+  TextModelOptions t;
+  t.tokenizer = a.str("tokenizer");
+  t.config = a.str("config");
+  t.bf16 = a.has("bf16");
+  return t;
+}
+
+torch::Tensor LoadedModel::encode(const torch::Tensor& images) const {
+  return sd ? sd->encode_images(images.to(torch::kFloat32)) : images;
+}
+
+torch::Tensor LoadedModel::decode(const torch::Tensor& x) const {
+  return sd ? sd->decode_latents(x.to(torch::kFloat32)) : x;
+}
+
+std::vector<int64_t> LoadedModel::image_shape() const {
+  if (!sd) return sample_shape;
+  return {3, sample_shape[1] * sd->downscale(), sample_shape[2] * sd->downscale()};
+}
+
+int64_t LoadedModel::size_multiple() const {
+  if (!sd) return 1;
+  return sd->downscale() * (int64_t(1) << (sd->checkpoint().unet_config.channel_mult.size() - 1));
+}
+
+Cond LoadedModel::prompt_condition(const std::string& prompt, const std::string& negative, int64_t n, int64_t height,
+                                   int64_t width) const {
+  check(sd != nullptr, "prompts need a text-conditioned model");
+  return sd->condition(prompt, negative, n, width, height);
+}
+
+std::vector<Cond> LoadedModel::prompt_conditions(const std::vector<std::string>& prompts, const std::string& negative,
+                                                int64_t n, int64_t height, int64_t width) const {
+  check(sd != nullptr, "prompts need a text-conditioned model");
+  return sd->conditions(prompts, negative, n, width, height);
+}
+
+LoadedModel load_model(const std::string& spec, const std::string& process_spec, const std::string& prediction,
+                       const TextModelOptions& text) {
+  if (is_text_model(spec)) {
+    check(process_spec.empty(), spec, ": --process applies to analytic models only (a text model has its own)");
+    SdPipelineOptions po;
+    po.tokenizer = text.tokenizer;
+    po.config = text.config;
+    po.prediction = !text.prediction.empty() ? text.prediction : prediction;
+    po.dtype = text.bf16 ? torch::kBFloat16 : torch::kFloat32;
+    LoadedModel m;
+    m.sd = std::make_shared<StableDiffusion>(spec, po);
+    m.denoiser = m.sd->denoiser();
+    const SdUNetConfig& u = m.sd->checkpoint().unet_config;
+    m.sample_shape = {u.out_channels, u.height, u.width};
+    m.image = true;
+    m.description = spec + " (" + m.sd->checkpoint().describe() + ")";
+    return m;
+  }
   if (ends_with(spec, ".safetensors")) {
     check(process_spec.empty() && prediction.empty(), spec,
           ": --process and --prediction apply to analytic models only (a model file has its own)");
@@ -82,7 +159,8 @@ LoadedModel load_model(const std::string& spec, const std::string& process_spec,
     m.denoiser = d;
     return m;
   }
-  fail("unknown model '", spec, "' (expected gmm:FILE.json or a .safetensors model file)");
+  fail("unknown model '", spec, "' (expected gmm:FILE.json, a .safetensors model file, or a Stable Diffusion "
+       "checkpoint: a single file or a diffusers folder)");
 }
 
 }  // namespace tweedie::cli

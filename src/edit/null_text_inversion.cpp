@@ -1,7 +1,8 @@
 // Null-text inversion (Mokady, Hertz, Aberman, Pritch & Cohen-Or 2023,
 // "Null-text Inversion for Editing Real Images using Guided Diffusion
-// Models", CVPR), for class-label models: the "null text" is the learned
-// null-class embedding.
+// Models", CVPR). For text models the "null text" is the unconditional
+// context (the negative prompt's encoding, [N, L, D] per step), as in the
+// paper; for class-label models it is the learned null-class embedding.
 //
 // 1. Pivot: DDIM inversion at w = 1 under the source condition gives the
 //    states x*_k at every level, ending at the data itself (inversion.cpp).
@@ -16,7 +17,8 @@
 // 3. Decoding (reconstruction, or an edit under another class) is CFG at w
 //    with e_k in place of the null embedding at step k. At w = 1 nothing is
 //    optimized (the null branch is not evaluated) and this is DDIM inversion.
-// The embedding enters through the network's "label_emb" hook site (hooks.h):
+// Text models: the optimized context is CFG's negative branch (NullSlot).
+// Class models: the embedding enters through the network's "label_emb" hook site (hooks.h):
 // CFG (guide/cfg.cpp) evaluates the batch [cond; negative] in one call, and
 // the hook replaces exactly the rows that hold the null class's embedding,
 // i.e. the negative branch (the source must therefore be a real class). The
@@ -98,6 +100,63 @@ class NullEmbeddingSwap {
   bool capturing_ = false;
 };
 
+// The null condition being optimized, and CFG around it: a class model's
+// null-class embedding (swapped in through the "label_emb" hook; CFG keeps
+// its usual negative branch), or a text model's unconditional context (CFG's
+// negative branch is the condition's null_like with that context).
+class NullSlot {
+ public:
+  NullSlot(const DenoiserPtr& model, const Cond& c, double w)
+      : text_(c.context.defined() && !c.labels.defined()), model_(model) {
+    if (text_) {
+      CFGOptions g;
+      g.scale = w;
+      g.negative = [this](const Cond& pos) {
+        Cond n = pos.null_like();
+        n.context = embedding(level_).to(pos.context.scalar_type());
+        return n;
+      };
+      cfg_ = std::make_shared<CFGDenoiser>(model, g);
+    } else {
+      swap_ = std::make_unique<NullEmbeddingSwap>(model);
+      cfg_ = std::make_shared<CFGDenoiser>(model, w);
+    }
+  }
+  // The embedding to start from for N samples: the null class's, or the
+  // condition's unconditional context (the negative prompt's).
+  torch::Tensor initial(const torch::Tensor& x, double s, const Cond& c, int64_t N) {
+    if (text_) return c.null_like().context.expand({N, -1, -1}).detach().clone();
+    return swap_->null_embedding(x, s).expand({N, -1}).clone();
+  }
+  // CFG at w with embedding(s) as the null at level s.
+  Prediction predict(const torch::Tensor& x, double s, const Cond& c) {
+    level_ = s;
+    return cfg_->predict(x, s, c);
+  }
+  void set(std::function<torch::Tensor(double)> f) {
+    embedding = std::move(f);
+    if (swap_) swap_->embedding = embedding;
+  }
+  // The guided denoiser for whole sampler runs (decoding).
+  DenoiserPtr denoiser() {
+    struct AtLevel : Denoiser {
+      NullSlot* slot;
+      explicit AtLevel(NullSlot* n) : slot(n) {}
+      const Process& process() const override { return slot->model_->process(); }
+      Prediction predict(const torch::Tensor& x, double s, const Cond& c) override { return slot->predict(x, s, c); }
+    };
+    return std::make_shared<AtLevel>(this);
+  }
+
+ private:
+  bool text_;
+  DenoiserPtr model_;
+  std::unique_ptr<NullEmbeddingSwap> swap_;
+  std::shared_ptr<CFGDenoiser> cfg_;
+  std::function<torch::Tensor(double)> embedding;
+  double level_ = 0;
+};
+
 // Per-sample mean squared error [N] in the model's space at level s.
 torch::Tensor model_space_mse(const Process& p, const torch::Tensor& a, const torch::Tensor& b, double s) {
   return ((a - b) * p.model_scale(s)).pow(2).flatten(1).mean(1);
@@ -107,9 +166,11 @@ Inversion null_text_invert(const DenoiserPtr& model, const std::vector<double>& 
                            const Cond& c, const InversionOptions& o) {
   check(o.inner_steps >= 1, "null-text inversion: inner steps must be >= 1 (got ", o.inner_steps, ")");
   check(o.lr > 0, "null-text inversion: the learning rate must be positive (got ", o.lr, ")");
-  check(c.labels.defined() && (c.labels >= 0).all().item<bool>(),
-        "null-text inversion needs a real source class for every sample (not the null class)");
-  NullEmbeddingSwap swap(model);
+  const bool text = c.context.defined() && !c.labels.defined();
+  check(text || (c.labels.defined() && (c.labels >= 0).all().item<bool>()),
+        "null-text inversion needs a real source class for every sample (not the null class), or a source prompt on "
+        "text models");
+  NullSlot slot(model, c, o.cfg);
   InversionOptions pivot_opt = o;
   pivot_opt.cfg = 1.0, pivot_opt.sampler = "ddim", pivot_opt.sampler_options = {}, pivot_opt.progress = {};
   Inversion pivot = find_inversion_method("ddim").invert(model, sigmas, x, c, pivot_opt);
@@ -121,12 +182,11 @@ Inversion null_text_invert(const DenoiserPtr& model, const std::vector<double>& 
   if (n == 0) return inv;
 
   const int64_t N = x.size(0);
-  torch::Tensor e = swap.null_embedding(inv.latent.to(x.dtype()), inv.sigmas[0]).expand({N, -1}).clone();
-  ++inv.nfe;
-  CFGDenoiser guided(model, o.cfg);
+  torch::Tensor e = slot.initial(inv.latent.to(x.dtype()), inv.sigmas[0], c, N);
+  if (!text) ++inv.nfe;  // the class embedding took one network call
   const Process& p = model->process();
   torch::Tensor current;
-  swap.embedding = [&](double) { return current; };
+  slot.set([&](double) { return current; });
   torch::Tensor xk = inv.latent;
   for (int k = 0; k < n; ++k) {
     const double s = inv.sigmas[k], s_lo = inv.sigmas[k + 1];
@@ -139,7 +199,7 @@ Inversion null_text_invert(const DenoiserPtr& model, const std::vector<double>& 
     {
       torch::AutoGradMode grad_on(true);
       for (int it = 0; it < (o.cfg == 1.0 ? 0 : o.inner_steps); ++it) {  // w = 1: the null branch is unused
-        auto xn = ddim_step(p, guided.predict(xk, s, c), s_lo);
+        auto xn = ddim_step(p, slot.predict(xk, s, c), s_lo);
         ++inv.nfe;
         auto loss = model_space_mse(p, xn, target, s_lo);
         if (loss.max().item<double>() < threshold) {
@@ -159,7 +219,7 @@ Inversion null_text_invert(const DenoiserPtr& model, const std::vector<double>& 
     current = e;
     if (!next.defined()) {
       torch::NoGradGuard ng;
-      next = ddim_step(p, guided.predict(xk, s, c), s_lo);
+      next = ddim_step(p, slot.predict(xk, s, c), s_lo);
       ++inv.nfe;
     }
     inv.null_embeddings.push_back(e);
@@ -175,16 +235,15 @@ torch::Tensor null_text_decode(const DenoiserPtr& model, const Inversion& inv, c
         " null embeddings for ", inv.steps(), " steps");
   std::map<double, torch::Tensor> at;
   for (int k = 0; k < inv.steps(); ++k) at[inv.sigmas[k]] = inv.null_embeddings[k];
-  NullEmbeddingSwap swap(model);
-  swap.null_embedding(inv.latent.to(torch::kFloat32), inv.sigmas[0]);
-  swap.embedding = [&](double s) {
+  NullSlot slot(model, inv.source, o.cfg);
+  slot.initial(inv.latent.to(torch::kFloat32), inv.sigmas[0], inv.source, inv.latent.size(0));  // captures the null class
+  slot.set([&](double s) {
     auto it = at.find(s);
     check(it != at.end(), "null-text inversion: no optimized null embedding for noise level ", s,
           " (decode on the levels of the inversion)");
     return it->second;
-  };
-  CFGDenoiser guided(model, o.cfg);
-  return edit_detail::sample_down(guided, inv, c, o, "ddim");
+  });
+  return edit_detail::sample_down(*slot.denoiser(), inv, c, o, "ddim");
 }
 
 InversionMethodRegistrar reg({"null-text",

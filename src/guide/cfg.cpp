@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "tweedie/core/error.h"
+#include "tweedie/nn/hooks.h"
 #include "tweedie/guide/cfg_rescale.h"
 
 namespace tweedie {
@@ -30,7 +31,10 @@ Prediction CFGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
   check(std::isfinite(w), "cfg scale at sigma ", s, " is not finite");
   if (w == 1.0) return inner_->predict(x, s, c);
   const Cond neg = opt_.negative ? opt_.negative(c) : c.null_like();
-  Prediction both = inner_->predict(torch::cat({x, x}), s, c.concat(neg));
+  Prediction both = [&] {
+    BranchScope branches({"cond", "uncond"});
+    return inner_->predict(torch::cat({x, x}), s, c.concat(neg));
+  }();
   auto x0 = both.x0().chunk(2), eps = both.eps().chunk(2);
   torch::Tensor guided = x0[1] + (x0[0] - x0[1]) * w;
   if (opt_.rescale > 0) guided = cfg_rescale(guided, x0[0], opt_.rescale);

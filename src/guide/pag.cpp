@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tweedie/core/error.h"
+#include "tweedie/nn/hooks.h"
 #include "tweedie/guide/cfg_rescale.h"
 
 namespace tweedie {
@@ -67,7 +68,13 @@ Prediction PAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
           return identity_attention_rows(p, rows, rows - n);
         }));
   }
-  Prediction both = inner_->predict(torch::cat(std::vector<torch::Tensor>(rows / n, x)), s, all);
+  std::vector<std::string> names{"cond"};
+  if (with_cfg) names.push_back("uncond");
+  if (with_pag) names.push_back("perturbed");
+  Prediction both = [&] {
+    BranchScope branches(names);
+    return inner_->predict(torch::cat(std::vector<torch::Tensor>(rows / n, x)), s, all);
+  }();
   for (size_t i = 0; i < hooks.size(); ++i)
     check(fired[i] > 0, "PAG: the ", net_->network().arch(), " network has no self-attention at '", opt_.sites[i],
           "' (sites are attention paths like mid.attn.0)");

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "tweedie/core/error.h"
+#include "tweedie/nn/hooks.h"
 #include "tweedie/guide/pag.h"
 
 namespace tweedie {
@@ -66,7 +67,10 @@ Prediction SAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
   auto mask = sag_mask(probs, x.size(0), x.size(2), x.size(3)).to(x.options());
   const auto& x0 = p.x0();
   auto x0_deg = gaussian_blur(x0, opt_.blur_kernel, opt_.blur_sigma) * mask + x0 * (1 - mask);
-  Prediction d = inner_->predict(process().add_noise(x0_deg, p.eps(), s), s, c);
+  Prediction d = [&] {
+    BranchScope branches({"degraded"});
+    return inner_->predict(process().add_noise(x0_deg, p.eps(), s), s, c);
+  }();
   auto eps = p.eps() + (p.eps() - d.eps()) * opt_.scale;
   return Prediction({PredKind::Eps}, eps, x, s, process());
 }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "tweedie/core/error.h"
+#include "tweedie/io/state_dict.h"
 #include "tweedie/io/zip.h"
 
 namespace tweedie {
@@ -88,6 +89,17 @@ struct Unpickler::Impl {
   const PyValue* result = nullptr;
 
   [[noreturn]] void bad(const std::string& what) const { fail(where, ": malformed pickle at byte ", pos, ": ", what); }
+
+  // Values copied out of a container that stays (OrderedDict(list), an opaque object's arguments, a tensor's
+  // size): the container can be memoized and reused, so without a bound a 160 KB pickle of 20000 OrderedDict
+  // calls on one 20000-pair list built 400M pairs (GBs). A real pickle copies each value about once.
+  size_t copied = 0;
+  void charge(size_t n) {
+    copied += n;
+    if (copied > 16 * data.size() + (size_t(1) << 16))
+      bad("more values copied than a pickle of " + std::to_string(data.size()) +
+          " bytes can hold (one container reused over and over?)");
+  }
 
   PyValue* make(K kind) {
     arena.push_back(std::make_unique<PyValue>());
@@ -182,6 +194,7 @@ struct Unpickler::Impl {
 
   std::vector<int64_t> int_tuple(const PyValue* v, const char* what) {
     if (v->kind != K::Tuple && v->kind != K::List) bad(std::string(what) + " is not a tuple");
+    charge(v->items.size());
     std::vector<int64_t> out;
     for (auto* e : v->items) {
       if (!is_int(e) || e->i < 0) bad(std::string(what) + " has a non-integer or negative entry");
@@ -242,6 +255,7 @@ struct Unpickler::Impl {
       PyValue* d = make(K::Dict);
       if (!a.empty()) {  // OrderedDict([(k, v), ...])
         if (a[0]->kind != K::List && a[0]->kind != K::Tuple) bad("OrderedDict argument is not a list");
+        charge(a[0]->items.size());
         for (auto* kv : a[0]->items) {
           if ((kv->kind != K::Tuple && kv->kind != K::List) || kv->items.size() != 2) bad("OrderedDict item is not a pair");
           d->dict.emplace_back(kv->items[0], kv->items[1]);
@@ -251,6 +265,7 @@ struct Unpickler::Impl {
     }
     if (storage_type(f)) bad("unexpected call to " + f);
     PyValue* o = make_str(K::Object, f);  // an allow-listed opaque class
+    charge(a.size());
     o->items = a;
     return o;
   }
@@ -469,29 +484,29 @@ const PyValue& Unpickler::load() {
 namespace {
 
 void flatten(const PyValue& d, const std::string& prefix, int depth, const std::string& path,
-             std::vector<std::pair<std::string, torch::Tensor>>& out) {
+             std::vector<std::pair<std::string, torch::Tensor>>& out, size_t& visits) {
   if (depth > 16) fail(path, ": dicts nested more than 16 deep");
   for (auto& [k, v] : d.dict) {
+    // A dict shared by several keys is read once per key: nested sharing multiplies (10 keys to one dict at each
+    // of 16 levels is 10^16 entries from a 2 KB pickle).
+    if (++visits > (size_t(1) << 20))
+      fail(path, ": more than ", size_t(1) << 20, " dict entries to read (the same dicts shared over and over?)");
     if (k->kind != K::Str) continue;  // e.g. Lightning's {CallbackClass: state}
     if (v->kind == K::Tensor) out.emplace_back(prefix + k->s, v->tensor);
-    else if (v->kind == K::Dict) flatten(*v, prefix + k->s + ".", depth + 1, path, out);
+    else if (v->kind == K::Dict) flatten(*v, prefix + k->s + ".", depth + 1, path, out, visits);
   }
 }
 
 }  // namespace
 
 std::vector<std::pair<std::string, torch::Tensor>> load_torch_file(const std::string& path) {
-  {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) fail(path, ": cannot open (", std::strerror(errno), ")");
-    char magic[4] = {0, 0, 0, 0};
-    f.read(magic, 4);
-    if (std::memcmp(magic, "PK\x03\x04", 4) != 0) {
-      if ((unsigned char)magic[0] == 0x80)
-        fail(path, ": legacy (pre-1.6, non-ZIP) torch.save format is not supported; re-save it with a current "
-                   "torch (torch.save(torch.load(f), f)) or convert it to .safetensors");
-      fail(path, ": not a torch.save file (no ZIP signature)");
-    }
+  switch (detect_weights_format(path)) {
+    case WeightsFormat::TorchZip: break;
+    case WeightsFormat::TorchLegacy:
+      fail(path, ": legacy (pre-1.6, non-ZIP) torch.save format is not supported; re-save it with a current "
+                 "torch (torch.save(torch.load(f), f)) or convert it to .safetensors");
+    case WeightsFormat::Safetensors: fail(path, ": a safetensors file, not a torch.save file");
+    case WeightsFormat::Unknown: fail(path, ": not a torch.save file (no ZIP signature)");
   }
   ZipReader zip(path);
   const ZipEntry* pkl = nullptr;
@@ -529,7 +544,8 @@ std::vector<std::pair<std::string, torch::Tensor>> load_torch_file(const std::st
   if (root.kind != K::Dict) fail(path, ": top-level object is not a dict of tensors");
   const PyValue* sd = root.get("state_dict");
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  flatten(sd && sd->kind == K::Dict ? *sd : root, "", 0, path, out);
+  size_t visits = 0;
+  flatten(sd && sd->kind == K::Dict ? *sd : root, "", 0, path, out, visits);
   return out;
 }
 

@@ -1,4 +1,4 @@
-// load_state_dict: safetensors or torch.save ZIP, told by the first bytes.
+// load_state_dict: safetensors or torch.save, told by the file's structure.
 #include "tweedie/io/state_dict.h"
 
 #include <cerrno>
@@ -20,18 +20,34 @@ torch::ScalarType dtype_from_string(const std::string& s) {
   fail("unknown dtype '", s, "' (expected fp32, fp16, bf16 or fp64)");
 }
 
+WeightsFormat detect_weights_format(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(path, ": cannot open (", std::strerror(errno), ")");
+  const uint64_t size = uint64_t(f.tellg());
+  unsigned char b[14] = {0};
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(b), sizeof b);
+  const uint64_t got = uint64_t(f.gcount());
+  if (got >= 9 && b[8] == '{') {
+    uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= uint64_t(b[i]) << (8 * i);
+    if (n >= 1 && n <= size - 8) return WeightsFormat::Safetensors;
+  }
+  if (got >= 4 && std::memcmp(b, "PK\x03\x04", 4) == 0) return WeightsFormat::TorchZip;
+  // PROTO n, LONG1 of 10 bytes: 0x1950a86a20f9469cfc6c little-endian.
+  static const unsigned char legacy[12] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  if (got == 14 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5 && std::memcmp(b + 2, legacy, 12) == 0)
+    return WeightsFormat::TorchLegacy;
+  return WeightsFormat::Unknown;
+}
+
 StateDict load_state_dict(const std::string& path, const LoadOptions& opts, std::map<std::string, std::string>* metadata_out) {
   if (is_directory(path)) fail(path, ": is a directory, expected a weights file");
-  char magic[4] = {0, 0, 0, 0};
-  {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) fail(path, ": cannot open (", std::strerror(errno), ")");
-    f.read(magic, 4);
-  }
+  const WeightsFormat format = detect_weights_format(path);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  if (std::memcmp(magic, "PK\x03\x04", 4) == 0 || (unsigned char)magic[0] == 0x80) {
+  if (format == WeightsFormat::TorchZip || format == WeightsFormat::TorchLegacy) {
     tensors = load_torch_file(path);
-  } else {
+  } else {  // safetensors; anything else gets safetensors' precise diagnosis
     SafeTensors st = load_safetensors(path);
     tensors = std::move(st.tensors);
     if (metadata_out) *metadata_out = std::move(st.metadata);

@@ -4,10 +4,13 @@
 // Verified in tests/test_clip_text.cpp.
 #include "tweedie/models/clip_text.h"
 
+#include <array>
 #include <cmath>
+#include <map>
 #include <limits>
 #include <sstream>
 
+#include "../core/config_reader.h"
 #include "tweedie/core/error.h"
 #include "tweedie/nn/module_weights.h"
 
@@ -65,6 +68,37 @@ void ClipTextConfig::validate() const {
   check(activation == "quick_gelu" || activation == "gelu", "clip text config: activation '", activation,
         "' is not quick_gelu or gelu");
   check(layer_norm_eps > 0, "clip text config: layer_norm_eps must be positive");
+}
+
+ClipTextConfig ClipTextConfig::from_json(const std::string& text) {
+  detail::ConfigReader r("clip_text", text);
+  ClipTextConfig c;
+  c.vocab_size = r.integer("vocab_size", c.vocab_size, 1);
+  c.width = r.integer("width", c.width, 1);
+  c.layers = r.integer("layers", c.layers, 1);
+  c.heads = r.integer("heads", c.heads, 1);
+  c.intermediate = r.integer("intermediate", c.intermediate, 1);
+  c.max_positions = r.integer("max_positions", c.max_positions, 1);
+  c.projection_dim = r.integer("projection_dim", c.projection_dim, 0);
+  c.activation = r.string("activation", c.activation);
+  c.layer_norm_eps = r.positive("layer_norm_eps", c.layer_norm_eps);
+  r.finish();
+  c.validate();
+  return c;
+}
+
+std::string ClipTextConfig::to_json() const {
+  nlohmann::ordered_json j;
+  j["vocab_size"] = vocab_size;
+  j["width"] = width;
+  j["layers"] = layers;
+  j["heads"] = heads;
+  j["intermediate"] = intermediate;
+  j["max_positions"] = max_positions;
+  j["projection_dim"] = projection_dim;
+  j["activation"] = activation;
+  j["layer_norm_eps"] = layer_norm_eps;
+  return j.dump();
 }
 
 std::string ClipTextConfig::describe() const {
@@ -162,6 +196,56 @@ StateDict openclip_to_hf(const StateDict& sd, const std::string& src_prefix, con
     } else {
       out[dst_prefix + s] = t;
     }
+  }
+  return out;
+}
+
+StateDict hf_to_openclip(const StateDict& sd) {
+  static const std::pair<const char*, const char*> kBlockNames[] = {{"layer_norm1.", "ln_1."},
+                                                                    {"layer_norm2.", "ln_2."},
+                                                                    {"self_attn.out_proj.", "attn.out_proj."},
+                                                                    {"mlp.fc1.", "mlp.c_fc."},
+                                                                    {"mlp.fc2.", "mlp.c_proj."}};
+  const std::string tm = "text_model.", layers = "text_model.encoder.layers.";
+  StateDict out;
+  std::map<std::string, std::array<torch::Tensor, 3>> qkv;  // "N.attn.in_proj_weight" -> q, k, v
+  for (const auto& [key, t] : sd) {
+    if (key == tm + "embeddings.token_embedding.weight") {
+      out["token_embedding.weight"] = t;
+    } else if (key == tm + "embeddings.position_embedding.weight") {
+      out["positional_embedding"] = t;
+    } else if (key == tm + "embeddings.position_ids") {
+      continue;
+    } else if (starts_with(key, tm + "final_layer_norm.")) {
+      out["ln_final." + key.substr(tm.size() + 17)] = t;
+    } else if (key == "text_projection.weight") {
+      out["text_projection"] = t.t().contiguous();
+    } else if (starts_with(key, layers)) {
+      const std::string rest = key.substr(layers.size());
+      const size_t dot = rest.find('.');
+      check(dot != std::string::npos && dot > 0, key, ": not a layer parameter");
+      const std::string n = rest.substr(0, dot), r = rest.substr(dot + 1);
+      const std::string block = "transformer.resblocks." + n + ".";
+      bool done = false;
+      const char* parts[] = {"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."};
+      for (int i = 0; i < 3 && !done; ++i)
+        if (starts_with(r, parts[i])) {
+          qkv[block + "attn.in_proj_" + r.substr(std::string(parts[i]).size())][size_t(i)] = t;
+          done = true;
+        }
+      for (auto& [from, to] : kBlockNames)
+        if (!done && starts_with(r, from)) {
+          out[block + to + r.substr(std::string(from).size())] = t;
+          done = true;
+        }
+      check(done, key, ": no OpenCLIP name for this parameter");
+    } else {
+      fail(key, ": no OpenCLIP name for this parameter");
+    }
+  }
+  for (auto& [name, p] : qkv) {
+    check(p[0].defined() && p[1].defined() && p[2].defined(), name, ": q, k and v are not all present");
+    out[name] = torch::cat({p[0], p[1], p[2]}, 0);
   }
   return out;
 }
@@ -309,31 +393,41 @@ TextEncoding encode_windows(ClipTextModel& model, const PromptWindows& windows, 
   return e;
 }
 
-TextEncoderSet::TextEncoderSet(Family f, ClipTokenizer tok, std::vector<Encoder> encoders)
-    : family_(f), tok_(std::move(tok)), encoders_(std::move(encoders)) {}
+TextEncoderSet::TextEncoderSet(ClipTokenizer tok, std::vector<Encoder> encoders)
+    : tok_(std::move(tok)), encoders_(std::move(encoders)) {
+  check(!encoders_.empty(), "text encoders: none given");
+  int pooling = 0;
+  for (const auto& e : encoders_) {
+    const int64_t layers = e.model->config().layers;
+    check(e.layer >= 1 && e.layer <= layers, "text encoders: layer ", e.layer, " is not in [1, ", layers, "]");
+    check(e.pad_id >= 0 && e.pad_id < e.model->config().vocab_size, "text encoders: padding id ", e.pad_id,
+          " is outside the vocabulary of ", e.model->config().vocab_size);
+    if (e.pooled) {
+      ++pooling;
+      check(e.model->config().projection_dim > 0,
+            "text encoders: the pooling encoder has no text_projection (needed for the pooled embedding)");
+    }
+  }
+  check(pooling <= 1, "text encoders: at most one encoder gives the pooled embedding");
+}
 
 TextEncoderSet TextEncoderSet::sd1(ClipTokenizer tok, ClipTextModel clip_l) {
   const int64_t layers = clip_l->config().layers, eos = tok.eos();
-  return TextEncoderSet(Family::SD1, std::move(tok), {{clip_l, eos, layers, true, false}});
+  return TextEncoderSet(std::move(tok), {{clip_l, eos, layers, true, false}});
 }
 
-TextEncoderSet TextEncoderSet::sd2(ClipTokenizer tok, ClipTextModel openclip_h) {
+TextEncoderSet TextEncoderSet::sd2(ClipTokenizer tok, ClipTextModel openclip_h, bool truncated) {
   const int64_t layers = openclip_h->config().layers;
-  check(layers >= 2, "SD2 text encoder: needs at least 2 layers, has ", layers);
-  // The penultimate layer of the 24-layer OpenCLIP-H; diffusers' SD2
-  // text_encoder already stops there (23 layers).
-  const int64_t blocks = layers == 23 ? 23 : layers - 1;
-  return TextEncoderSet(Family::SD2, std::move(tok), {{openclip_h, 0, blocks, true, false}});
+  check(truncated || layers >= 2, "SD2 text encoder: needs at least 2 layers, has ", layers);
+  return TextEncoderSet(std::move(tok), {{openclip_h, 0, truncated ? layers : layers - 1, true, false}});
 }
 
 TextEncoderSet TextEncoderSet::sdxl(ClipTokenizer tok, ClipTextModel clip_l, ClipTextModel openclip_bigg) {
   check(clip_l->config().layers >= 2 && openclip_bigg->config().layers >= 2, "SDXL text encoders: need at least 2 layers");
-  check(openclip_bigg->config().projection_dim > 0,
-        "SDXL text encoders: the second encoder has no text_projection (needed for the pooled embedding)");
   const int64_t eos = tok.eos();
   std::vector<Encoder> e = {{clip_l, eos, clip_l->config().layers - 1, false, false},
                             {openclip_bigg, 0, openclip_bigg->config().layers - 1, false, true}};
-  return TextEncoderSet(Family::SDXL, std::move(tok), std::move(e));
+  return TextEncoderSet(std::move(tok), std::move(e));
 }
 
 int64_t TextEncoderSet::context_dim() const {
@@ -348,7 +442,7 @@ TextEncoding TextEncoderSet::encode(const std::string& prompt, int64_t clip_skip
   std::vector<torch::Tensor> contexts;
   TextEncoding out;
   for (const auto& e : encoders_) {
-    const int64_t layers = e.model->config().layers, blocks = e.blocks - (clip_skip - 1);
+    const int64_t layers = e.model->config().layers, blocks = e.layer - (clip_skip - 1);
     check(blocks >= 1, "clip skip ", clip_skip, " goes past the first layer of a ", layers, "-layer text encoder");
     ClipTextModel model = e.model;
     auto enc = encode_windows(model, prompt_windows(chunks, tok_.bos(), tok_.eos(), e.pad_id), layers - blocks + 1,

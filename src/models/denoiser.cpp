@@ -14,8 +14,14 @@ Cond Cond::null_like() const {
   } else if (context.defined()) {
     c.context = torch::zeros_like(context);
   }
-  for (auto& [k, v] : extra)
-    if (k == "null_context") c.extra[k] = v;
+  for (auto& [k, v] : extra) {
+    if (k.compare(0, 5, "null_") != 0) continue;
+    c.extra[k] = v;  // kept, so the null condition's null is itself
+    if (k == "null_context") continue;
+    const std::string key = k.substr(5);  // null_y -> y: the unconditional value of another entry
+    auto own = extra.find(key);
+    c.extra[key] = own != extra.end() && own->second.dim() == v.dim() ? v.expand_as(own->second) : v;
+  }
   return c;
 }
 

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -13,6 +14,7 @@
 
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
+#include "tweedie/models/sd_config.h"
 
 namespace tweedie {
 
@@ -64,8 +66,9 @@ json read_json(const std::string& path) {
   }
 }
 
-void decide_prediction(SdCheckpoint& c, const SdLoadOptions& o, const std::string& hint, const std::string& hint_source,
-                       bool vpred_key, const std::string& name) {
+// The prediction type: the option, else what the config said (c.prediction
+// already set), else the v_pred key, the SD2 file-name rule, eps.
+void decide_prediction(SdCheckpoint& c, const SdLoadOptions& o, bool vpred_key, const std::string& name) {
   auto set = [&](const std::string& p, const std::string& src) {
     c.prediction = p;
     c.prediction_source = src;
@@ -75,8 +78,8 @@ void decide_prediction(SdCheckpoint& c, const SdLoadOptions& o, const std::strin
   if (!o.prediction.empty()) {
     check(o.prediction == "eps" || o.prediction == "v", "--prediction: expected eps or v, got '", o.prediction, "'");
     set(o.prediction, "option");
-  } else if (!hint.empty()) {
-    set(hint, hint_source);
+  } else if (!c.prediction.empty()) {
+    // the config's
   } else if (vpred_key) {
     set("v", "v_pred key");
   } else if (c.family == "sd2" && (lower.find("768-v") != std::string::npos || lower.find("v-pred") != std::string::npos ||
@@ -85,36 +88,56 @@ void decide_prediction(SdCheckpoint& c, const SdLoadOptions& o, const std::strin
   } else {
     set("eps", "default");
   }
-  if (c.family == "sd2" && c.prediction == "v") c.unet_config.height = c.unet_config.width = 96;  // 768-px models
+  if (c.family == "sd2" && c.prediction == "v" && c.config_source == "preset")
+    c.unet_config.height = c.unet_config.width = 96;  // 768-px models
 }
 
-// The parameterization and schedule of a single file's sibling LDM .yaml.
-std::string yaml_hint(const std::string& path, SdScheduleInfo& sched, std::string& source) {
+// The sibling <name>.yaml of a single file ("" if none).
+std::string sibling_yaml(const std::string& path) {
   const size_t dot = path.find_last_of('.');
   const std::string yaml = (dot == std::string::npos || dot < path.find_last_of('/') + 1 ? path : path.substr(0, dot)) + ".yaml";
-  if (!file_exists(yaml)) return "";
-  const std::string text = read_file(yaml);
-  source = base_name(yaml);
-  std::smatch m;
-  const auto number = [&](const char* key, double& out) {
-    if (std::regex_search(text, m, std::regex(std::string(key) + R"(\s*:\s*([0-9.eE+-]+))"))) out = std::stod(m[1]);
-  };
-  number("linear_start", sched.beta_start);
-  number("linear_end", sched.beta_end);
-  if (std::regex_search(text, m, std::regex(R"(parameterization\s*:\s*["']?(\w+))")))
-    return m[1] == "v" ? "v" : "eps";
-  return "eps";
+  return file_exists(yaml) ? yaml : "";
 }
 
-void fill_text_configs(SdCheckpoint& c) {
-  for (auto& te : c.text_encoders)
-    te.config = infer_clip_text_config(te.weights, "", te.name == "clip_l" ? "quick_gelu" : "gelu");
+// Shapes from the weights, the rest by the tower's kind (OpenAI CLIP:
+// quick_gelu, pads with EOS; OpenCLIP: gelu, pads with "!" = id 0) and the
+// family's preset use of its layers (see sd_checkpoint.h).
+void preset_text_encoders(SdCheckpoint& c, bool diffusers_form) {
+  for (size_t i = 0; i < c.text_encoders.size(); ++i) {
+    auto& te = c.text_encoders[i];
+    const bool openclip = te.name != "clip_l";
+    // Heads are not in the weights: 64 channels each in every released tower;
+    // other widths need the model's config (checked by require_text_heads).
+    const auto tok = te.weights.find("text_model.embeddings.token_embedding.weight");
+    const int64_t width = tok != te.weights.end() && tok->second.dim() == 2 ? tok->second.size(1) : 64;
+    te.config = infer_clip_text_config(te.weights, "", openclip ? "gelu" : "quick_gelu", width % 64 == 0 ? 64 : width);
+    te.pad_token = openclip ? "!" : "<|endoftext|>";
+    const int64_t L = te.config.layers;
+    if (c.family == "sdxl") {
+      te.layer = L - 1, te.final_norm = false, te.pooled = i == 1;
+    } else if (c.family == "sd2" && !diffusers_form) {
+      te.layer = L - 1, te.final_norm = true;  // penultimate + ln_final (LDM FrozenOpenCLIPEmbedder)
+    } else {
+      te.layer = L, te.final_norm = true;
+    }
+    if (te.layer < 1) fail(c.source, ": text encoder ", te.name, " has ", L, " layer(s), too few for the ", c.family, " rule");
+  }
 }
 
-void finish(SdCheckpoint& c) {
+// A text tower whose width is not a multiple of 64 has no preset head count:
+// its config must give them (SdTextEncoder::configured).
+void require_text_heads(const SdCheckpoint& c) {
+  for (size_t i = 0; i < c.text_encoders.size(); ++i) {
+    const auto& te = c.text_encoders[i];
+    check(te.config.width % 64 == 0 || te.configured, c.source, ": text encoder ", te.name, " is ", te.config.width,
+          " wide, not a multiple of 64, so its attention heads cannot be told from the weights; give the model's "
+          "config (--config FILE.yaml or .json; diffusers: text_encoder/config.json)");
+  }
+}
+
+void preset_vae(SdCheckpoint& c) {
   c.vae_config = c.vae.empty() ? AutoencoderKLConfig{} : vae_config_from_weights(c.vae, c.source + " (VAE)");
   c.vae_config.scaling_factor = c.family == "sdxl" ? 0.13025 : 0.18215;
-  fill_text_configs(c);
 }
 
 }  // namespace
@@ -135,19 +158,22 @@ void detect_sd_family(const StateDict& unet, const std::string& where, SdCheckpo
   auto label = unet.find("label_emb.0.0.weight");
   if (label != unet.end()) {
     const auto& w = label->second;
-    if (w.dim() == 2 && w.size(1) == 2560 && ctx == 1280)
+    check(w.dim() == 2, where, ": label_emb.0.0.weight has ", w.dim(), " dimensions, expected 2");
+    if (w.size(1) == 2560 && ctx == 1280)
       fail(where, ": the SDXL refiner (label_emb.0.0.weight [", w.size(0), ", 2560], context 1280) is not supported; "
                   "load an SDXL base, SD 2.x or SD 1.x model");
-    if (!(w.dim() == 2 && w.size(1) == 2816 && ctx == 2048))
-      fail(where, ": unknown UNet with vector conditioning (label_emb.0.0.weight ", torch::IntArrayRef(w.sizes()),
-           ", context ", ctx, "); expected SDXL base [1280, 2816] with context 2048");
-    c.family = "sdxl";
-  } else if (ctx == 768) {
-    c.family = "sd1";
-  } else if (ctx == 1024) {
-    c.family = "sd2";
+    if (c.family.empty()) c.family = "sdxl";
+    check(c.family == "sdxl", where, ": a UNet with vector conditioning (label_emb) in a ", c.family,
+          "-structured checkpoint (one text tower)");
   } else {
-    fail(where, ": unknown cross-attention width ", ctx, " (attn2.to_k.weight); expected 768 (SD1), 1024 (SD2) or 2048 (SDXL)");
+    check(c.family != "sdxl", where, ": an SDXL-structured checkpoint (two text towers) whose UNet has no vector "
+                                     "conditioning (label_emb)");
+    if (c.family.empty()) {
+      if (ctx == 768) c.family = "sd1";
+      else if (ctx == 1024) c.family = "sd2";
+      else fail(where, ": cannot tell the family of a bare UNet with context width ", ctx,
+                " (768 SD1, 1024 SD2): load it with its text encoder(s) or its config");
+    }
   }
   SdUNetConfig u = SdUNetConfig::preset(c.family);
   u.in_channels = conv_in.size(1);
@@ -241,7 +267,8 @@ std::string SdCheckpoint::describe() const {
 
 // ------------------------------------------------------------ single files
 
-SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::string& name, const SdLoadOptions& opts) {
+SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::string& name, const SdLoadOptions& opts,
+                                          const std::map<std::string, std::string>* metadata) {
   SdCheckpoint c;
   c.source = name;
   const std::string U = "model.diffusion_model.";
@@ -268,6 +295,10 @@ SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::strin
     }
     used += found;
   }
+  // The family by structure: which text towers the file holds.
+  if (any_key(sd, "conditioner.embedders.")) c.family = "sdxl";
+  else if (any_key(sd, "cond_stage_model.model.")) c.family = "sd2";
+  else if (any_key(sd, "cond_stage_model.transformer.")) c.family = "sd1";
   detect_sd_family(c.unet, name, c);
   for (auto& [k, v] : with_prefix_removed(sd, "first_stage_model."))
     if (!starts(k, "loss.")) c.vae.emplace(k, v);  // training-only discriminator weights are dropped
@@ -283,7 +314,10 @@ SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::strin
       for (auto& [k, v] : w) renamed.emplace(starts(k, "text_projection") ? k : "text_model." + k, v);
       w = std::move(renamed);
     }
-    c.text_encoders.push_back({te_name, std::move(w), {}, ""});
+    SdTextEncoder te;
+    te.name = te_name;
+    te.weights = std::move(w);
+    c.text_encoders.push_back(std::move(te));
   };
   if (c.family == "sd1") add_text("clip_l", "cond_stage_model.transformer.");
   if (c.family == "sd2") add_text("openclip_h", "cond_stage_model.model.");
@@ -292,10 +326,20 @@ SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::strin
     add_text("openclip_bigg", "conditioner.embedders.1.model.");
   }
   c.ignored_keys = sd.size() - std::min(sd.size(), used);
-  std::string source;
-  const std::string hint = yaml_hint(name, c.schedule, source);
-  decide_prediction(c, opts, hint, source, sd.count("v_pred") > 0, name);
-  finish(c);
+  preset_vae(c);
+  preset_text_encoders(c, false);
+  // The model's own config: --config, else tweedie's metadata, else a sibling .yaml.
+  const auto meta = metadata ? metadata->find("tweedie.sd") : std::map<std::string, std::string>::const_iterator();
+  const std::string yaml = sibling_yaml(name);
+  if (!opts.config.empty()) {
+    apply_sd_config_file(c, opts.config);
+  } else if (metadata && meta != metadata->end()) {
+    apply_tweedie_sd_config(c, meta->second, base_name(name) + " (tweedie.sd metadata)");
+  } else if (!yaml.empty()) {
+    apply_ldm_yaml(c, read_file(yaml), base_name(yaml));
+  }
+  require_text_heads(c);
+  decide_prediction(c, opts, sd.count("v_pred") > 0, name);
   return c;
 }
 
@@ -346,6 +390,17 @@ static SdCheckpoint load_diffusers_folder(const std::string& dir, const SdLoadOp
   check(index.is_object(), dir, "/model_index.json: expected a JSON object");
   const std::vector<std::string> model_stems{"diffusion_pytorch_model"}, te_stems{"model", "pytorch_model"};
   c.unet = diffusers_unet_to_ldm(load_component(dir + "/unet", model_stems, opts), dir + "/unet");
+  // The family by structure: two text encoders (SDXL), else the tower's kind
+  // (OpenCLIP-style gelu = SD2, OpenAI CLIP quick_gelu = SD1).
+  if (is_directory(dir + "/text_encoder_2")) {
+    c.family = "sdxl";
+  } else if (file_exists(dir + "/text_encoder/config.json")) {
+    const json t = read_json(dir + "/text_encoder/config.json");
+    const std::string act = t.is_object() && t.contains("hidden_act") && t["hidden_act"].is_string()
+                                ? t["hidden_act"].get<std::string>() : "";
+    if (act == "gelu") c.family = "sd2";
+    else if (act == "quick_gelu") c.family = "sd1";
+  }
   detect_sd_family(c.unet, dir + "/unet", c);
   if (is_directory(dir + "/vae"))
     c.vae = diffusers_vae_to_ldm(load_component(dir + "/vae", model_stems, opts), dir + "/vae");
@@ -353,36 +408,42 @@ static SdCheckpoint load_diffusers_folder(const std::string& dir, const SdLoadOp
     check(is_directory(dir + "/" + sub), dir, ": ", c.family, " model without its ", sub, "/ folder");
     StateDict w = load_component(dir + "/" + sub, te_stems, opts);
     if (is_openclip_layout(w, "")) w = openclip_to_hf(w, "", "");
-    c.text_encoders.push_back({te_name, std::move(w), {}, is_directory(dir + "/" + tok) ? dir + "/" + tok : ""});
+    SdTextEncoder te;
+    te.name = te_name;
+    te.weights = std::move(w);
+    te.tokenizer_dir = is_directory(dir + "/" + tok) ? dir + "/" + tok : "";
+    c.text_encoders.push_back(std::move(te));
   };
   add_text(c.family == "sd2" ? "openclip_h" : "clip_l", "text_encoder", "tokenizer");
   if (c.family == "sdxl") add_text("openclip_bigg", "text_encoder_2", "tokenizer_2");
 
-  std::string hint;
+  preset_vae(c);
+  preset_text_encoders(c, true);
+  apply_diffusers_configs(c, dir);
+  require_text_heads(c);
   const std::string sched_path = dir + "/scheduler/scheduler_config.json";
   if (file_exists(sched_path)) {
     const json s = read_json(sched_path);
-    auto& d = c.schedule;
-    d.num_train_timesteps = s.value("num_train_timesteps", d.num_train_timesteps);
-    d.beta_start = s.value("beta_start", d.beta_start);
-    d.beta_end = s.value("beta_end", d.beta_end);
-    d.beta_schedule = s.value("beta_schedule", d.beta_schedule);
-    d.timestep_spacing = s.value("timestep_spacing", d.timestep_spacing);
-    d.steps_offset = s.value("steps_offset", d.steps_offset);
-    d.rescale_betas_zero_snr = s.value("rescale_betas_zero_snr", d.rescale_betas_zero_snr);
-    const std::string p = s.value("prediction_type", std::string());
-    if (p == "epsilon") hint = "eps";
-    else if (p == "v_prediction") hint = "v";
-    else if (!p.empty()) fail(sched_path, ": unsupported prediction_type '", p, "' (expected epsilon or v_prediction)");
+    check(s.is_object(), sched_path, ": expected a JSON object");
+    try {
+      auto& d = c.schedule;
+      d.num_train_timesteps = s.value("num_train_timesteps", d.num_train_timesteps);
+      d.beta_start = s.value("beta_start", d.beta_start);
+      d.beta_end = s.value("beta_end", d.beta_end);
+      d.beta_schedule = s.value("beta_schedule", d.beta_schedule);
+      if (s.contains("timestep_spacing") && !s["timestep_spacing"].is_null()) d.timestep_spacing = s.value("timestep_spacing", d.timestep_spacing);
+      d.steps_offset = s.value("steps_offset", d.steps_offset);
+      d.rescale_betas_zero_snr = s.value("rescale_betas_zero_snr", d.rescale_betas_zero_snr);
+      const std::string p = s.value("prediction_type", std::string());
+      if (p == "epsilon") c.prediction = "eps";
+      else if (p == "v_prediction") c.prediction = "v";
+      else if (!p.empty()) fail(sched_path, ": unsupported prediction_type '", p, "' (expected epsilon or v_prediction)");
+      if (!p.empty()) c.prediction_source = "scheduler_config.json";
+    } catch (const json::exception& e) {
+      fail(sched_path, ": a field has the wrong type (", e.what(), ")");
+    }
   }
-  decide_prediction(c, opts, hint, "scheduler_config.json", false, dir);
-  finish(c);
-  const std::string vae_cfg = dir + "/vae/config.json";
-  if (file_exists(vae_cfg)) {
-    const json v = read_json(vae_cfg);
-    if (v.contains("scaling_factor") && v["scaling_factor"].is_number())
-      c.vae_config.scaling_factor = v["scaling_factor"].get<double>();
-  }
+  decide_prediction(c, opts, false, dir);
   return c;
 }
 
@@ -414,7 +475,9 @@ SdCheckpoint load_sd_checkpoint(const std::string& path, const SdLoadOptions& op
   }
   LoadOptions lo;
   lo.dtype = opts.dtype;
-  return sd_checkpoint_from_state_dict(load_state_dict(path, lo), path, opts);
+  std::map<std::string, std::string> metadata;
+  const StateDict sd = load_state_dict(path, lo, &metadata);
+  return sd_checkpoint_from_state_dict(sd, path, opts, &metadata);
 }
 
 }  // namespace tweedie

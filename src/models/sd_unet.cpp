@@ -63,6 +63,7 @@ SdUNetConfig SdUNetConfig::from_json(const std::string& text) {
   c.transformer_depth_middle = r.integer("transformer_depth_middle", c.transformer_depth_middle, -1);
   c.num_heads = r.integer("num_heads", c.num_heads, -1);
   c.num_head_channels = r.integer("num_head_channels", c.num_head_channels, -1);
+  c.level_heads = r.int_list("level_heads", c.level_heads, 1);
   c.context_dim = r.integer("context_dim", c.context_dim, 1);
   c.use_linear_in_transformer = r.boolean("use_linear_in_transformer", c.use_linear_in_transformer);
   c.adm_in_channels = r.integer("adm_in_channels", c.adm_in_channels, 0);
@@ -89,6 +90,7 @@ std::string SdUNetConfig::to_json() const {
   j["transformer_depth_middle"] = transformer_depth_middle;
   j["num_heads"] = num_heads;
   j["num_head_channels"] = num_head_channels;
+  j["level_heads"] = level_heads;
   j["context_dim"] = context_dim;
   j["use_linear_in_transformer"] = use_linear_in_transformer;
   j["adm_in_channels"] = adm_in_channels;
@@ -99,6 +101,12 @@ std::string SdUNetConfig::to_json() const {
 std::pair<int64_t, int64_t> SdUNetConfig::heads_for(int64_t ch) const {
   if (num_head_channels > 0) return {ch / num_head_channels, num_head_channels};
   return {num_heads, ch / num_heads};
+}
+
+std::pair<int64_t, int64_t> SdUNetConfig::heads_at(int64_t level) const {
+  const int64_t ch = model_channels * channel_mult.at(level);
+  if (level_heads.empty()) return heads_for(ch);
+  return {level_heads.at(level), ch / level_heads.at(level)};
 }
 
 int64_t SdUNetConfig::depth_at(int64_t level) const {
@@ -148,6 +156,16 @@ void SdUNetConfig::validate() const {
   for (auto m : channel_mult)
     if ((model_channels * m) % norm_groups)
       bad("norm_groups", S(norm_groups), "does not divide the " + S(model_channels * m) + " channels of a level");
+  if (!level_heads.empty()) {
+    if (int64_t(level_heads.size()) != levels)
+      bad("level_heads", list_str(level_heads), "needs one entry per level of channel_mult (" + S(levels) + ")");
+    for (int64_t l = 0; l < levels; ++l) {
+      const int64_t ch = model_channels * channel_mult[l];
+      if (level_heads[l] < 1 || ch % level_heads[l])
+        bad("level_heads", list_str(level_heads), "entry " + S(l) + " does not divide the " + S(ch) + " channels of its level");
+    }
+    attn_ch.clear();  // the rule below is replaced
+  }
   for (auto ch : attn_ch) {
     if (num_head_channels > 0 && ch % num_head_channels)
       bad("num_head_channels", S(num_head_channels), "does not divide the " + S(ch) + " channels of a transformer");
@@ -214,9 +232,10 @@ class SdUNet : public Network {
       o.scale_shift = false, o.ldm_names = true;
       return o;
     };
-    auto transformer = [&](int64_t ch, int64_t depth, const std::string& path) {
+    auto transformer = [&](int64_t level, int64_t depth, const std::string& path) {
       SpatialTransformerOptions o;
-      std::tie(o.heads, o.dim_head) = c.heads_for(ch);
+      const int64_t ch = mc * c.channel_mult[level];
+      std::tie(o.heads, o.dim_head) = c.heads_at(level);
       o.channels = ch, o.depth = depth, o.context_dim = c.context_dim, o.groups = c.norm_groups;
       o.use_linear = c.use_linear_in_transformer;
       return SpatialTransformer(o, path);
@@ -238,7 +257,7 @@ class SdUNet : public Network {
         auto b = new_block(inputs, "input_blocks", in_);
         b->res = b->add(ResBlock(ropts(ch, out), b->path() + ".0"));
         ch = out;
-        if (depth > 0) b->attn = b->add(transformer(ch, depth, b->path() + ".1"));
+        if (depth > 0) b->attn = b->add(transformer(l, depth, b->path() + ".1"));
         skip_ch.push_back(ch);
       }
       if (l + 1 < levels) {
@@ -249,7 +268,7 @@ class SdUNet : public Network {
     }
     mid_ = register_module("middle_block", SdBlock("middle_block"));
     mid_->res = mid_->add(ResBlock(ropts(ch, ch), "middle_block.0"));
-    mid_->attn = mid_->add(transformer(ch, c.middle_depth(), "middle_block.1"));
+    mid_->attn = mid_->add(transformer(levels - 1, c.middle_depth(), "middle_block.1"));
     mid_->res2 = mid_->add(ResBlock(ropts(ch, ch), "middle_block.2"));
 
     auto outputs = register_module("output_blocks", nn::ModuleList());
@@ -260,7 +279,7 @@ class SdUNet : public Network {
         b->res = b->add(ResBlock(ropts(ch + skip_ch.back(), out), b->path() + ".0"));
         skip_ch.pop_back();
         ch = out;
-        if (depth > 0) b->attn = b->add(transformer(ch, depth, b->path() + ".1"));
+        if (depth > 0) b->attn = b->add(transformer(l, depth, b->path() + ".1"));
         if (l > 0 && i == c.num_res_blocks) b->up = b->add(Upsample(ch, ch, true));
       }
     }
@@ -364,11 +383,12 @@ NetworkPtr make_sd_unet(const SdUNetConfig& cfg) {
 }
 
 torch::Tensor sdxl_vector_cond(const torch::Tensor& pooled, double orig_h, double orig_w, double crop_top,
-                               double crop_left, double target_h, double target_w) {
+                               double crop_left, double target_h, double target_w, int64_t dim) {
   check(pooled.dim() == 2, "sdxl_vector_cond: pooled embedding must be [N, D], got ", pooled.sizes());
+  check(dim >= 2 && dim % 2 == 0, "sdxl_vector_cond: the size embedding width must be even and >= 2, got ", dim);
   const int64_t N = pooled.size(0);
   auto v = torch::tensor({orig_h, orig_w, crop_top, crop_left, target_h, target_w}, torch::kFloat64);
-  auto e = timestep_embedding(v.to(pooled.device()), 256).reshape({1, 6 * 256}).expand({N, 6 * 256});
+  auto e = timestep_embedding(v.to(pooled.device()), dim).reshape({1, 6 * dim}).expand({N, 6 * dim});
   return torch::cat({pooled, e.to(pooled.scalar_type())}, 1);
 }
 

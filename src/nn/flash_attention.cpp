@@ -49,11 +49,33 @@ void gemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const 
   const auto st = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
   check(st == dnnl_success, "attention: oneDNN sgemm failed (status ", int(st), ")");
 }
+// The stored rows x cols of a row-major operand (leading dimension ld) as a dense float copy.
+const float* widened(const c10::BFloat16* X, int64_t rows, int64_t cols, int64_t ld, std::vector<float>& buf) {
+  buf.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) buf[size_t(r * cols + c)] = float(X[r * ld + c]);
+  return buf.data();
+}
+
+// oneDNN's bf16 GEMM needs AVX-512 (BF16 or AMX for speed); on CPUs without
+// it (AVX2-only) it answers dnnl_unimplemented, and the operands are widened
+// to float for sgemm instead (the same products, float accumulation).
+std::atomic<bool> g_no_bf16_gemm{false};
+
 void gemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const c10::BFloat16* A, int64_t lda,
           const c10::BFloat16* B, int64_t ldb, float* C, int64_t ldc) {
-  const auto st = dnnl_gemm_bf16bf16f32(ta, tb, M, N, K, alpha, reinterpret_cast<const uint16_t*>(A), lda,
-                                        reinterpret_cast<const uint16_t*>(B), ldb, 0.0f, C, ldc);
-  check(st == dnnl_success, "attention: oneDNN bf16 gemm failed (status ", int(st), ")");
+  if (!g_no_bf16_gemm.load(std::memory_order_relaxed)) {
+    const auto st = dnnl_gemm_bf16bf16f32(ta, tb, M, N, K, alpha, reinterpret_cast<const uint16_t*>(A), lda,
+                                          reinterpret_cast<const uint16_t*>(B), ldb, 0.0f, C, ldc);
+    if (st == dnnl_success) return;
+    check(st == dnnl_unimplemented, "attention: oneDNN bf16 gemm failed (status ", int(st), ")");
+    g_no_bf16_gemm.store(true, std::memory_order_relaxed);
+  }
+  thread_local std::vector<float> a, b;
+  const bool na = ta == 'N' || ta == 'n', nb = tb == 'N' || tb == 'n';
+  const float* fa = widened(A, na ? M : K, na ? K : M, lda, a);
+  const float* fb = widened(B, nb ? K : N, nb ? N : K, ldb, b);
+  gemm(ta, tb, M, N, K, alpha, fa, na ? K : M, fb, nb ? N : K, C, ldc);
 }
 
 // One row of scores s[0, n): s <- exp(s - max s) in place, and (when pb is

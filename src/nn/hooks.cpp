@@ -60,4 +60,69 @@ ScopedHook::~ScopedHook() {
   }
 }
 
+// ---------------------------------------------------------------- context
+
+namespace {
+thread_local std::vector<std::vector<std::string>> t_branches;  // outermost first
+thread_local int t_step = -1;
+}  // namespace
+
+BranchScope::BranchScope(std::vector<std::string> names) { t_branches.push_back(std::move(names)); }
+BranchScope::~BranchScope() { t_branches.pop_back(); }
+
+StepScope::StepScope(int step) : previous_(t_step) { t_step = step; }
+StepScope::~StepScope() { t_step = previous_; }
+
+HookContext current_hook_context(double s, int64_t rows) {
+  HookContext ctx;
+  ctx.step = t_step;
+  ctx.s = s;
+  if (t_branches.empty() || rows <= 0) return ctx;
+  // Row sizes of each level's copies, innermost first: the innermost rule's
+  // copies split the call, each holding the batch the next rule out gave it.
+  std::vector<int64_t> size(t_branches.size());
+  int64_t b = rows;
+  for (size_t k = t_branches.size(); k-- > 0;) {
+    const int64_t n = int64_t(t_branches[k].size());
+    if (n < 1 || b % n) return ctx;  // not the declared copies
+    b /= n;
+    size[k] = b;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    std::string path;
+    for (size_t k = 0; k < t_branches.size(); ++k) {
+      const auto& names = t_branches[k];
+      path += (k ? "/" : "") + names[size_t((r / size[k]) % int64_t(names.size()))];
+    }
+    if (!ctx.branches.empty() && ctx.branches.back().name == path && ctx.branches.back().end == r)
+      ctx.branches.back().end = r + 1;
+    else
+      ctx.branches.push_back({path, r, r + 1});
+  }
+  return ctx;
+}
+
+std::vector<int64_t> HookContext::rows(const std::string& component) const {
+  std::vector<int64_t> out;
+  for (const auto& b : branches) {
+    size_t start = 0;
+    bool has = false;
+    while (start <= b.name.size()) {
+      const size_t slash = b.name.find('/', start);
+      const size_t end = slash == std::string::npos ? b.name.size() : slash;
+      if (b.name.compare(start, end - start, component) == 0 && end - start == component.size()) has = true;
+      start = end + 1;
+    }
+    if (has)
+      for (int64_t r = b.begin; r < b.end; ++r) out.push_back(r);
+  }
+  return out;
+}
+
+std::string HookContext::branch_of(int64_t row) const {
+  for (const auto& b : branches)
+    if (row >= b.begin && row < b.end) return b.name;
+  return "";
+}
+
 }  // namespace tweedie

@@ -56,6 +56,7 @@ StableDiffusion::StableDiffusion(const std::string& path, const SdPipelineOption
   SdLoadOptions lo;
   lo.prediction = opt.prediction;
   lo.use_ema = opt.use_ema;
+  lo.config = opt.config;
   ckpt_ = load_sd_checkpoint(path, lo);
   if (!opt.vae.empty()) {
     const double scale = ckpt_.vae_config.scaling_factor;
@@ -101,19 +102,35 @@ StableDiffusion::StableDiffusion(const std::string& path, const SdPipelineOption
     taesd_->eval();
   }
 
+  // Text encoders with the configs and layer use the loader decided.
   std::vector<ClipTextModel> te;
-  for (auto& e : ckpt_.text_encoders)
-    te.push_back(load_clip_text(e.weights, "", e.name == "clip_l" ? "quick_gelu" : "gelu", opt.dtype));
+  for (auto& e : ckpt_.text_encoders) {
+    ClipTextModel m(e.config);
+    load_clip_text_weights(m, e.weights);
+    m->to(opt.dtype);
+    m->eval();
+    te.push_back(m);
+  }
   const std::string tok_dir = tokenizer_folder(ckpt_, opt);
-  if (tok_dir.empty()) {
-    // Text encoding is refused until a tokenizer is given; the UNet and VAE work without one.
-  } else if (ClipTokenizer tok(tok_dir); ckpt_.family == "sdxl") {
-    check(te.size() == 2, ckpt_.source, ": SDXL needs two text encoders, found ", te.size());
-    text_ = std::make_unique<TextEncoderSet>(TextEncoderSet::sdxl(std::move(tok), te[0], te[1]));
-  } else {
-    check(te.size() == 1, ckpt_.source, ": ", ckpt_.family, " needs one text encoder, found ", te.size());
-    text_ = std::make_unique<TextEncoderSet>(ckpt_.family == "sd2" ? TextEncoderSet::sd2(std::move(tok), te[0])
-                                                                   : TextEncoderSet::sd1(std::move(tok), te[0]));
+  if (!tok_dir.empty()) {  // without a tokenizer text encoding is refused; the UNet and VAE work
+    ClipTokenizer tok(tok_dir);
+    std::vector<TextEncoderSet::Encoder> encoders;
+    for (size_t i = 0; i < te.size(); ++i) {
+      const auto& e = ckpt_.text_encoders[i];
+      const int64_t pad = e.pad_token == "<|endoftext|>" ? tok.eos() : tok.id_of(e.pad_token);
+      check(pad >= 0, tok_dir, ": the padding token '", e.pad_token, "' of text encoder ", e.name,
+            " is not in the vocabulary");
+      encoders.push_back({te[i], pad, e.layer, e.final_norm, e.pooled});
+    }
+    text_ = std::make_unique<TextEncoderSet>(std::move(tok), std::move(encoders));
+  }
+  if (const int64_t adm = ckpt_.unet_config.adm_in_channels; adm > 0) {
+    int64_t pooled = -1;
+    for (auto& e : ckpt_.text_encoders)
+      if (e.pooled) pooled = e.config.projection_dim;
+    check(pooled > 0 && pooled + 6 * ckpt_.size_embed_dim == adm, ckpt_.source, ": the UNet's vector conditioning takes ",
+          adm, " values, but the pooled text embedding (", pooled, ") + 6 size embeddings of ", ckpt_.size_embed_dim,
+          " give ", pooled + 6 * ckpt_.size_embed_dim);
   }
 
   {
@@ -160,6 +177,42 @@ Cond StableDiffusion::encode_prompt(const std::string& prompt, int64_t n, int64_
   return encode_prompts(prompt, "", n, width, height, clip_skip).first;
 }
 
+Cond StableDiffusion::condition(const std::string& prompt, const std::string& negative, int64_t n, int64_t width,
+                               int64_t height, int64_t clip_skip) const {
+  return conditions({prompt}, negative, n, width, height, clip_skip)[0];
+}
+
+std::vector<Cond> StableDiffusion::conditions(const std::vector<std::string>& prompts, const std::string& negative,
+                                              int64_t n, int64_t width, int64_t height, int64_t clip_skip) const {
+  check(!prompts.empty(), "conditions: no prompt given");
+  // Each prompt with the negative (both padded to the longer), then all padded to the longest.
+  std::vector<std::pair<Cond, Cond>> pairs;
+  int64_t len = 0;
+  for (const auto& p : prompts) {
+    pairs.push_back(encode_prompts(p, negative, n, width, height, clip_skip));
+    len = std::max(len, pairs.back().first.context.size(1));
+  }
+  const auto& longest = *std::find_if(pairs.begin(), pairs.end(), [&](auto& q) { return q.first.context.size(1) == len; });
+  const torch::Tensor null_context = longest.second.context.narrow(0, 0, 1);
+  torch::Tensor null_y;
+  if (longest.second.extra.count("y")) null_y = longest.second.extra.at("y").narrow(0, 0, 1);
+  torch::Tensor empty;  // one 77-token window of the empty prompt, to pad with (A1111)
+  std::vector<Cond> out;
+  for (auto& [pos, neg] : pairs) {
+    Cond c = pos;
+    if (c.context.size(1) < len) {
+      if (!empty.defined()) empty = encode_prompts("", "", 1, width, height, clip_skip).first.context;
+      std::vector<torch::Tensor> parts{c.context};
+      for (int64_t l = c.context.size(1); l < len; l += empty.size(1)) parts.push_back(empty.expand({n, -1, -1}));
+      c.context = torch::cat(parts, 1);
+    }
+    c.extra["null_context"] = null_context;
+    if (null_y.defined()) c.extra["null_y"] = null_y;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 std::pair<Cond, Cond> StableDiffusion::encode_prompts(const std::string& prompt, const std::string& negative, int64_t n,
                                                       int64_t width, int64_t height, int64_t clip_skip) const {
   check(text_ != nullptr, ckpt_.source, ": the CLIP tokenizer files are not part of a single-file checkpoint; pass "
@@ -183,9 +236,9 @@ std::pair<Cond, Cond> StableDiffusion::encode_prompts(const std::string& prompt,
   auto make = [&](const TextEncoding& e) {
     Cond c;
     c.context = e.context.to(torch::kFloat32).expand({n, -1, -1}).contiguous();
-    if (ckpt_.family == "sdxl")
+    if (ckpt_.unet_config.adm_in_channels > 0)
       c.extra["y"] = sdxl_vector_cond(e.pooled.to(torch::kFloat32), double(height), double(width), 0, 0, double(height),
-                                      double(width))
+                                      double(width), ckpt_.size_embed_dim)
                          .expand({n, -1})
                          .contiguous();
     return c;

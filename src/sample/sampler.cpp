@@ -1,6 +1,8 @@
 // Sampler registry and the per-run context shared by every sampler.
 #include "tweedie/sample/sampler.h"
 
+#include "tweedie/nn/hooks.h"
+
 #include <cmath>
 
 #include "tweedie/core/error.h"
@@ -42,6 +44,7 @@ SamplerRun::SamplerRun(Denoiser& m, std::vector<double> s, Cond c, SamplerOption
 
 Prediction SamplerRun::denoise(const torch::Tensor& x, double s) {
   ++nfe;
+  StepScope scope(step_);
   Prediction p = model.predict(x, s, cond);
   if (!torch::isfinite(p.x0()).all().item<bool>())
     fail("the denoiser returned non-finite values at sigma = ", s);
@@ -53,6 +56,7 @@ torch::Tensor SamplerRun::randn_like(const torch::Tensor& x) {
 }
 
 void SamplerRun::report(int i, const torch::Tensor& x, const torch::Tensor& x0) {
+  step_ = i + 1;
   if (callback) callback(StepInfo{i, steps(), sigmas[i], sigmas[i + 1], x, x0});
 }
 

@@ -6,8 +6,8 @@
 //                                     ZIP); a top-level "state_dict" dict (SD /
 //                                     Lightning .ckpt) is unwrapped
 //
-// The format is told by the file's first bytes, not its extension ("PK" =
-// torch ZIP, otherwise safetensors), so a misnamed file still loads.
+// The format is told by the file's structure, not its extension, so a
+// misnamed file still loads (detect_weights_format below).
 // Tensors stay views over the mapped file unless a dtype conversion is asked
 // for: `dtype` converts every floating-point tensor once, at load (integer and
 // bool tensors are kept as they are).
@@ -27,6 +27,17 @@ using StateDict = std::map<std::string, torch::Tensor>;
 struct LoadOptions {
   std::optional<torch::ScalarType> dtype;  // convert floating tensors (fp32/fp16/bf16/fp64)
 };
+
+// What a weights file is, by structure (never by extension or one byte):
+//   Safetensors  a little-endian u64 N, byte 8 is '{', and 8 + N <= file size
+//   TorchZip     "PK\x03\x04" (torch.save since 1.6)
+//   TorchLegacy  pickle PROTO (0x80, protocol 2..5) followed by LONG1 of the
+//                legacy magic number 0x1950a86a20f9469cfc6c (torch.save before 1.6)
+//   Unknown      anything else
+// A safetensors header length may have any low byte (0x80 or 'P' included):
+// the structural test decides, so such files are never taken for torch files.
+enum class WeightsFormat { Safetensors, TorchZip, TorchLegacy, Unknown };
+WeightsFormat detect_weights_format(const std::string& path);
 
 StateDict load_state_dict(const std::string& path, const LoadOptions& opts = {},
                           std::map<std::string, std::string>* metadata_out = nullptr);

@@ -70,6 +70,11 @@ struct ClipTextConfig {
   static ClipTextConfig openclip_h();     // 1024, 24, 16, gelu, projection 1024
   static ClipTextConfig openclip_bigg();  // 1280, 32, 20, gelu, projection 1280
   void validate() const;                  // Error "clip text config: ..."
+  // Every field by name (vocab_size, width, layers, heads, intermediate,
+  // max_positions, projection_dim, activation, layer_norm_eps); from_json
+  // starts from clip_l's values and validates.
+  static ClipTextConfig from_json(const std::string& text);
+  std::string to_json() const;
   std::string describe() const;           // "width 768, 12 layers, 12 heads, quick_gelu"
 };
 
@@ -93,6 +98,10 @@ ClipTextConfig infer_clip_text_config(const StateDict& sd, const std::string& pr
 // keys outside src_prefix are copied unchanged. Tensors are shared, except
 // the split and transposed ones (contiguous copies).
 StateDict openclip_to_hf(const StateDict& sd, const std::string& src_prefix, const std::string& dst_prefix);
+// The inverse, for writing LDM/SGM single files: HF names (no prefix) ->
+// OpenCLIP names (q/k/v joined into attn.in_proj_*, text_projection
+// transposed); position_ids dropped; any other key is an Error naming it.
+StateDict hf_to_openclip(const StateDict& sd);
 // True if keys under prefix are in OpenCLIP's layout (transformer.resblocks.*).
 bool is_openclip_layout(const StateDict& sd, const std::string& prefix);
 // True if keys under prefix are HF names without "text_model." (embeddings.*,
@@ -170,36 +179,40 @@ struct TextEncoding {
 TextEncoding encode_windows(ClipTextModel& model, const PromptWindows& windows, int64_t clip_skip, bool final_norm,
                             bool pooled = false, bool emphasis_normalize = true);
 
-// The text side of one Stable Diffusion family: tokenizer + encoder(s) with
-// the family's padding, layer and normalization rules (see the top of this
-// file). clip_skip 1 is the family's own layer; n > 1 goes n - 1 layers
-// further back (for SD1 this is A1111's "Clip skip").
+// The text side of a Stable Diffusion model: tokenizer + encoder(s), each
+// with its padding, layer and normalization (see the top of this file; the
+// checkpoint loader decides them from the model's form and config,
+// models/sd_checkpoint.h). clip_skip 1 is each encoder's own layer; n > 1
+// goes n - 1 layers further back (for SD1 this is A1111's "Clip skip").
 class TextEncoderSet {
  public:
-  enum class Family { SD1, SD2, SDXL };
+  struct Encoder {
+    ClipTextModel model{nullptr};
+    int64_t pad_id;   // padding token id of the 77-token windows
+    int64_t layer;    // hidden_states index (1..layers) used at clip skip 1
+    bool final_norm;  // final_layer_norm applied to it
+    bool pooled;      // its pooled projection is returned (SDXL's second encoder)
+  };
+  // Contexts are concatenated along features in encoder order; at most one pools.
+  TextEncoderSet(ClipTokenizer tok, std::vector<Encoder> encoders);
 
+  // The released families' rules: SD1 the last layer + final norm (pad EOS);
+  // SD2 the penultimate layer of OpenCLIP-H + final norm (pad 0), or the last
+  // when the encoder already stops there (diffusers' 23-layer copy:
+  // truncated = true); SDXL hidden_states[-2] of both without the final norm,
+  // pooled from the second (CLIP-L pads EOS, bigG 0).
   static TextEncoderSet sd1(ClipTokenizer tok, ClipTextModel clip_l);
-  static TextEncoderSet sd2(ClipTokenizer tok, ClipTextModel openclip_h);
+  static TextEncoderSet sd2(ClipTokenizer tok, ClipTextModel openclip_h, bool truncated = false);
   static TextEncoderSet sdxl(ClipTokenizer tok, ClipTextModel clip_l, ClipTextModel openclip_bigg);
 
-  // context [1, 77k, 768 | 1024 | 2048]; pooled [1, 1280] for SDXL only.
+  // context [1, 77k, sum of widths]; pooled [1, P] when an encoder pools.
   TextEncoding encode(const std::string& prompt, int64_t clip_skip = 1, const ChunkOptions& opt = {}) const;
 
-  Family family() const { return family_; }
   const ClipTokenizer& tokenizer() const { return tok_; }
+  const std::vector<Encoder>& encoders() const { return encoders_; }
   int64_t context_dim() const;
 
  private:
-  struct Encoder {
-    ClipTextModel model{nullptr};
-    int64_t pad_id;
-    int64_t blocks;  // hidden_states index used at clip_skip 1
-    bool final_norm;
-    bool pooled;
-  };
-  TextEncoderSet(Family f, ClipTokenizer tok, std::vector<Encoder> encoders);
-
-  Family family_;
   ClipTokenizer tok_;
   std::vector<Encoder> encoders_;
 };

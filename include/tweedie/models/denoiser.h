@@ -22,7 +22,9 @@ struct Cond {
   std::map<std::string, torch::Tensor> extra;
 
   // The unconditional counterpart of this condition (labels -> -1, context
-  // -> the stored null context if any). Used by classifier-free guidance.
+  // -> extra["null_context"] if stored, else zeros; every other extra entry
+  // "null_K" gives entry K its unconditional value, e.g. SDXL's "null_y").
+  // Used by classifier-free guidance.
   Cond null_like() const;
   // This condition and `other` stacked along the batch (this first), so two
   // branches can run in one network call. Extra entries that are the same

@@ -22,26 +22,47 @@
 //    recorded), scheduler/scheduler_config.json. UNet and VAE names are
 //    converted to LDM (diffusers_unet_to_ldm / diffusers_vae_to_ldm below).
 //
-// Family detection (from the UNet's keys and shapes):
-//   sdxl  label_emb.0.0.weight [1280, 2816] (context 2048); the SDXL refiner
-//         ([1536, 2560], context 1280) is rejected with a clear Error
-//   sd2   cross-attention context 1024 (attn2.to_k.weight [C, 1024])
-//   sd1   context 768
+// The architecture: the weights' shapes fix every size (levels, widths,
+// depths, context width, vector conditioning, text towers); what shapes do
+// not show (attention heads, norm groups, eps, activation, which text layer
+// feeds the UNet, padding token, scaling factor, schedule, prediction) comes
+// from the model's own config, first that exists (models/sd_config.h):
+//   diffusers folders  unet/config.json, vae/config.json,
+//                      text_encoder*/config.json, tokenizer*/ special tokens,
+//                      scheduler/scheduler_config.json
+//   single files       SdLoadOptions::config (an LDM/SGM inference .yaml such
+//                      as v1-inference.yaml, v2-inference-v.yaml,
+//                      sd_xl_base.yaml, or tweedie's JSON), else tweedie's
+//                      "tweedie.sd" entry in the safetensors metadata, else a
+//                      sibling <name>.yaml, else the family's preset rules.
+// A config that contradicts the weights (another width, depth, ...) is an
+// Error naming the field. `config_source` says which config decided.
+//
+// Family (a label for the rules above, told by structure, never by widths):
+//   sdxl  two text towers (conditioner.embedders.0/1, or text_encoder_2/)
+//         and vector conditioning (label_emb); the SDXL refiner (one tower,
+//         y of pooled + 5 size embeddings) is rejected with a clear Error
+//   sd2   one OpenCLIP tower (cond_stage_model.model.*; diffusers: a text
+//         encoder with hidden_act "gelu")
+//   sd1   one OpenAI CLIP tower (cond_stage_model.transformer.*; diffusers:
+//         hidden_act "quick_gelu")
+//   A bare UNet (detect_sd_family with no family set) falls back to its
+//   context width: 768 sd1, 1024 sd2, label_emb sdxl.
 //   inpainting: input_blocks.0.0.weight has 9 input channels (any family);
 //   other input widths (e.g. 8, InstructPix2Pix) are kept in in_channels.
-// The UNet config (SdUNetConfig) is filled from the shapes: in/out channels,
-// model_channels, channel_mult, num_res_blocks, attention levels and
-// transformer depths, context_dim, linear projection, adm_in_channels; the
-// head rule (not visible in weights) by family: sd1 8 heads, sd2/sdxl 64
-// channels per head. VAE config likewise (ch, ch_mult, num_res_blocks,
-// z_channels, embed_dim), scaling factor 0.18215 (sd1/sd2) or 0.13025
-// (sdxl), or the diffusers vae/config.json "scaling_factor".
-//
+// Preset rules (bare single files): heads sd1 8, sd2/sdxl 64 channels per
+// head; text layers sd1 the last + final norm, sd2 the penultimate + final
+// norm, sdxl the penultimate of both without it (pooled from the second);
+// a diffusers folder's text encoders are used as diffusers does: the last
+// layer + final norm (its SD2 conversion already dropped the last block),
+// SDXL hidden_states[-2]; scaling factor 0.18215 (sd1/sd2) or 0.13025 (sdxl).
+
 // Prediction type (eps vs v cannot be told from weights), first that applies:
 //   1. SdLoadOptions::prediction ("eps" / "v"), the user's --prediction;
 //   2. diffusers scheduler/scheduler_config.json "prediction_type";
-//   3. a sibling <name>.yaml of a single file: "parameterization: v" -> v,
-//      otherwise eps (LDM's default);
+//   3. a single file's config (--config, tweedie.sd metadata, sibling
+//      <name>.yaml): "parameterization: v" (LDM), VScaling (SGM) or the
+//      JSON's "prediction"; an LDM yaml without one says eps (its default);
 //   4. a "v_pred" key in the state dict (ComfyUI's marker) -> v;
 //   5. an SD2 file whose name says "768-v", "v-pred" or "vpred" -> v;
 //   6. eps (SD 1.x, SD2 512-base, SDXL). SD 2.x 768-v models are v: name
@@ -57,6 +78,7 @@
 // names of diffusers' conversion script), family detection, prediction
 // rules, single-file and diffusers-folder loading, errors.
 #pragma once
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -81,10 +103,16 @@ struct SdScheduleInfo {
 };
 
 struct SdTextEncoder {
-  std::string name;         // "clip_l", "openclip_h", "openclip_bigg"
+  std::string name;         // "clip_l", "openclip_h", "openclip_bigg" (the tower's kind and slot)
   StateDict weights;        // HF layout: text_model.*, text_projection.weight
-  ClipTextConfig config;    // inferred from the shapes
+  ClipTextConfig config;    // shapes from the weights, the rest from the model's config
   std::string tokenizer_dir;  // diffusers tokenizer/ or tokenizer_2/ ("" for single files)
+  // How the pipeline uses it (decided from the model's form and config):
+  int64_t layer = 0;         // hidden_states index (1..layers) fed to the UNet at clip skip 1
+  bool final_norm = true;    // final_layer_norm applied to those hidden states
+  bool pooled = false;       // its pooled projection goes into SDXL's vector y
+  std::string pad_token = "<|endoftext|>";  // padding of the 77-token windows ("!" = id 0 for OpenCLIP)
+  bool configured = false;   // a config gave its architecture (heads, activation, eps), not the preset rules
 };
 
 struct SdCheckpoint {
@@ -99,6 +127,8 @@ struct SdCheckpoint {
   StateDict unet, vae;                     // LDM names, no prefix
   std::vector<SdTextEncoder> text_encoders;  // sd1: clip_l; sd2: openclip_h; sdxl: clip_l, openclip_bigg
   size_t ignored_keys = 0;                 // keys of no component (EMA, schedule buffers, ...)
+  int64_t size_embed_dim = 256;            // sdxl: Fourier features per size/crop value in y
+  std::string config_source = "preset";    // "preset", "diffusers config.json", "<name>.yaml", "tweedie metadata", ...
 
   // "sdxl (inpainting), eps (default), UNet 2567M params, ..." for logs.
   std::string describe() const;
@@ -108,13 +138,17 @@ struct SdLoadOptions {
   std::string prediction;                  // "" = detect; "eps" or "v" overrides
   std::optional<torch::ScalarType> dtype;  // convert floating weights once at load
   bool use_ema = false;                    // single LDM files: UNet from model_ema.*
+  std::string config;                      // single files: an LDM/SGM .yaml or a tweedie JSON config
+                                           // ("" = the file's metadata, else a sibling <name>.yaml)
 };
 
 // A file (single-file checkpoint) or a folder (diffusers).
 SdCheckpoint load_sd_checkpoint(const std::string& path, const SdLoadOptions& opts = {});
 // The single-file layout from an already loaded state dict (`name` is the
-// file name used in errors and for the file-name rule).
-SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::string& name, const SdLoadOptions& opts = {});
+// file name used in errors and for the file-name and sibling-yaml rules;
+// `metadata` the file's safetensors metadata, for tweedie's "tweedie.sd").
+SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::string& name, const SdLoadOptions& opts = {},
+                                          const std::map<std::string, std::string>* metadata = nullptr);
 
 // A separate VAE (a file such as vae-ft-mse-840000-ema-pruned.safetensors or
 // sdxl_vae.safetensors, or a diffusers vae/ folder): LDM names (bare or under
@@ -123,8 +157,10 @@ SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::strin
 // default; the caller keeps the checkpoint's, which depends on the family).
 StateDict load_sd_vae(const std::string& path, const SdLoadOptions& opts = {}, AutoencoderKLConfig* config = nullptr);
 
-// Family, inpainting and the UNet config from a UNet state dict in LDM
-// names; fills those fields of ckpt. Error naming `where` otherwise.
+// The UNet config from a UNet state dict in LDM names (the family's preset
+// heads), inpainting, and the family when ckpt.family is empty (by the
+// context width; callers that see the text towers set it first). Error
+// naming `where` otherwise.
 void detect_sd_family(const StateDict& unet, const std::string& where, SdCheckpoint& ckpt);
 AutoencoderKLConfig vae_config_from_weights(const StateDict& vae, const std::string& where);
 

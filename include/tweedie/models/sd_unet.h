@@ -29,6 +29,7 @@
 //   downsampling factors 2^l, transformer_depth (one per level: [1,1,1,1];
 //   sdxl [1,2,10]) and transformer_depth_middle (-1 = the last level's),
 //   num_heads (8) or num_head_channels (-1; sd2/sdxl 64: heads = C / 64),
+//   level_heads ([]: heads per level, overriding both; diffusers' lists),
 //   context_dim (768; sd2 1024; sdxl 2048), use_linear_in_transformer
 //   (false; sd2/sdxl true), adm_in_channels (0; sdxl 2816), norm_groups (32).
 // Presets reproduce the released models: sd1 = SD 1.x (859,520,964
@@ -75,6 +76,10 @@ struct SdUNetConfig {
   std::vector<int64_t> transformer_depth{1, 1, 1, 1};
   int64_t transformer_depth_middle = -1;  // -1: transformer_depth.back()
   int64_t num_heads = 8, num_head_channels = -1;
+  // Heads of each level's transformers (the middle block takes the last
+  // level's), as diffusers' per-level num_attention_heads; empty = the rule
+  // above. Overrides num_heads / num_head_channels when given.
+  std::vector<int64_t> level_heads;
   int64_t context_dim = 768;
   bool use_linear_in_transformer = false;
   int64_t adm_in_channels = 0;  // > 0: SDXL's vector conditioning y
@@ -87,6 +92,8 @@ struct SdUNetConfig {
   void validate() const;
   // (heads, dim_head) of a transformer on `channels` channels (LDM's rule).
   std::pair<int64_t, int64_t> heads_for(int64_t channels) const;
+  // (heads, dim_head) of the transformers of a level (level_heads, else heads_for).
+  std::pair<int64_t, int64_t> heads_at(int64_t level) const;
   int64_t depth_at(int64_t level) const;  // transformer blocks at a level, 0 = no attention
   int64_t middle_depth() const;
 };
@@ -98,7 +105,8 @@ NetworkPtr make_sd_unet(const SdUNetConfig& cfg);
 // sinusoidal embedding (timestep_embedding: [cos, sin], max period 10^4) of
 // each of original height, width, crop top, crop left, target height, width
 // (ConcatTimestepEmbedderND). Values are pixels of the image, not latents.
+// `dim` is the width of each value's embedding (diffusers' addition_time_embed_dim).
 torch::Tensor sdxl_vector_cond(const torch::Tensor& pooled, double orig_h, double orig_w, double crop_top,
-                               double crop_left, double target_h, double target_w);
+                               double crop_left, double target_h, double target_w, int64_t dim = 256);
 
 }  // namespace tweedie

@@ -1,7 +1,7 @@
 // Hooks: named sites inside networks where code can observe or replace
 // values, with the step context. Prompt-to-Prompt, MasaCtrl, PAG, SAG, ToMe,
 // DeepCache, FreeU, ControlNet residuals and feature extraction are hooks,
-// not copies of a model (DESIGN.md).
+// not copies of a model (docs/design.md).
 //
 // Site names are the module path of the site plus what it carries, e.g.
 //   "down.1.attn.0.probs"   attention probabilities [B*heads, Lq, Lk]
@@ -12,13 +12,17 @@
 //   "label_emb"             the class embedding (before it joins temb)
 //   "temb"                  the time (+class) embedding
 //   "blocks.4.out"          a transformer block's output
-// A hook returns the value to use (the input itself to only observe).
+// A hook returns the value to use (the input itself to only observe). It
+// sees the call's context: the noise level, the sampler step in progress,
+// and which rows of the batch are which branch (HookContext below).
 //
 // Several users share one network's Hooks: add() returns an id that remove()
 // takes back, and ScopedHook adds one hook to a network for its own lifetime
 // (installing a Hooks object on the network while none is there), so
 // guidance rules (CADS, PAG, SAG) and user hooks coexist and leave the
-// network as they found it. Verified in tests/test_guidance.cpp (Hooks suite).
+// network as they found it. Verified in tests/test_guidance.cpp (Hooks suite:
+// ids and scopes; branch paths of nested scopes; the step and branch rows a
+// hook sees along a CFG + PAG run with several samplers).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -29,11 +33,57 @@
 
 namespace tweedie {
 
-struct HookContext {
-  int step = -1;           // sampler step, -1 outside sampling
-  double s = 0;            // noise level of the current evaluation
-  std::string branch;      // "cond", "uncond", "source", "target", "perturbed", ... ("" if none)
+// Rows [begin, end) of a batched network call that belong to one branch.
+// The name is the path of the branches the rules nesting the call gave
+// them, outermost first, joined by '/': "cond", "uncond", "source/cond",
+// "uncond/perturbed", ...
+struct HookBranch {
+  std::string name;
+  int64_t begin = 0, end = 0;
 };
+
+struct HookContext {
+  int step = -1;                    // sampler step in progress (0-based), -1 outside sampling
+  double s = 0;                     // noise level of the current evaluation
+  std::vector<HookBranch> branches;  // rows by branch; empty when no rule batched this call
+
+  // Rows whose branch path has `component` ("cond" selects "cond" and
+  // "source/cond", not "uncond"), in order; empty if none.
+  std::vector<int64_t> rows(const std::string& component) const;
+  // The branch path of a row ("" when the call has no branches).
+  std::string branch_of(int64_t row) const;
+};
+
+// A rule that evaluates its input batch as equal copies, one per branch
+// (CFG: {"cond", "uncond"}; PAG: {"cond", "uncond", "perturbed"}; an edit's
+// {"source", "target"}), declares them for the network calls it makes while
+// this object lives. Scopes nest (thread-local), so composed rules give
+// paths; a call whose batch does not divide into the declared copies gets no
+// branches.
+class BranchScope {
+ public:
+  explicit BranchScope(std::vector<std::string> names);
+  ~BranchScope();
+  BranchScope(const BranchScope&) = delete;
+  BranchScope& operator=(const BranchScope&) = delete;
+};
+
+// The sampler step of the network calls made while this lives (SamplerRun
+// sets it; thread-local, nests).
+class StepScope {
+ public:
+  explicit StepScope(int step);
+  ~StepScope();
+  StepScope(const StepScope&) = delete;
+  StepScope& operator=(const StepScope&) = delete;
+
+ private:
+  int previous_;
+};
+
+// The context of a network call of `rows` rows at level s, from the scopes
+// alive on this thread (NetDenoiser fills its network's Hooks::ctx with it).
+HookContext current_hook_context(double s, int64_t rows);
 
 using HookFn = std::function<torch::Tensor(const std::string& site, const torch::Tensor& value, const HookContext& ctx)>;
 

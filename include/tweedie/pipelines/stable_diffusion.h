@@ -61,6 +61,8 @@ struct SdPipelineOptions {
   bool merge_loras = true;                     // false: keep the base weights and add the LoRA deltas
                                                // at run time (the same numbers; unmerge restores them)
   bool use_ema = false;
+  std::string config;                          // single files: an LDM/SGM .yaml or tweedie .json architecture
+                                               // ("" = the file's metadata, else a sibling .yaml; sd_checkpoint.h)
 };
 
 class StableDiffusion {
@@ -77,6 +79,17 @@ class StableDiffusion {
   // Text conditioning of a batch of `n` (context [n, 77k, D], SDXL y).
   // clip_skip 0 = the family's default.
   Cond encode_prompt(const std::string& prompt, int64_t n, int64_t width, int64_t height, int64_t clip_skip = 0) const;
+  // The prompt's condition for a batch of n carrying the negative prompt as
+  // its unconditional counterpart (extra "null_context" and, SDXL, "null_y":
+  // Cond::null_like), so every rule that guides with null_like (CFG in
+  // inversion, editing, restoration) uses the negative prompt.
+  Cond condition(const std::string& prompt, const std::string& negative, int64_t n, int64_t width, int64_t height,
+                 int64_t clip_skip = 0) const;
+  // Several prompts' conditions (an edit's source and target) padded to one
+  // context length and sharing one unconditional counterpart, so they
+  // batch together (Cond::concat).
+  std::vector<Cond> conditions(const std::vector<std::string>& prompts, const std::string& negative, int64_t n,
+                               int64_t width, int64_t height, int64_t clip_skip = 0) const;
   // Positive and negative conditions padded to the same context length.
   std::pair<Cond, Cond> encode_prompts(const std::string& prompt, const std::string& negative, int64_t n,
                                        int64_t width, int64_t height, int64_t clip_skip = 0) const;

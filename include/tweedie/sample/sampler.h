@@ -62,7 +62,10 @@ class SamplerRun {
   Prediction denoise(const torch::Tensor& x, double s);
   // Standard normal noise shaped like x, from gen.
   torch::Tensor randn_like(const torch::Tensor& x);
+  // The end of step i: the callback, and the step hooks see moves to i + 1
+  // (network calls in between belong to the step in progress: HookContext::step).
   void report(int i, const torch::Tensor& x, const torch::Tensor& x0);
+  int step() const { return step_; }
   // EDM churn (Karras et al. 2022, Alg. 2): if opt.s_churn > 0 and s is in
   // [s_tmin, s_tmax], raise the level of x from s to s_hat = s (1 + gamma),
   // gamma = min(s_churn / steps, sqrt 2 - 1), with fresh noise; returns the new
@@ -72,6 +75,9 @@ class SamplerRun {
   // reached at st.s_down and add st.noise * s_noise * z (z ~ N(0, I) from gen
   // unless given, e.g. Brownian-tree noise).
   torch::Tensor renoise(const torch::Tensor& x_down, const Process::Ancestral& st, torch::Tensor z = {});
+
+ private:
+  int step_ = 0;
 };
 
 // The DDIM step, the first-order move every solver builds on: the state at
