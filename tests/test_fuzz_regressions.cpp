@@ -134,6 +134,29 @@ TEST(FuzzRegressions, TorchSaveSharedDictsMultiply) {
   EXPECT_NE(e.find("shared.ckpt: more than 1048576 dict entries to read"), std::string::npos) << e;
 }
 
+// A 160 KB data.pkl: a list of 20000 references to one ("k", 1) pair, then 20000 times OrderedDict(that list):
+// 400M dict entries, GBs and a minute under ASan before the copies were bounded (src/io/pickle.cpp).
+TEST(FuzzRegressions, TorchSaveOneListCopiedOverAndOver) {
+  auto str = [](const std::string& s) { return "X" + std::string{char(s.size()), 0, 0, 0} + s; };  // BINUNICODE
+  std::string pkl = bytes("\200\002ccollections\nOrderedDict\nq\000");  // PROTO 2, GLOBAL, BINPUT 0
+  pkl += str("k") + bytes("K\001\206q\0010");  // ("k", 1), BINPUT 1, POP
+  pkl += bytes("]q\002(");                     // EMPTY_LIST, BINPUT 2, MARK
+  for (int i = 0; i < 20000; ++i) pkl += bytes("h\001");  // BINGET 1
+  pkl += bytes("e\205q\0030");                 // APPENDS, TUPLE1 (list,), BINPUT 3, POP
+  for (int i = 0; i < 20000; ++i) pkl += bytes("h\000h\003R0");  // OrderedDict(list), POP
+  pkl += "}.";
+  ASSERT_EQ(pkl.size(), 160052u);
+  const std::string path = tmp("copies.ckpt");
+  ZipWriter w(path);
+  w.add("archive/data.pkl", pkl);
+  w.finish();
+  const std::string e = error_of([&] { load_torch_file(path); });
+  EXPECT_NE(e.find("copies.ckpt: malformed pickle at byte "), std::string::npos) << e;
+  EXPECT_NE(e.find(": more values copied than a pickle of 160052 bytes can hold"), std::string::npos) << e;
+  // A real torch.save file is far from the bound.
+  EXPECT_FALSE(load_torch_file(tweedie::testing::source_path("tests/data/torch_save_sd.ckpt")).empty());
+}
+
 // One line of 100,000 "- " (a sequence in a sequence in ...): each level was a recursion and the stack
 // overflowed (src/io/yaml.cpp).
 TEST(FuzzRegressions, YamlDeeplyNestedBlockSequence) {

@@ -751,8 +751,8 @@ TEST(Restore, SolversRejectBadInput) {
       return std::string(e.what());
     }
     return std::string();
-  }().find("unknown solver 'dps2' (known: bicubic, blended, ddnm, ddnm+, ddrm, dps, mcg, pigdm, pinv, repaint, "
-           "tikhonov)"), std::string::npos);
+  }().find("unknown solver 'dps2' (known: bicubic, blended, ddnm, ddnm+, ddrm, dps, mcg, pigdm, pinv, psld, "
+           "repaint, resample, tikhonov)"), std::string::npos);
   // A measurement of the wrong shape names the operator.
   auto sig = make_schedule("karras", d.process(), 4);
   SamplerRun run(d, sig, {}, {}, seeded(1));
@@ -1039,7 +1039,8 @@ TEST(RestoreCLI, SuperResolutionDeblurAndSeeds) {
   Result h = cli("restore --help");
   for (auto f : {"--task", "--solver", "--sigma-y", "--model", "--class", "--output", "--steps", "--schedule", "--eta",
                  "--eta-b", "--travel-length", "--travel-repeat", "--zeta", "--sampler", "--seed", "--quiet",
-                 "bicubic|blended|ddnm|ddnm+|ddrm|dps|mcg|pigdm|pinv|repaint|tikhonov",
+                 "--measured", "--mask", "--prompt", "--gamma", "--resample-gamma", "--every", "--opt-steps",
+                 "bicubic|blended|ddnm|ddnm+|ddrm|dps|mcg|pigdm|pinv|psld|repaint|resample|tikhonov",
                  "inpaint-box|inpaint-random|sr2|sr4|sr4-bicubic|blur|motion-blur|cs|denoise"})
     EXPECT_NE(h.out.find(f), std::string::npos) << f;
 }
@@ -1070,10 +1071,10 @@ TEST(RestoreCLI, BadInputGetsOneClearError) {
   expect_error("restore --task sr2 --solver ddnm+ --travel-repeat 0 " + in + o, "--travel-repeat must be >= 1", out);
   expect_error("restore --task sr2 --solver ddnm+ --travel-length 0 " + in + o, "--travel-length must be >= 1", out);
   expect_error("restore --task sr2 --steps 0 " + in + o, "--steps must be >= 1", out);
-  expect_error("restore --task sr2 --zeta 0.5 " + in + o, "--zeta applies to dps, mcg only, not ddnm", out);
+  expect_error("restore --task sr2 --zeta 0.5 " + in + o, "--zeta applies to dps, mcg, psld, resample only, not ddnm", out);
   expect_error("restore --task sr2 --solver dps --zeta -1 " + in + o, "--zeta must be >= 0", out);
   expect_error("restore --task sr2 --class hat " + in + o, "unknown class 'hat'", out);
-  expect_error("restore --task sr2 -m gmm:models/gmm/ring2d.json " + in + o, "must be an image model file", out);
+  expect_error("restore --task sr2 -m gmm:models/gmm/ring2d.json " + in + o, "is not an image model", out);
   expect_error("restore " + in + o, "--task is required", out);
   expect_error("restore --task sr2 " + in, "--output is required", out);
   expect_error("restore --task sr2 " + in + " -o " + tmp("x.jpg"), "--output must end in .png");
@@ -1198,6 +1199,121 @@ TEST(RestoreCLI, BenchRestoreWritesTablesAndExamples) {
   for (auto f : {"--model", "--num", "--steps", "--schedule", "--tasks", "--solvers", "--sigma-y", "--batch",
                  "--examples", "--seed", "--resume", "--out", "--quiet"})
     EXPECT_NE(h.out.find(f), std::string::npos) << f;
+}
+
+
+// ---- latent models: the operator acts on decoded pixels ---------------------
+
+// A toy latent model: a Gaussian prior on latents [2, 4, 4] and a fixed
+// linear decoder to pixels [1, 8, 8] (full column rank), its least-squares
+// inverse as the encoder.
+struct LatentToy {
+  std::vector<int64_t> latent{2, 4, 4}, pixels{1, 8, 8};
+  GaussianMixture prior = gaussian_prior({2, 4, 4}, 21);
+  torch::Tensor W = at::randn({64, 32}, seeded(22), torch::kFloat64) / std::sqrt(32.0);
+  torch::Tensor Wp = torch::linalg::pinv(W);
+  torch::Tensor decode(const torch::Tensor& z) const {
+    return torch::matmul(z.flatten(1).to(torch::kFloat64), W.t()).reshape({z.size(0), 1, 8, 8});
+  }
+  torch::Tensor encode(const torch::Tensor& x) const {
+    return torch::matmul(x.flatten(1).to(torch::kFloat64), Wp.t()).reshape({x.size(0), 2, 4, 4});
+  }
+  Measurement measurement(const OperatorPtr& op, const torch::Tensor& y, double sigma_y) const {
+    Measurement m{op, y, sigma_y};
+    m.decode = [this](const torch::Tensor& z) { return decode(z); };
+    m.encode = [this](const torch::Tensor& x) { return encode(x); };
+    return m;
+  }
+};
+
+torch::Tensor latent_solve(const LatentToy& t, Denoiser& d, const std::string& solver, const OperatorPtr& op,
+                           const torch::Tensor& y, int64_t n, int steps, uint64_t seed, RestoreOptions o = {}) {
+  auto sig = make_schedule("karras", d.process(), steps);
+  auto gen = seeded(seed);
+  auto x = at::randn({n, 2, 4, 4}, gen, torch::kFloat64) * sig[0];
+  SamplerRun run(d, sig, {}, {}, gen);
+  return run_restore(find_restore_solver(solver), run, t.measurement(op, y.expand({n, -1, -1, -1}).contiguous(), 0), x, o);
+}
+
+TEST(RestoreLatent, DpsThroughTheDecoderIsTheGradientAndPsldWithoutGluingIsIt) {
+  // One step to 0: x' = x0 - zeta k W^T A^T r / |r| / model_scale(s0), r = A W x0 - y.
+  LatentToy t;
+  auto proc = make_process("vp");
+  GMMDenoiser d(t.prior, proc);
+  const double s0 = 0.8, zeta = 0.5;
+  auto op = make_box_mask(t.pixels);
+  auto z = randn({2}, t.latent, 14) * s0;
+  auto y = op->A(randn({2}, t.pixels, 15));
+  RestoreOptions o;
+  o.zeta = zeta;
+  SamplerRun run(d, {s0, 0}, {}, {}, seeded(1));
+  auto out = run_restore(find_restore_solver("dps"), run, t.measurement(op, y, 0), z, o);
+  auto k = (t.prior.variances[0] / (t.prior.variances[0] + s0 * s0)).reshape(t.latent);
+  auto z0 = t.prior.means[0].reshape(t.latent) + k * (z - t.prior.means[0].reshape(t.latent));
+  auto r = op->A(t.decode(z0)) - y;
+  auto norm = r.flatten(1).norm(2, 1).reshape({2, 1, 1, 1});
+  auto back = torch::matmul(op->At(r).flatten(1), t.W).reshape({2, 2, 4, 4});  // W^T A^T r
+  auto want = z0 - k * back / norm * (zeta / proc->model_scale(s0));
+  EXPECT_LT(rel(out, want), 1e-10);
+  // PSLD with gamma = 0 is latent DPS, bit for bit, over a whole run.
+  RestoreOptions p;
+  p.gamma = 0;
+  EXPECT_TRUE(torch::equal(latent_solve(t, d, "psld", op, y.narrow(0, 0, 1), 3, 6, 7, p),
+                           latent_solve(t, d, "dps", op, y.narrow(0, 0, 1), 3, 6, 7)));
+}
+
+TEST(RestoreLatent, StochasticResamplingIsTheGaussianProduct) {
+  LatentToy t;
+  auto proc = make_process("vp");
+  GMMDenoiser d(t.prior, proc);
+  SamplerRun run(d, {2.0, 0.5, 0}, {}, {}, seeded(3));
+  auto z0 = randn({1}, t.latent, 4), zn = randn({1}, t.latent, 5);
+  auto out = stochastic_resample(run, z0, zn, 2.0, 0.5, 40);
+  const double post = proc->ancestral_step(2.0, 0.5, 1.0).noise, v = 40 * post * post, n2 = 0.25;
+  auto noise = at::randn(z0.sizes(), seeded(3), z0.options());
+  auto want = (z0 * (v * proc->a(0.5)) + zn * n2) / (v + n2) + noise * std::sqrt(1 / (1 / v + 1 / n2));
+  EXPECT_LT(rel(out, want), 1e-12);
+  // Hard data consistency meets a noiseless measurement through the decoder.
+  auto op = make_box_mask(t.pixels);
+  auto y = op->A(t.decode(randn({1}, t.latent, 6)));
+  auto m = t.measurement(op, y, 0);
+  auto before = (op->A(t.decode(z0)) - y).pow(2).mean().item<double>();
+  auto after = (op->A(t.decode(hard_data_consistency(m, z0, 500, 0.05))) - y).pow(2).mean().item<double>();
+  EXPECT_LT(after, 1e-3 * before);
+}
+
+TEST(RestoreLatent, LatentSolversMeetTheMeasurementAndPixelSolversAreRefused) {
+  LatentToy t;
+  GMMDenoiser d(t.prior, make_process("vp:cosine"));
+  auto op = make_box_mask(t.pixels);
+  auto y = op->A(t.decode(t.prior.sample(1, seeded(2)).to(torch::kFloat64)));
+  auto fit = [&](const torch::Tensor& z) {
+    return (op->A(t.decode(z)) - y.expand({z.size(0), -1, -1, -1})).pow(2).mean().sqrt().item<double>();
+  };
+  RestoreOptions off;
+  off.zeta = 0;
+  const double free = fit(latent_solve(t, d, "dps", op, y, 16, 20, 3, off));
+  RestoreOptions rs;
+  rs.every = 2, rs.opt_steps = 300, rs.opt_lr = 0.05;
+  const double dps = fit(latent_solve(t, d, "dps", op, y, 16, 20, 3)), psld = fit(latent_solve(t, d, "psld", op, y, 16, 20, 3)),
+               resample = fit(latent_solve(t, d, "resample", op, y, 16, 20, 3, rs));
+  std::printf("[ latent box inpainting, residual RMS: unguided %.4f, dps %.4f, psld %.4f, resample %.4f ]\n", free, dps,
+              psld, resample);
+  EXPECT_LT(dps, 0.7 * free);
+  EXPECT_LT(psld, 0.7 * free);
+  EXPECT_LT(resample, 0.05 * free);
+  // Solvers of the sampling space refuse a latent measurement, latent-only ones a pixel model.
+  auto sig = make_schedule("karras", d.process(), 4);
+  SamplerRun run(d, sig, {}, {}, seeded(1));
+  auto z = at::randn({1, 2, 4, 4}, seeded(1), torch::kFloat64);
+  EXPECT_NE(error_of([&] { run_restore(find_restore_solver("ddnm"), run, t.measurement(op, y, 0), z); })
+                .find("works in the sampling space of a pixel model"),
+            std::string::npos);
+  GMMDenoiser pix(gaussian_prior(t.pixels, 3), make_process("vp"));
+  SamplerRun run2(pix, sig, {}, {}, seeded(1));
+  EXPECT_NE(error_of([&] { run_restore(find_restore_solver("psld"), run2, {op, y, 0}, at::randn({1, 1, 8, 8}, seeded(1), torch::kFloat64)); })
+                .find("works on latent models"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -15,7 +15,9 @@
 // many runs of a noisy super-resolution moves most of the way from the prior
 // mean to the closed-form posterior mean and the residual |A x - y| falls
 // below the noise level; zeta = 0 is DDIM with eta 1 (DDPM), bit for bit.
-// The step (dps_step, solver.h) is also the first half of MCG's (mcg.cpp).
+// The step (dps_step, solver.h) is also the first half of MCG's (mcg.cpp),
+// and of PSLD's and ReSample's on latent models, where A acts on the
+// decoder's pixels (Measurement::measure).
 #include <cmath>
 
 #include "tweedie/core/error.h"
@@ -24,7 +26,7 @@
 namespace tweedie {
 
 GuidedStep dps_step(SamplerRun& r, const Measurement& m, const torch::Tensor& x, int i, double eta, double zeta,
-                    const char* who) {
+                    const char* who, const LossFn& extra) {
   const Process& p = r.process();
   const double s = r.sigmas[i], sn = r.sigmas[i + 1];
   const auto y = m.y.to(x.options());
@@ -32,7 +34,8 @@ GuidedStep dps_step(SamplerRun& r, const Measurement& m, const torch::Tensor& x,
   torch::AutoGradMode grad_on(true);
   Prediction pr = r.denoise(xg, s);
   check(pr.x0().requires_grad(), who, ": the denoiser is not differentiable (no gradient reaches its output)");
-  auto residual = (y - m.op->A(pr.x0())).flatten(1).norm(2, 1).sum();  // sum of per-sample |y - A x0|
+  auto residual = (y - m.measure(pr.x0())).flatten(1).norm(2, 1).sum();  // sum of per-sample |y - A x0|
+  if (extra) residual = residual + extra(pr.x0());
   auto g = torch::autograd::grad({residual}, {xg}, {}, false, false, true)[0];
   torch::AutoGradMode grad_off(false);
   const auto x0 = pr.x0().detach();
@@ -53,8 +56,16 @@ torch::Tensor dps(SamplerRun& r, const Measurement& m, torch::Tensor x, const Re
   return x;
 }
 
-RestoreSolverRegistrar reg({"dps", "DDPM steps plus a gradient step on |y - A x0| through the denoiser (autograd)",
-                            "Chung et al. 2023, DPS", dps, false, false, false, true});
+RestoreSolverInfo info() {
+  RestoreSolverInfo i{"dps", "DDPM steps plus a gradient step on |y - A x0| through the denoiser (autograd); on "
+                             "latent models through the decoder (latent DPS)",
+                      "Chung et al. 2023, DPS", dps};
+  i.uses_zeta = true;
+  i.decoder = true;
+  return i;
+}
+
+RestoreSolverRegistrar reg(info());
 
 }  // namespace
 }  // namespace tweedie

@@ -93,7 +93,17 @@ torch::Tensor run_restore(const RestoreSolverInfo& info, SamplerRun& run, const 
   check(s.front() <= run.process().s_limit(), info.name, ": first noise level ", s.front(),
         " is beyond the process's limit ", run.process().s_limit());
   check(m.op != nullptr, info.name, ": no operator");
-  m.op->check_x(x);
+  if (m.decode) {
+    check(info.decoder, info.name, " works in the sampling space of a pixel model; on a latent model use one that acts "
+          "through the decoder (dps, psld, resample) or blend in latent space (blended, repaint with a latent mask)");
+    check(!info.needs_decoder || m.encode || info.name != "psld", info.name, ": needs the model's encoder too");
+    torch::NoGradGuard ng;
+    m.op->check_x(m.decode(x.narrow(0, 0, 1)));
+  } else {
+    check(!info.needs_decoder, info.name, " works on latent models (the operator acts through their decoder); this "
+          "model's states are its pixels: use dps");
+    m.op->check_x(x);
+  }
   m.op->check_y(m.y);
   check(m.y.size(0) == x.size(0), info.name, ": ", m.y.size(0), " measurements for ", x.size(0), " start states");
   check(std::isfinite(m.sigma_y) && m.sigma_y >= 0, info.name, ": sigma_y must be >= 0 (got ", m.sigma_y, ")");

@@ -9,7 +9,7 @@
 // draw from run.gen, run.callback after each step (its index is the step of
 // run.sigmas, which DDNM+'s and RePaint's time travel visit more than once).
 // Each lives in its own file (src/restore/ddnm.cpp, ddrm.cpp, pigdm.cpp,
-// dps.cpp, mcg.cpp, repaint.cpp, blended.cpp). PiGDM, DPS and MCG
+// dps.cpp, mcg.cpp, repaint.cpp, blended.cpp, psld.cpp, resample.cpp). PiGDM, DPS and MCG
 // differentiate through the denoiser: they switch autograd on for that call
 // themselves, so the Denoiser must be differentiable (networks and the
 // Gaussian mixture are). RePaint and Blended Diffusion take mask operators only.
@@ -19,6 +19,7 @@
 // upsampling of y, super-resolution operators only) in baselines.cpp, tikhonov
 // in tikhonov.cpp.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,12 @@ struct Measurement {
   OperatorPtr op;
   torch::Tensor y;      // [N, op->out_shape()...]
   double sigma_y = 0;   // standard deviation of the measurement noise
+  // Latent models: the operator acts on decode(x0), the pixels of a state's
+  // estimate (differentiable: autograd flows through it); encode maps pixels
+  // back (PSLD's gluing term). Empty: the operator acts on the sampling space.
+  std::function<torch::Tensor(const torch::Tensor&)> decode, encode;
+  // A applied to an estimate of the sampling space: A x0, or A decode(x0).
+  torch::Tensor measure(const torch::Tensor& x0) const { return op->A(decode ? decode(x0) : x0); }
 };
 
 struct RestoreOptions {
@@ -40,6 +47,11 @@ struct RestoreOptions {
   int travel_repeat = 2;   // ... r - 1 times at every L-th step (1 = no time travel)
   double zeta = 1.0;       // DPS / MCG step size zeta' (the step is zeta' / |y - A x0|)
   std::string sampler = "ddpm";  // Blended Diffusion: the sampler of each step (sampler.h)
+  double gamma = 0.1;            // PSLD: weight of the gluing term
+  double resample_gamma = 40;    // ReSample: resampling variance in units of the step's DDPM posterior variance
+  int every = 10;                // ReSample: hard data consistency every this many steps (of the last two thirds)
+  int opt_steps = 200;           // ReSample: AdamW iterations of each latent optimization at most
+  double opt_lr = 5e-3;          // ReSample: their learning rate
   double eta_or(double dflt) const { return eta >= 0 ? eta : dflt; }
 };
 
@@ -57,6 +69,8 @@ struct RestoreSolverInfo {
   bool masks_only = false;  // rejects operators that are not pixel masks (Operator::is_mask)
   bool uses_sampler = false;  // takes sampler
   bool baseline = false;    // no denoiser: no steps, no NFE, the start state is ignored
+  bool decoder = false;     // works on latent models: the operator acts through Measurement::decode
+  bool needs_decoder = false;  // latent models only (PSLD, ReSample)
 };
 
 const std::vector<RestoreSolverInfo>& restore_solvers();
@@ -87,11 +101,23 @@ torch::Tensor project_to_noised_measurement(SamplerRun& run, const Measurement& 
 // One DPS step (dps.cpp) from run.sigmas[i] to run.sigmas[i + 1]: the
 // ancestral step with noise eta on the denoiser's x0, then the gradient step
 // -zeta' grad_x |y - A x0(x)|. Returns the new state and that x0.
+// `extra`, if given, adds a loss of x0 to the residual before the gradient
+// is taken (PSLD's gluing term). Latent measurements residual through decode.
 struct GuidedStep {
   torch::Tensor x, x0;
 };
+using LossFn = std::function<torch::Tensor(const torch::Tensor& x0)>;
 GuidedStep dps_step(SamplerRun& run, const Measurement& m, const torch::Tensor& x, int i, double eta, double zeta,
-                    const char* who);
+                    const char* who, const LossFn& extra = {});
+// ReSample's pieces (resample.cpp): argmin_z |y - A decode(z)|^2 from z_init
+// by AdamW (at most `steps` iterations, learning rate lr, stopping below
+// max(sigma_y^2, 1e-6) mean squared residual), and the stochastic
+// resampling of the state z_next at level sn around z0 (v = gamma x the
+// DDPM posterior variance of the step s -> sn, in the state's units):
+// N((v a(sn) z0 + sn^2 z_next) / (v + sn^2), (1/v + 1/sn^2)^-1 I), noise from run.gen.
+torch::Tensor hard_data_consistency(const Measurement& m, const torch::Tensor& z_init, int steps, double lr);
+torch::Tensor stochastic_resample(SamplerRun& run, const torch::Tensor& z0, const torch::Tensor& z_next, double s,
+                                  double sn, double gamma);
 
 // Tikhonov regularisation (tikhonov.cpp): x = (A^T A + lambda I)^-1 A^T y =
 // V diag(s / (s^2 + lambda)) U^T y (singular values <= cutoff dropped), per
