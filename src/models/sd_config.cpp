@@ -647,30 +647,22 @@ void apply_diffusers_unet(SdCheckpoint& c, const std::string& path) {
   if (n.has("layers_per_block")) agree(path, "layers_per_block", n.per_level("layers_per_block", levels), std::vector<int64_t>(levels, g.num_res_blocks));
   if (n.has("cross_attention_dim")) agree(path, "cross_attention_dim", n.integer("cross_attention_dim"), g.context_dim);
   if (n.has("use_linear_projection")) agree(path, "use_linear_projection", n.boolean("use_linear_projection"), g.use_linear_in_transformer);
-  if (n.has("down_block_types")) {
-    const json& d = j["down_block_types"];
-    check(d.is_array() && d.size() == levels, path, ": down_block_types must list ", levels, " blocks");
+  // Which levels have cross-attention, as the block types name them (the up path from the deepest level).
+  auto block_types = [&](const std::string& key, const std::string& attn_type, const std::string& plain_type, bool up) {
+    if (!n.has(key)) return;
+    const json& d = j[key];
+    check(d.is_array() && d.size() == levels, path, ": ", key, " must list ", levels, " blocks");
     std::vector<int64_t> attn, w;
     for (size_t l = 0; l < levels; ++l) {
-      check(d[l] == "CrossAttnDownBlock2D" || d[l] == "DownBlock2D", path, ": down block type ", d[l].dump(),
-            " is not supported (CrossAttnDownBlock2D, DownBlock2D)");
-      attn.push_back(d[l] == "CrossAttnDownBlock2D");
-      w.push_back(g.depth_at(int64_t(l)) > 0);
+      check(d[l] == attn_type || d[l] == plain_type, path, ": ", key, " entry ", d[l].dump(), " is not supported (",
+            attn_type, ", ", plain_type, ")");
+      attn.push_back(d[l] == attn_type);
+      w.push_back(g.depth_at(int64_t(up ? levels - 1 - l : l)) > 0);
     }
-    agree(path, "down_block_types (1 = cross-attention)", attn, w);
-  }
-  if (n.has("up_block_types")) {
-    const json& d = j["up_block_types"];
-    check(d.is_array() && d.size() == levels, path, ": up_block_types must list ", levels, " blocks");
-    std::vector<int64_t> attn, w;
-    for (size_t l = 0; l < levels; ++l) {
-      check(d[l] == "CrossAttnUpBlock2D" || d[l] == "UpBlock2D", path, ": up block type ", d[l].dump(),
-            " is not supported (CrossAttnUpBlock2D, UpBlock2D)");
-      attn.push_back(d[l] == "CrossAttnUpBlock2D");
-      w.push_back(g.depth_at(int64_t(levels - 1 - l)) > 0);
-    }
-    agree(path, "up_block_types (1 = cross-attention)", attn, w);
-  }
+    agree(path, key + " (1 = cross-attention)", attn, w);
+  };
+  block_types("down_block_types", "CrossAttnDownBlock2D", "DownBlock2D", false);
+  block_types("up_block_types", "CrossAttnUpBlock2D", "UpBlock2D", true);
   if (n.has("transformer_layers_per_block")) {
     auto t = n.per_level("transformer_layers_per_block", levels);
     for (size_t l = 0; l < levels; ++l)
