@@ -720,3 +720,34 @@ TEST(ClipText, FamilyEncodersFollowTheirRules) {
                 .find("no text_projection"),
             std::string::npos);
 }
+
+// Prompt-to-Prompt's word indices: each word's token positions in the encoded context.
+TEST(PromptWeighting, WordPositionsFollowTheChunks) {
+  REQUIRE_TOKENIZER(tok);
+  const auto w = prompt_word_positions(*tok, "a (red:1.3) cat, BREAK on a [mat]");
+  ASSERT_EQ(w.size(), 6u);
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> want = {
+      {"a", {1}}, {"red", {2}}, {"cat,", {3, 4}}, {"on", {78}}, {"a", {79}}, {"mat", {80}}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(w[i].text, want[i].first) << i;
+    EXPECT_EQ(w[i].positions, want[i].second) << w[i].text;
+  }
+  // A long prompt: the words spill into the second window after its BOS, and every token has its word.
+  std::string longp;
+  for (int i = 0; i < 80; ++i) longp += "cat ";
+  const auto l = prompt_word_positions(*tok, longp);
+  ASSERT_EQ(l.size(), 80u);
+  EXPECT_EQ(l[74].positions, (Ids{75}));
+  EXPECT_EQ(l[75].positions, (Ids{78}));
+  EXPECT_EQ(l[79].positions, (Ids{82}));
+  // The chunks carry the same word of every token (comma backtracking moves words along).
+  std::string commas;
+  for (int i = 0; i < 40; ++i) commas += "red cat, ";
+  size_t tokens = 0, placed = 0;
+  for (const auto& c : chunk_prompt(*tok, commas)) {
+    ASSERT_EQ(c.words.size(), c.tokens.size());
+    tokens += c.tokens.size();
+  }
+  for (const auto& x : prompt_word_positions(*tok, commas)) placed += x.positions.size();
+  EXPECT_EQ(placed, tokens);
+}

@@ -141,6 +141,23 @@ std::vector<WeightedText> parse_prompt_attention(const std::string& prompt) {
   return merged;
 }
 
+namespace {
+// The words of a text split at ASCII whitespace.
+std::vector<std::string> whitespace_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::string w;
+  for (char ch : text) {
+    if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v') {
+      if (!w.empty()) words.push_back(std::move(w)), w.clear();
+    } else {
+      w += ch;
+    }
+  }
+  if (!w.empty()) words.push_back(std::move(w));
+  return words;
+}
+}  // namespace
+
 std::vector<PromptChunk> chunk_prompt(const ClipTokenizer& tok, const std::string& prompt, const ChunkOptions& opt) {
   check(opt.comma_backtrack >= 0 && opt.comma_backtrack <= kClipChunkTokens,
         "prompt: comma backtrack must be in [0, 75], got ", opt.comma_backtrack);
@@ -154,12 +171,24 @@ std::vector<PromptChunk> chunk_prompt(const ClipTokenizer& tok, const std::strin
     cur = PromptChunk();
     last_comma = -1;
   };
+  int64_t word = 0;  // index of the next word (prompt_word_positions)
   for (const auto& piece : parsed) {
     if (piece.is_break) {
       next_chunk();
       continue;
     }
-    for (int64_t t : tok.encode(piece.text)) {
+    const std::vector<int64_t> tokens = tok.encode(piece.text);
+    // The word of each token: the piece's whitespace-separated words encoded one by one (CLIP's
+    // pre-tokenizer never joins across whitespace, so they give the same tokens; if normalization
+    // made them differ, the piece's tokens get no word).
+    std::vector<int64_t> words;
+    for (const std::string& w : whitespace_words(piece.text)) {
+      for (size_t k = tok.encode(w).size(); k > 0; --k) words.push_back(word);
+      ++word;
+    }
+    if (words.size() != tokens.size()) words.assign(tokens.size(), -1);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int64_t t = tokens[i];
       const int64_t len = int64_t(cur.tokens.size());
       if (t == comma) {
         last_comma = len;
@@ -169,18 +198,37 @@ std::vector<PromptChunk> chunk_prompt(const ClipTokenizer& tok, const std::strin
         PromptChunk moved;
         moved.tokens.assign(cur.tokens.begin() + last_comma + 1, cur.tokens.end());
         moved.weights.assign(cur.weights.begin() + last_comma + 1, cur.weights.end());
+        moved.words.assign(cur.words.begin() + last_comma + 1, cur.words.end());
         cur.tokens.resize(size_t(last_comma + 1));
         cur.weights.resize(size_t(last_comma + 1));
+        cur.words.resize(size_t(last_comma + 1));
         next_chunk();
         cur = std::move(moved);
       }
       if (int64_t(cur.tokens.size()) == kClipChunkTokens) next_chunk();
       cur.tokens.push_back(t);
       cur.weights.push_back(piece.weight);
+      cur.words.push_back(words[i]);
     }
   }
   if (!cur.tokens.empty() || chunks.empty()) next_chunk();
   return chunks;
+}
+
+std::vector<PromptWord> prompt_word_positions(const ClipTokenizer& tok, const std::string& prompt,
+                                              const ChunkOptions& opt) {
+  const auto parsed = opt.emphasis ? parse_prompt_attention(prompt) : std::vector<WeightedText>{{prompt, 1.0, false}};
+  std::vector<PromptWord> out;
+  for (const auto& piece : parsed)
+    if (!piece.is_break)
+      for (const std::string& w : whitespace_words(piece.text)) out.push_back({w, {}});
+  const auto chunks = chunk_prompt(tok, prompt, opt);
+  for (size_t c = 0; c < chunks.size(); ++c)
+    for (size_t j = 0; j < chunks[c].words.size(); ++j) {
+      const int64_t w = chunks[c].words[j];
+      if (w >= 0 && w < int64_t(out.size())) out[size_t(w)].positions.push_back(int64_t(c) * kClipContext + 1 + int64_t(j));
+    }
+  return out;
 }
 
 PromptWindows prompt_windows(const std::vector<PromptChunk>& chunks, int64_t bos, int64_t eos, int64_t pad) {

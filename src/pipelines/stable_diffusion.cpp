@@ -177,6 +177,11 @@ Cond StableDiffusion::encode_prompt(const std::string& prompt, int64_t n, int64_
   return encode_prompts(prompt, "", n, width, height, clip_skip).first;
 }
 
+std::vector<PromptWord> StableDiffusion::word_positions(const std::string& prompt) const {
+  check(text_ != nullptr, ckpt_.source, ": no tokenizer (pass --tokenizer DIR or set TWEEDIE_TOKENIZER)");
+  return prompt_word_positions(text_->tokenizer(), prompt);
+}
+
 Cond StableDiffusion::condition(const std::string& prompt, const std::string& negative, int64_t n, int64_t width,
                                int64_t height, int64_t clip_skip) const {
   return conditions({prompt}, negative, n, width, height, clip_skip)[0];

@@ -58,6 +58,7 @@ std::vector<WeightedText> parse_prompt_attention(const std::string& prompt);
 struct PromptChunk {
   std::vector<int64_t> tokens;  // at most 75, no BOS/EOS
   std::vector<double> weights;  // one per token
+  std::vector<int64_t> words;   // one per token: the prompt word it came from (prompt_word_positions), -1 if unknown
 };
 
 struct ChunkOptions {
@@ -67,6 +68,18 @@ struct ChunkOptions {
 
 // tokenize_line: the prompt as chunks of at most 75 weighted tokens.
 std::vector<PromptChunk> chunk_prompt(const ClipTokenizer& tok, const std::string& prompt, const ChunkOptions& opt = {});
+
+// The words of a prompt (the whitespace-separated words of its parsed text,
+// brackets and weights removed, in order; BREAK is no word) and the
+// positions of their tokens in the encoded context [1, 77k, D]: token j of
+// chunk c sits at c * 77 + 1 + j. What an attention controller needs to
+// pick a word's cross-attention columns (Prompt-to-Prompt's word indices).
+struct PromptWord {
+  std::string text;
+  std::vector<int64_t> positions;
+};
+std::vector<PromptWord> prompt_word_positions(const ClipTokenizer& tok, const std::string& prompt,
+                                              const ChunkOptions& opt = {});
 
 struct PromptWindows {
   torch::Tensor ids;      // [k, 77] int64: BOS, tokens, EOS, pad...

@@ -90,6 +90,9 @@ class StableDiffusion {
   // batch together (Cond::concat).
   std::vector<Cond> conditions(const std::vector<std::string>& prompts, const std::string& negative, int64_t n,
                                int64_t width, int64_t height, int64_t clip_skip = 0) const;
+  // The prompt's words and the positions of their tokens in the context
+  // (prompt_word_positions with the model's tokenizer), for attention hooks.
+  std::vector<PromptWord> word_positions(const std::string& prompt) const;
   // Positive and negative conditions padded to the same context length.
   std::pair<Cond, Cond> encode_prompts(const std::string& prompt, const std::string& negative, int64_t n,
                                        int64_t width, int64_t height, int64_t clip_skip = 0) const;
