@@ -4,6 +4,8 @@
 // same CFG; edit runs every method between prompts and writes its grid;
 // generate resizes an --init of another size as A1111 does; class options on
 // a text model and prompts on a class model are refused.
+#include <unistd.h>
+
 #include <filesystem>
 #include <regex>
 
@@ -25,7 +27,8 @@ using testing::expect_error;
 // The tiny model as a diffusers folder (with the tokenizer) and a 16x16 RGB picture.
 const std::string& model_dir() {
   static const std::string dir = [] {
-    const std::string d = ::testing::TempDir() + "/text_cmd_model";
+    // One folder per process: ctest runs these tests in parallel processes sharing TempDir.
+    const std::string d = ::testing::TempDir() + "/text_cmd_model_" + std::to_string(::getpid());
     fs::remove_all(d);
     SdSaveOptions so;
     so.tokenizer = testing::kTokenizer;
@@ -37,7 +40,7 @@ const std::string& model_dir() {
 
 const std::string& picture() {
   static const std::string path = [] {
-    const std::string p = ::testing::TempDir() + "/text_cmd_in.png";
+    const std::string p = ::testing::TempDir() + "/text_cmd_in_" + std::to_string(::getpid()) + ".png";
     torch::manual_seed(4);
     auto img = torch::rand({3, 16, 16}) * 2 - 1;
     write_png(p, tensor_to_image(img));
