@@ -10,6 +10,8 @@
 
 #include "tweedie/core/error.h"
 
+#include "../core/splitmix.h"
+
 namespace tweedie {
 
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max_period, bool flip_sin_to_cos,
@@ -29,13 +31,7 @@ torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim, double max
 GaussianFourierFeaturesImpl::GaussianFourierFeaturesImpl(int64_t dim, double scale, uint64_t seed) {
   check(dim >= 2 && dim % 2 == 0, "Gaussian Fourier features need an even dimension, got ", dim);
   uint64_t state = seed + 0x5eed;
-  auto uniform = [&] {  // splitmix64 -> (0, 1)
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return (double(z >> 11) + 0.5) / 9007199254740992.0;
-  };
+  auto uniform = [&] { return detail::uniform_open01(state); };
   std::vector<float> w(dim / 2);
   for (auto& x : w) x = float(scale * std::sqrt(-2 * std::log(uniform())) * std::cos(2 * M_PI * uniform()));
   W = torch::tensor(w, torch::kFloat32);

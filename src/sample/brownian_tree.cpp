@@ -10,15 +10,12 @@
 
 #include "tweedie/sample/sampler.h"
 
+#include "../core/splitmix.h"
+
 namespace tweedie {
 namespace {
 
-uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+uint64_t splitmix64(uint64_t z) { return detail::splitmix64_of(z); }
 
 double positive_min(const std::vector<double>& s) {
   double m = std::numeric_limits<double>::infinity();

@@ -13,27 +13,12 @@
 #include "tweedie/core/error.h"
 #include "tweedie/train/dataset.h"
 
+#include "../core/splitmix.h"
+
 namespace tweedie {
 
-namespace {
-
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Uniform integer in [0, bound) without modulo bias (rejection of the top partial block).
-uint64_t bounded(uint64_t& state, uint64_t bound) {
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
-  uint64_t r;
-  do r = splitmix64(state);
-  while (r >= limit);
-  return r % bound;
-}
-
-}  // namespace
+using detail::splitmix64;
+using detail::uniform_below;
 
 DataOrder::DataOrder(int64_t size, int64_t batch_size, uint64_t seed, bool drop_last)
     : n_(size), b_(batch_size), drop_last_(drop_last) {
@@ -50,7 +35,7 @@ std::vector<int64_t> DataOrder::permutation(int64_t n, uint64_t seed, int64_t ep
   splitmix64(state);
   std::vector<int64_t> p(static_cast<size_t>(n));
   std::iota(p.begin(), p.end(), int64_t(0));
-  for (int64_t i = n - 1; i > 0; --i) std::swap(p[size_t(i)], p[size_t(bounded(state, uint64_t(i) + 1))]);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(p[size_t(i)], p[size_t(uniform_below(state, uint64_t(i) + 1))]);
   return p;
 }
 

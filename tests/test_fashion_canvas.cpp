@@ -1,0 +1,195 @@
+// FashionCanvas (train/fashion_canvas.h) against ../shared/fashion-canvas/SPEC.md:
+// pixel values of rendered canvases, captions, layouts' distribution, the
+// held-out pairs never drawn in training, determinism, and the real
+// Fashion-MNIST splits.
+#include <cmath>
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "tweedie/core/error.h"
+#include "tweedie/train/fashion_canvas.h"
+
+using namespace tweedie;
+
+namespace {
+
+// 10 random 28x28 items per class (labels 0..9 cycling).
+Dataset fake_items(int64_t per_class = 3) {
+  Dataset d;
+  torch::manual_seed(7);
+  d.images = torch::randint(0, 256, {10 * per_class, 1, 28, 28}, torch::kInt64).to(torch::kUInt8);
+  d.labels = torch::arange(10 * per_class, torch::kInt64).remainder(10);
+  for (auto& n : canvas_item_names()) d.class_names.push_back(n);
+  d.source = "fake items";
+  return d;
+}
+
+const std::set<std::string> kHeldOut{"green bag", "orange sneaker", "white dress", "magenta coat"};
+
+}  // namespace
+
+TEST(FashionCanvas, PaletteNamesAndHeldOutPairsAreTheSpecs) {
+  const auto& p = canvas_palette();
+  ASSERT_EQ(p.size(), 8u);
+  EXPECT_EQ(p[0].name, "red");
+  EXPECT_EQ(p[1].g, 150);
+  EXPECT_EQ(p[5].name, "blue");
+  EXPECT_EQ(p[5].b, 255);
+  EXPECT_EQ(p[7].r, 245);
+  EXPECT_EQ(canvas_item_names()[9], "ankle boot");
+  EXPECT_EQ(canvas_cell_names()[3], "bottom right");
+  int held = 0;
+  for (int c = 0; c < 8; ++c)
+    for (int i = 0; i < 10; ++i)
+      if (canvas_held_out(c, i)) {
+        ++held;
+        EXPECT_TRUE(kHeldOut.count(p[size_t(c)].name + " " + canvas_item_names()[size_t(i)]));
+      }
+  EXPECT_EQ(held, 4);
+}
+
+TEST(FashionCanvas, RendersEveryPixelByTheDefinition) {
+  FashionCanvas fc(fake_items(), true);
+  CanvasLayout l;
+  l.items = {{0, 7, 0}, {2, 3, 6}, {3, 8, 5}};  // red sneaker TL, magenta dress BL, blue bag BR
+  const std::vector<int64_t> src{7, 13, 28};
+  auto img = fc.render(l, src);
+  ASSERT_EQ(img.sizes(), (std::vector<int64_t>{3, 64, 64}));
+  ASSERT_EQ(img.scalar_type(), torch::kUInt8);
+  auto expect = torch::zeros({3, 64, 64}, torch::kInt64);
+  for (size_t k = 0; k < l.items.size(); ++k) {
+    auto g = fc.items().images[src[k]][0].to(torch::kInt64);
+    const auto& c = canvas_palette()[size_t(l.items[k].colour)];
+    const int64_t r0 = (l.items[k].cell / 2) * 32 + 2, c0 = (l.items[k].cell % 2) * 32 + 2;
+    const int rgb[3] = {c.r, c.g, c.b};
+    for (int ch = 0; ch < 3; ++ch)  // round(g * c / 255) in double precision
+      expect[ch].narrow(0, r0, 28).narrow(1, c0, 28).copy_(
+          torch::round(g.to(torch::kFloat64) * rgb[ch] / 255.0).to(torch::kInt64));
+  }
+  EXPECT_TRUE(torch::equal(img.to(torch::kInt64), expect));
+  // The empty top-right cell and the 2-pixel borders of full cells are black.
+  EXPECT_EQ(img.narrow(1, 0, 32).narrow(2, 32, 32).sum().item<int64_t>(), 0);
+  EXPECT_EQ(img.narrow(1, 0, 2).sum().item<int64_t>(), 0);
+  EXPECT_EQ(img.narrow(1, 30, 4).narrow(2, 0, 32).sum().item<int64_t>(), 0);
+  // A full-intensity pixel takes the palette colour itself.
+  auto white = fake_items();
+  white.images.fill_(255);
+  FashionCanvas fw(white, true);
+  auto w = fw.render(l, src);
+  EXPECT_EQ(w[0][2][2].item<int>(), 255);
+  EXPECT_EQ(w[1][2][2].item<int>(), 48);
+  EXPECT_EQ(w[2][40][40].item<int>(), 255);  // blue at the bottom right
+  EXPECT_EQ(w[1][40][40].item<int>(), 100);
+}
+
+TEST(FashionCanvas, CanonicalCaptionsAndTheirParsing) {
+  CanvasLayout l;
+  l.items = {{0, 7, 0}, {3, 8, 5}};
+  EXPECT_EQ(canonical_caption(l), "a red sneaker at the top left and a blue bag at the bottom right");
+  l.items = {{1, 9, 7}};
+  EXPECT_EQ(canonical_caption(l), "a white ankle boot at the top right");
+  uint64_t st = 11;
+  for (int i = 0; i < 500; ++i) {
+    auto r = random_canvas_layout(st, false);
+    auto back = parse_canonical_caption(canonical_caption(r));
+    EXPECT_EQ(back.items, r.items);
+  }
+  EXPECT_EQ(parse_canonical_caption("  A Red T-Shirt at the top left ").items,
+            (std::vector<CanvasItem>{{0, 0, 0}}));
+  auto err = [](const std::string& cap) {
+    try {
+      parse_canonical_caption(cap);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(err("").find("empty"), std::string::npos);
+  EXPECT_NE(err("a purple bag at the top left").find("'a purple bag at the top left' is not a phrase"),
+            std::string::npos);
+  EXPECT_NE(err("a red bag at the bottom left and a red bag at the top left").find("reading order"),
+            std::string::npos);
+  EXPECT_NE(err("a red bag").find("is not a phrase"), std::string::npos);
+}
+
+TEST(FashionCanvas, LayoutsFollowTheDistributionAndTrainingNeverDrawsHeldOutPairs) {
+  FashionCanvas train(fake_items(), true), test(fake_items(), false);
+  std::map<int, int> counts, cells, items, colours;
+  int held_test = 0, canonical = 0, shuffled = 0;
+  const int N = 20000;
+  for (int i = 0; i < N; ++i) {
+    auto s = train.sample(3, i, true);
+    ASSERT_FALSE(s.layout.has_held_out());
+    for (auto& h : kHeldOut) ASSERT_EQ(s.caption.find(h), std::string::npos) << s.caption;
+    ++counts[int(s.layout.items.size())];
+    for (size_t k = 0; k < s.layout.items.size(); ++k) {
+      const auto& it = s.layout.items[k];
+      if (k) ASSERT_LT(s.layout.items[k - 1].cell, it.cell);
+      ++cells[it.cell], ++items[it.item], ++colours[it.colour];
+      ASSERT_EQ(train.items().labels[s.sources[k]].item<int64_t>(), it.item);
+    }
+    if (s.caption == canonical_caption(s.layout)) ++canonical;
+    // Every phrase of a varied caption names its item, and only the layout's items.
+    for (auto& it : s.layout.items)
+      ASSERT_NE(s.caption.find(canvas_item_names()[size_t(it.item)]), std::string::npos) << s.caption;
+    if (s.layout.items.size() >= 2) {
+      const auto first = s.caption.find(canvas_item_names()[size_t(s.layout.items[0].item)]);
+      const auto second = s.caption.find(canvas_item_names()[size_t(s.layout.items[1].item)]);
+      if (s.layout.items[0].item != s.layout.items[1].item && second < first) ++shuffled;
+    }
+    if (test.sample(3, i, false).layout.has_held_out()) ++held_test;
+  }
+  // Tolerances are about 4 standard deviations.
+  for (int n = 1; n <= 4; ++n) EXPECT_NEAR(counts[n], N / 4, 250) << n;
+  const double items_total = 2.5 * N;
+  for (int c = 0; c < 4; ++c) EXPECT_NEAR(cells[c], items_total / 4, 400);
+  // The 76 allowed (colour, item) pairs are equally likely.
+  for (int c = 0; c < 8; ++c) {
+    int allowed = 0;
+    for (int i = 0; i < 10; ++i) allowed += !canvas_held_out(c, i);
+    EXPECT_NEAR(colours[c], items_total * allowed / 76, 300) << canvas_palette()[size_t(c)].name;
+  }
+  for (int i = 0; i < 10; ++i) {
+    int allowed = 0;
+    for (int c = 0; c < 8; ++c) allowed += !canvas_held_out(c, i);
+    EXPECT_NEAR(items[i], items_total * allowed / 76, 300) << canvas_item_names()[size_t(i)];
+  }
+  // Half the captions are canonical; a varied one is canonical when every phrase
+  // keeps colour and cell ((9/16)^n) and the order stays (1/2 + 1/(2 n!)).
+  double p_same = 0;
+  for (int n = 1; n <= 4; ++n) p_same += 0.25 * std::pow(9.0 / 16, n) * (0.5 + 0.5 / std::tgamma(n + 1));
+  EXPECT_NEAR(canonical, N * (0.5 + 0.5 * p_same), 300);
+  EXPECT_GT(shuffled, 1000);
+  // Test-split layouts hold every pair: P(a held-out pair) per item = 4/80.
+  EXPECT_NEAR(held_test, N * (1 - (0.25 * (0.95 + 0.9025 + 0.857375 + 0.81450625))), 200);
+}
+
+TEST(FashionCanvas, CanvasesArePureFunctionsOfSeedAndIndex) {
+  FashionCanvas fc(fake_items(), true);
+  auto [a, ca] = fc.batch(5, 100, 6, true);
+  auto [b, cb] = fc.batch(5, 103, 3, true);
+  EXPECT_TRUE(torch::equal(a.narrow(0, 3, 3), b));
+  EXPECT_EQ(std::vector<std::string>(ca.begin() + 3, ca.end()), cb);
+  auto [c, cc] = fc.batch(6, 100, 6, true);
+  EXPECT_FALSE(torch::equal(a, c));
+  // Canonical and varied captions of the same canvas share its image.
+  auto [d, cd] = fc.batch(5, 100, 6, false);
+  EXPECT_TRUE(torch::equal(a, d));
+  for (size_t i = 0; i < cd.size(); ++i)
+    EXPECT_EQ(cd[i], canonical_caption(fc.sample(5, 100 + int64_t(i), true).layout));
+}
+
+TEST(FashionCanvas, UsesTheRealFashionMnistSplits) {
+  FashionCanvas train("train"), test("test");
+  EXPECT_TRUE(train.train());
+  EXPECT_FALSE(test.train());
+  EXPECT_EQ(train.items().size(), 60000);
+  EXPECT_EQ(test.items().size(), 10000);
+  auto s = test.sample(0, 0, false);
+  for (size_t k = 0; k < s.layout.items.size(); ++k)
+    EXPECT_EQ(test.items().labels[s.sources[k]].item<int64_t>(), s.layout.items[k].item);
+  EXPECT_THROW(FashionCanvas(Dataset{}, true), Error);
+}
