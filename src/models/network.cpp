@@ -7,6 +7,7 @@
 #include "tweedie/models/classifier.h"
 #include "tweedie/models/dit.h"
 #include "tweedie/models/sd_unet.h"
+#include "tweedie/models/sd_network.h"
 #include "tweedie/models/unet.h"
 
 namespace tweedie {
@@ -16,7 +17,8 @@ NetworkPtr make_network(const std::string& arch, const std::string& config_json)
   if (arch == "dit") return make_dit(DiTConfig::from_json(config_json));
   if (arch == "classifier") return make_classifier(ClassifierConfig::from_json(config_json));
   if (arch == "sd_unet") return make_sd_unet(SdUNetConfig::from_json(config_json));
-  fail("unknown network architecture '", arch, "' (known: unet, dit, classifier, sd_unet)");
+  if (arch == "sd") return std::make_shared<SdNetwork>(SdNetworkConfig::from_json(config_json));
+  fail("unknown network architecture '", arch, "' (known: unet, dit, classifier, sd_unet, sd)");
 }
 
 }  // namespace tweedie
