@@ -193,3 +193,172 @@ TEST(FashionCanvas, UsesTheRealFashionMnistSplits) {
     EXPECT_EQ(test.items().labels[s.sources[k]].item<int64_t>(), s.layout.items[k].item);
   EXPECT_THROW(FashionCanvas(Dataset{}, true), Error);
 }
+
+// ---- training the FashionCanvas model's parts --------------------------------
+
+#include <cstdlib>
+
+#include "sd_testing.h"
+#include "tweedie/io/safetensors.h"
+#include "tweedie/models/sd_checkpoint.h"
+#include "tweedie/models/prompt_weighting.h"
+#include "tweedie/models/sd_network.h"
+#include "tweedie/pipelines/stable_diffusion.h"
+#include "tweedie/train/autoencoder_training.h"
+#include "tweedie/train/trainer.h"
+
+namespace {
+
+std::string fresh(const std::string& name) {
+  std::string d = ::testing::TempDir() + "/fc_" + name + "_" + std::to_string(::getpid());
+  EXPECT_EQ(std::system(("rm -rf '" + d + "' && mkdir -p '" + d + "'").c_str()), 0);
+  return d;
+}
+
+std::string vae_config(int steps, const std::string& extra = "") {
+  return R"({"vae": {"ch": 8, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "norm_groups": 4}, "crop": 32,
+    "batch_size": 4, "lr": 2e-3, "warmup_steps": 1, "log_every": 2, "checkpoint_every": 3, "eval_images": 8,
+    "steps": )" + std::to_string(steps) + extra + "}";
+}
+
+struct Stop {};
+
+// Every tensor of two checkpoints equal (timings and the global RNG aside).
+void expect_same_checkpoints(const std::string& a, const std::string& b) {
+  auto ca = load_safetensors(a), cb = load_safetensors(b);
+  int compared = 0;
+  for (auto& [k, v] : ca.tensors) {
+    if (k == "train.seconds" || k.rfind("rng.global", 0) == 0) continue;
+    ASSERT_NE(cb.find(k), nullptr) << k;
+    EXPECT_TRUE(torch::equal(v, cb.at(k))) << k;
+    ++compared;
+  }
+  EXPECT_GT(compared, 20);
+}
+
+}  // namespace
+
+TEST(FashionCanvasTraining, AutoencoderLearnsResumesExactlyAndMeasuresItsScale) {
+  auto cfg = AutoencoderTrainConfig::parse(vae_config(6), "test");
+  std::string a = fresh("vae_a"), b = fresh("vae_b");
+  AutoencoderTrainer(cfg, a, false).run();
+  {
+    AutoencoderTrainer t(cfg, b, false);
+    try {
+      t.run([](const TrainStats& s) {
+        if (s.step == 3) throw Stop{};
+      });
+      FAIL() << "not interrupted";
+    } catch (const Stop&) {
+    }
+  }
+  AutoencoderTrainer r(cfg, b, true);
+  EXPECT_EQ(r.step(), 3);
+  r.run();
+  expect_same_checkpoints(a + "/checkpoint.safetensors", b + "/checkpoint.safetensors");
+  // The model file: its config's scaling factor is 1 / the std of the test latents.
+  auto ev = r.evaluate();
+  auto vae = load_autoencoder_file(b + "/model.safetensors");
+  EXPECT_NEAR(vae->config().scaling_factor, 1 / ev.latent_std, 1e-9);
+  EXPECT_EQ(vae->config().downscale(), 4);
+  EXPECT_TRUE(std::isfinite(ev.psnr));
+  for (auto f : {"/loss.png", "/reconstructions.png"})
+    EXPECT_EQ(std::system(("test -s '" + b + f + "'").c_str()), 0) << f;
+  // It learns: the loss of the last steps is below that of the first.
+  auto longer = AutoencoderTrainConfig::parse(vae_config(40, R"(, "checkpoint_every": 100)"), "test");
+  std::vector<double> losses;
+  AutoencoderTrainer(longer, fresh("vae_c"), false).run([&](const TrainStats& s) { losses.push_back(s.loss); });
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += losses[size_t(i)], last += losses[losses.size() - 1 - size_t(i)];
+  EXPECT_LT(last, 0.7 * first);
+}
+
+TEST(FashionCanvasTraining, AutoencoderConfigErrorsNameTheKey) {
+  auto err = [](const std::string& text) {
+    try {
+      AutoencoderTrainConfig::parse(text, "vae.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(err(R"({"steps": 3})").find("'vae'"), std::string::npos);
+  EXPECT_NE(err(vae_config(3, R"(, "loss": "l3")")).find("'loss'"), std::string::npos);
+  EXPECT_NE(err(vae_config(3, R"(, "crop": 30)")).find("'crop'"), std::string::npos);
+  EXPECT_NE(err(vae_config(3, R"(, "lrr": 1)")).find("lrr"), std::string::npos);
+  EXPECT_THROW(load_autoencoder_file("/nonexistent.safetensors"), Error);
+}
+
+TEST(FashionCanvasTraining, TextModelResumesExactlyAndItsFileIsAStableDiffusionModel) {
+  const std::string vd = fresh("tvae");
+  AutoencoderTrainer(AutoencoderTrainConfig::parse(vae_config(2), "test"), vd, false).run();
+  auto text_cfg = [&](int steps) {
+    return R"({"data": "fashion-canvas", "arch": "sd", "vae": ")" + vd + R"(/model.safetensors",
+      "tokenizer": ")" + tweedie::testing::kTokenizer + R"(",
+      "network": {"unet": {"height": 16, "width": 16, "model_channels": 16, "channel_mult": [1, 2],
+                           "num_res_blocks": 1, "attention_resolutions": [2], "transformer_depth": [0, 1],
+                           "transformer_depth_middle": 1, "num_head_channels": 8, "context_dim": 32,
+                           "use_linear_in_transformer": true, "norm_groups": 8},
+                  "text_encoder": {"width": 32, "layers": 2, "heads": 2, "intermediate": 64, "projection_dim": 0,
+                                   "activation": "gelu"}},
+      "process": "vp:cosine", "prediction": "v", "batch_size": 4, "warmup_steps": 1, "log_every": 1,
+      "checkpoint_every": 2, "sample_steps": 2, "sample_per_class": 1, "steps": )" +
+           std::to_string(steps) + "}";
+  };
+  auto cfg = TrainConfig::parse(text_cfg(4), "test");
+  std::string a = fresh("text_a"), b = fresh("text_b");
+  Trainer(cfg, a, false).run();
+  {
+    Trainer t(cfg, b, false);
+    try {
+      t.run([](const TrainStats& s) {
+        if (s.step == 2) throw Stop{};
+      });
+      FAIL() << "not interrupted";
+    } catch (const Stop&) {
+    }
+  }
+  Trainer r(cfg, b, true);
+  r.run();
+  expect_same_checkpoints(a + "/checkpoint.safetensors", b + "/checkpoint.safetensors");
+  EXPECT_EQ(std::system(("test -s '" + a + "/samples.png'").c_str()), 0);
+
+  // The file is an SD 1.x single file with its architecture in the metadata ...
+  const std::string file = a + "/model.safetensors";
+  auto st = load_safetensors(file);
+  EXPECT_TRUE(st.metadata.count("tweedie.sd"));
+  EXPECT_NE(st.find("model.diffusion_model.input_blocks.0.0.weight"), nullptr);
+  EXPECT_NE(st.find("first_stage_model.encoder.conv_in.weight"), nullptr);
+  EXPECT_NE(st.find("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"), nullptr);
+  EXPECT_EQ(st.at("model.diffusion_model.input_blocks.0.0.weight").scalar_type(), torch::kHalf);
+  auto ck = load_sd_checkpoint(file);
+  EXPECT_EQ(ck.family, "sd1");
+  EXPECT_EQ(ck.prediction, "v");
+  EXPECT_EQ(ck.schedule.beta_schedule, "squaredcos_cap_v2");
+  EXPECT_EQ(ck.text_encoders.at(0).config.width, 32);
+  EXPECT_EQ(ck.vae_config.downscale(), 4);
+  // ... and the SD pipeline predicts what the trained EMA network predicts
+  // (fp16 storage: agreement to fp16 rounding).
+  SdPipelineOptions po;
+  po.tokenizer = tweedie::testing::kTokenizer;
+  StableDiffusion sd(file, po);
+  const std::string prompt = "a red sneaker at the top left";
+  Cond pc = sd.encode_prompt(prompt, 1, 64, 64);
+  auto ema = r.ema_denoiser();
+  auto& net = dynamic_cast<SdNetwork&>(ema->network());
+  torch::NoGradGuard ng;
+  // Round the EMA weights to fp16 as the file stores them.
+  for (auto& p : net.parameters()) p.copy_(p.to(torch::kHalf).to(torch::kFloat32));
+  ChunkOptions co;
+  co.emphasis = false;
+  Cond tc;
+  ClipTokenizer tok(tweedie::testing::kTokenizer);
+  tc.context = net.encode(prompt_windows(chunk_prompt(tok, prompt, co), tok.bos(), tok.eos(), tok.eos()).ids);
+  EXPECT_LT((tc.context - pc.context).abs().max().item<double>(), 1e-4);
+  auto x = torch::randn({1, 4, 16, 16}) * 3;
+  auto p1 = sd.denoiser()->predict(x, 3.0, pc).x0();
+  auto p2 = ema->predict(x, 3.0, tc).x0();
+  EXPECT_LT((p1 - p2).abs().max().item<double>(), 1e-4);
+  // Bad configs: arch sd needs the captioned data and a VAE.
+  EXPECT_THROW(TrainConfig::parse(R"({"arch": "sd", "network": {"unet": {}, "text_encoder": {}}})", "x"), Error);
+}

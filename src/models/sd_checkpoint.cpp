@@ -209,14 +209,33 @@ void detect_sd_family(const StateDict& unet, const std::string& where, SdCheckpo
   u.transformer_depth_middle = count_after(unet, "middle_block.1.transformer_blocks.");
   check(count_after(unet, "output_blocks.") == levels * (n + 1), where, ": UNet has ", count_after(unet, "output_blocks."),
         " output_blocks, expected ", levels * (n + 1));
-  // Heads are not visible in the weights: the preset's rule (sd1 8 heads; sd2/sdxl 64 channels per head).
+  // Heads and norm groups are not visible in the weights: the preset's (sd1 8 heads; sd2/sdxl 64
+  // channels per head; 32 groups) unless the model's config states them; the structure is checked
+  // here, the complete config once the model's config is applied (check_final_configs).
   try {
-    u.validate();
+    SdUNetConfig probe = u;
+    probe.norm_groups = 1, probe.num_heads = 1, probe.num_head_channels = -1, probe.level_heads.clear();
+    probe.validate();
   } catch (const Error& e) {
     fail(where, ": UNet shapes give an invalid config: ", e.what());
   }
   c.inpainting = u.in_channels == 9;
   c.unet_config = u;
+}
+
+// The complete configs, once the model's own config (if any) is applied.
+static void check_final_configs(const SdCheckpoint& c) {
+  try {
+    c.unet_config.validate();
+  } catch (const Error& e) {
+    fail(c.source, ": ", e.what(), " (heads and norm groups are not in the weights: give the model's config with --config)");
+  }
+  if (c.vae.empty()) return;
+  try {
+    c.vae_config.validate();
+  } catch (const Error& e) {
+    fail(c.source, ": ", e.what(), " (norm groups are not in the weights: give the model's config with --config)");
+  }
 }
 
 AutoencoderKLConfig vae_config_from_weights(const StateDict& vae, const std::string& where) {
@@ -240,7 +259,9 @@ AutoencoderKLConfig vae_config_from_weights(const StateDict& vae, const std::str
   c.z_channels = dec_in.size(1);
   c.embed_dim = c.use_quant_conv ? need(vae, "post_quant_conv.weight", 4, where, what).size(1) : c.z_channels;
   try {
-    c.validate();
+    AutoencoderKLConfig probe = c;  // norm groups: the preset's unless a config states them
+    probe.norm_groups = 1;
+    probe.validate();
   } catch (const Error& e) {
     fail(where, ": VAE shapes give an invalid config: ", e.what());
   }
@@ -339,6 +360,7 @@ SdCheckpoint sd_checkpoint_from_state_dict(const StateDict& sd, const std::strin
     apply_ldm_yaml(c, read_file(yaml), base_name(yaml));
   }
   require_text_heads(c);
+  check_final_configs(c);
   decide_prediction(c, opts, sd.count("v_pred") > 0, name);
   return c;
 }
@@ -421,6 +443,7 @@ static SdCheckpoint load_diffusers_folder(const std::string& dir, const SdLoadOp
   preset_text_encoders(c, true);
   apply_diffusers_configs(c, dir);
   require_text_heads(c);
+  check_final_configs(c);
   const std::string sched_path = dir + "/scheduler/scheduler_config.json";
   if (file_exists(sched_path)) {
     const json s = read_json(sched_path);

@@ -118,11 +118,13 @@ void save_sd_checkpoint(const SdCheckpoint& c, const std::string& path, SdForm f
   check(ends_with(path, ".safetensors"), path, ": a single-file checkpoint is written as .safetensors");
   if (form == SdForm::Ldm) {
     const std::string yaml = ldm_yaml(c);  // Errors before anything is written
-    save_safetensors(path, single_file_tensors(c, o));
+    save_safetensors(path, single_file_tensors(c, o), o.metadata);
     write_file_atomic(path.substr(0, path.size() - std::string(".safetensors").size()) + ".yaml", yaml);
     return;
   }
-  save_safetensors(path, single_file_tensors(c, o), {{"tweedie.sd", tweedie_sd_config(c)}});
+  auto meta = o.metadata;
+  meta["tweedie.sd"] = tweedie_sd_config(c);
+  save_safetensors(path, single_file_tensors(c, o), meta);
 }
 
 }  // namespace tweedie

@@ -21,7 +21,14 @@
 #include "tweedie/io/image.h"
 #include "tweedie/io/plot.h"
 #include "tweedie/io/safetensors.h"
+#include "tweedie/models/clip_tokenizer.h"
 #include "tweedie/models/network_io.h"
+#include "tweedie/models/prompt_weighting.h"
+#include "tweedie/models/sd_export.h"
+#include "tweedie/models/sd_network.h"
+#include "tweedie/nn/module_weights.h"
+#include "tweedie/train/autoencoder_training.h"
+#include "tweedie/train/fashion_canvas.h"
 #include "tweedie/process/schedule.h"
 #include "tweedie/sample/sampler.h"
 #include "tweedie/train/adamw.h"
@@ -32,11 +39,37 @@ namespace tweedie {
 
 using json = nlohmann::json;
 
+namespace {
+
+// The Stable Diffusion scheduler config of a discrete VP process spec (what a
+// trained "sd" model file states about its noise schedule).
+SdScheduleInfo sd_schedule_of(const std::string& spec) {
+  SdScheduleInfo s;
+  std::string base = spec;
+  const auto plus = base.find("+ztsnr");
+  if (plus != std::string::npos) s.rescale_betas_zero_snr = true, base.erase(plus);
+  if (base == "vp" || base == "vp:scaled_linear") {
+    s.beta_schedule = "scaled_linear", s.beta_start = 0.00085, s.beta_end = 0.012;
+  } else if (base == "vp:linear") {
+    s.beta_schedule = "linear", s.beta_start = 1e-4, s.beta_end = 0.02;
+  } else if (base == "vp:cosine") {
+    s.beta_schedule = "squaredcos_cap_v2";
+  } else {
+    fail("process '", spec, "': arch 'sd' needs a discrete VP process (vp, vp:linear, vp:cosine, +ztsnr)");
+  }
+  s.timestep_spacing = "trailing";
+  return s;
+}
+
+}  // namespace
+
 TrainConfig TrainConfig::parse(const std::string& text, const std::string& where) {
   if (text.empty()) fail(where, ": malformed JSON (the file is empty)");
   detail::ConfigReader r(where, text, detail::ConfigReader::Style::WhyThenValue);
   TrainConfig c;
   c.data = r.string("data", c.data);
+  c.vae = r.string("vae", c.vae);
+  c.tokenizer = r.string("tokenizer", c.tokenizer);
   c.pad = int(r.integer("pad", c.pad, 0));
   c.hflip = r.boolean("hflip", c.hflip);
   c.arch = r.string("arch", c.arch);
@@ -77,12 +110,17 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& where
   c.sample_per_class = int(r.integer("sample_per_class", c.sample_per_class, 1));
   r.finish();
   if (c.arch.empty() || c.network_json.empty()) fail(where, ": 'arch' and 'network' are required");
+  if (c.arch == "sd" && c.vae.empty()) fail(where, ": arch 'sd' needs 'vae' (a tweedie train-autoencoder model file)");
+  if (c.arch != "sd" && !c.vae.empty()) r.bad("vae", "applies only to arch 'sd'");
+  if (c.arch == "sd" && c.param.kind != PredKind::Eps && c.param.kind != PredKind::V)
+    r.bad("prediction", "must be eps or v for arch 'sd' (what Stable Diffusion files can state)");
   if (c.weight_decay < 0) r.bad("weight_decay", "must be >= 0");
   if (c.grad_clip < 0) r.bad("grad_clip", "must be >= 0");
   if (c.min_lr < 0 || c.min_lr > c.lr) r.bad("min_lr", "must be in [0, lr]");
   try {
     make_process(c.process);
     make_network(c.arch, c.network_json);
+    if (c.arch == "sd") sd_schedule_of(c.process);
     LRSchedule s{lr_kind_from_string(c.lr_schedule), c.lr, c.warmup_steps, c.steps, c.min_lr};
     s.validate();
   } catch (const Error& e) {
@@ -108,7 +146,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // Config keys that may change when resuming.
 bool resumable_change(const std::string& k) {
-  return k == "steps" || k == "log_every" || k == "checkpoint_every" || k == "sample_every" || k == "threads";
+  return k == "steps" || k == "log_every" || k == "checkpoint_every" || k == "sample_every" || k == "threads" ||
+         k == "tokenizer";
 }
 
 struct AutocastBF16 {
@@ -133,6 +172,11 @@ struct Trainer::Impl {
   TrainConfig cfg;
   std::string out;
   Dataset data;
+  // arch "sd": text-to-image in a frozen autoencoder's latent space.
+  std::unique_ptr<ImageSource> captioned;  // FashionCanvas (images with captions)
+  AutoencoderKL vae{nullptr};
+  std::unique_ptr<ClipTokenizer> tok;
+  bool text() const { return vae.ptr() != nullptr; }
   ProcessPtr proc;
   NetworkPtr net;
   std::unique_ptr<AdamW> opt;
@@ -158,7 +202,8 @@ struct Trainer::Impl {
     for (auto& [k, v] : network_tensors(*net)) t.emplace_back("model." + k, v);
     for (auto& kv : ema->state()) t.push_back(kv);
     for (auto& [k, v] : opt->state()) t.emplace_back("opt." + k, v);
-    for (auto& kv : order->state_tensors()) t.push_back(kv);
+    if (order)
+      for (auto& kv : order->state_tensors()) t.push_back(kv);
     t.emplace_back("rng.train", gen.get_state());
     t.emplace_back("rng.global", at::detail::getDefaultCPUGenerator().get_state());
     t.emplace_back("train.step", torch::tensor({step}, torch::kInt64));
@@ -193,7 +238,7 @@ struct Trainer::Impl {
     }
     ema->load_state(lookup);
     opt->load_state([&](const std::string& k) { return ck.find("opt." + k); });
-    order->load_state(lookup);
+    if (order) order->load_state(lookup);
     gen.set_state(ck.at("rng.train").clone());
     {
       at::Generator global = at::detail::getDefaultCPUGenerator();
@@ -219,10 +264,65 @@ struct Trainer::Impl {
                {"images_seen", step * cfg.batch_size},
                {"train_seconds", train_seconds},
                {"config", json::parse(cfg.config_json)}};
-    save_model_file(out + "/model.safetensors", *d, data.class_names, {{"tweedie.training", tr.dump()}});
+    if (text())
+      save_sd_model(tr);
+    else
+      save_model_file(out + "/model.safetensors", *d, data.class_names, {{"tweedie.training", tr.dump()}});
+  }
+
+  // arch "sd": one Stable Diffusion single file (tweedie form: the LDM layout
+  // with the architecture in "tweedie.sd"), fp16, that load_sd_checkpoint and
+  // the StableDiffusion pipeline read like any SD 1.x file.
+  void save_sd_model(const json& training) {
+    auto& sdn = dynamic_cast<SdNetwork&>(*net);
+    SdCheckpoint c;
+    c.source = out + "/model.safetensors";
+    c.family = "sd1";
+    c.prediction = cfg.param.kind == PredKind::V ? "v" : "eps";
+    c.unet_config = sdn.config().unet;
+    c.vae_config = vae->config();
+    c.schedule = sd_schedule_of(cfg.process);
+    for (auto& [k, v] : module_tensors(*sdn.unet())) c.unet[k] = v.detach();
+    for (auto& [k, v] : module_tensors(*vae)) c.vae[k] = v.detach();
+    SdTextEncoder te;
+    te.name = "clip_l";
+    for (auto& [k, v] : module_tensors(*sdn.text())) te.weights[k] = v.detach();
+    te.config = sdn.config().text;
+    te.layer = sdn.config().layer();
+    te.final_norm = sdn.config().final_norm;
+    te.configured = true;
+    c.text_encoders.push_back(std::move(te));
+    SdSaveOptions o;
+    o.dtype = torch::kHalf;
+    o.metadata = {{"tweedie.training", training.dump()}};
+    save_sd_checkpoint(c, c.source, SdForm::Tweedie, o);
+  }
+
+  // Token ids [N, 77] of captions (BOS, tokens, EOS, EOS padding: SD 1.x's windows).
+  torch::Tensor token_ids(const std::vector<std::string>& captions) const {
+    ChunkOptions co;
+    co.emphasis = false;
+    std::vector<torch::Tensor> rows;
+    for (auto& cap : captions) {
+      auto chunks = chunk_prompt(*tok, cap, co);
+      check(chunks.size() == 1, "caption '", cap, "' is longer than one 75-token window");
+      rows.push_back(prompt_windows(chunks, tok->bos(), tok->eos(), tok->eos()).ids);
+    }
+    return torch::cat(rows);
+  }
+
+  // Latents of uint8 images: scaling_factor * a posterior sample (drawn from gen).
+  torch::Tensor encode_latents(const torch::Tensor& u8) {
+    torch::NoGradGuard ng;
+    auto mom = vae->encode_moments(to_unit_range(u8));
+    const int64_t e = vae->config().embed_dim;
+    auto mean = mom.narrow(1, 0, e), logvar = mom.narrow(1, e, e).clamp(-30, 20);
+    auto z = mean + torch::exp(0.5 * logvar) * at::randn(mean.sizes(), gen, mean.options());
+    return z * vae->config().scaling_factor;
   }
 
   void write_samples() {
+    if (text()) return write_text_samples();
     EMAScope scope(*ema, *net);
     net->eval();
     torch::NoGradGuard ng;
@@ -240,6 +340,40 @@ struct Trainer::Impl {
     x = run_sampler(find_sampler("deis"), run, x);
     net->train();
     Image grid = make_grid(x.clamp(-1, 1), int(per));
+    write_png(out + "/samples_" + std::to_string(step) + ".png", grid);
+    write_png(out + "/samples.png", grid);
+  }
+
+  // A grid of samples for the canonical captions of the first test canvases
+  // (sample_per_class rows of 4), with their captions' real canvases beside.
+  void write_text_samples() {
+    EMAScope scope(*ema, *net);
+    net->eval();
+    torch::NoGradGuard ng;
+    auto& sdn = dynamic_cast<SdNetwork&>(*net);
+    ImageSource refs("fashion-canvas:test", 0);
+    const int64_t n = 4 * cfg.sample_per_class;
+    std::vector<std::string> caps;
+    auto real = refs.images(0, n, &caps, false);
+    Cond c;
+    c.context = sdn.encode(token_ids(caps));
+    c.extra["null_context"] = sdn.encode(token_ids({""}));
+    DenoiserPtr d = denoiser();
+    if (cfg.sample_cfg != 1.0) d = std::make_shared<CFGDenoiser>(d, cfg.sample_cfg);
+    auto g = at::make_generator<at::CPUGeneratorImpl>(cfg.seed + 12345);
+    auto sig = make_schedule("karras", *proc, cfg.sample_steps);
+    auto shape = net->sample_shape();
+    auto x = at::randn({n, shape[0], shape[1], shape[2]}, g) * sig[0];
+    SamplerRun run(*d, sig, c, {}, g);
+    x = run_sampler(find_sampler("deis"), run, x);
+    auto img = vae->decode(x / vae->config().scaling_factor).clamp(-1, 1);
+    net->train();
+    std::vector<torch::Tensor> rows;
+    for (int64_t r = 0; r < cfg.sample_per_class; ++r) {
+      rows.push_back(img.narrow(0, 4 * r, 4));
+      rows.push_back(to_unit_range(real.narrow(0, 4 * r, 4)));
+    }
+    Image grid = make_grid(torch::cat(rows), 8);
     write_png(out + "/samples_" + std::to_string(step) + ".png", grid);
     write_png(out + "/samples.png", grid);
   }
@@ -262,27 +396,49 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool resume) : impl_(new 
   m.out = std::move(out_dir);
   check(is_directory(m.out), "output directory '", m.out, "' does not exist");
   if (m.cfg.threads > 0) configure_threads(m.cfg.threads);
-  m.data = load_dataset(m.cfg.data);
-  if (m.cfg.pad > 0) m.data = m.data.padded(m.cfg.pad);
-  check(m.data.size() >= m.cfg.batch_size, m.cfg.data, ": ", m.data.size(), " images, fewer than batch_size ",
-        m.cfg.batch_size);
+  const bool canvas = m.cfg.data.rfind("fashion-canvas", 0) == 0;
+  check(canvas == (m.cfg.arch == "sd"), m.cfg.data, ": ",
+        canvas ? "captioned FashionCanvas data trains arch 'sd' (a UNet with its text encoder)"
+               : "arch 'sd' trains on captioned images (data \"fashion-canvas\")");
   m.proc = make_process(m.cfg.process);
   torch::manual_seed(m.cfg.seed);  // network initialization and dropout
   m.net = make_network(m.cfg.arch, m.cfg.network_json);
   auto shape = m.net->sample_shape();
-  check(shape.size() == 3 && shape[0] == m.data.channels() && shape[1] == m.data.height() &&
-            shape[2] == m.data.width(),
-        "the network expects images of shape ", c10::IntArrayRef(shape), ", the data has [", m.data.channels(), ", ",
-        m.data.height(), ", ", m.data.width(), "] (after padding)");
-  check(!m.data.labelled() || m.net->num_classes() == m.data.num_classes() || m.net->num_classes() == 0,
-        "the network has ", m.net->num_classes(), " classes, the data has ", m.data.num_classes());
+  if (canvas) {
+    check(m.cfg.pad == 0 && !m.cfg.hflip, "pad and hflip do not apply to FashionCanvas (cells and captions are fixed)");
+    m.captioned = std::make_unique<ImageSource>(m.cfg.data, m.cfg.seed);
+    m.vae = load_autoencoder_file(m.cfg.vae);
+    for (auto& p : m.vae->parameters()) p.set_requires_grad(false);
+    std::string tk = m.cfg.tokenizer;
+    if (tk.empty())
+      if (const char* env = std::getenv("TWEEDIE_TOKENIZER"); env && *env) tk = env;
+    check(!tk.empty(), "arch 'sd' needs CLIP's tokenizer files: set 'tokenizer' in the config or TWEEDIE_TOKENIZER");
+    m.tok = std::make_unique<ClipTokenizer>(tk);
+    const auto img = m.captioned->image_shape();
+    const int64_t f = m.vae->config().downscale();
+    check(shape.size() == 3 && shape[0] == m.vae->config().embed_dim && shape[1] * f == img[1] && shape[2] * f == img[2],
+          "the network expects latents of shape ", c10::IntArrayRef(shape), ", the autoencoder gives [",
+          m.vae->config().embed_dim, ", ", img[1] / f, ", ", img[2] / f, "] for the data's ", img[1], "x", img[2],
+          " images");
+  } else {
+    m.data = load_dataset(m.cfg.data);
+    if (m.cfg.pad > 0) m.data = m.data.padded(m.cfg.pad);
+    check(m.data.size() >= m.cfg.batch_size, m.cfg.data, ": ", m.data.size(), " images, fewer than batch_size ",
+          m.cfg.batch_size);
+    check(shape.size() == 3 && shape[0] == m.data.channels() && shape[1] == m.data.height() &&
+              shape[2] == m.data.width(),
+          "the network expects images of shape ", c10::IntArrayRef(shape), ", the data has [", m.data.channels(), ", ",
+          m.data.height(), ", ", m.data.width(), "] (after padding)");
+    check(!m.data.labelled() || m.net->num_classes() == m.data.num_classes() || m.net->num_classes() == 0,
+          "the network has ", m.net->num_classes(), " classes, the data has ", m.data.num_classes());
+    m.order = std::make_unique<DataOrder>(m.data.size(), m.cfg.batch_size, m.cfg.seed);
+  }
   m.net->train();
   m.opt = std::make_unique<AdamW>(m.named_params(),
                                   AdamW::Options{m.cfg.lr, m.cfg.beta1, m.cfg.beta2, m.cfg.adam_eps, m.cfg.weight_decay});
   EMAOptions eo;
   eo.decay = m.cfg.ema_decay;
   m.ema = std::make_unique<EMA>(*m.net, eo);
-  m.order = std::make_unique<DataOrder>(m.data.size(), m.cfg.batch_size, m.cfg.seed);
   m.gen = at::make_generator<at::CPUGeneratorImpl>(m.cfg.seed + 1);
   m.lrs = LRSchedule{lr_kind_from_string(m.cfg.lr_schedule), m.cfg.lr, m.cfg.warmup_steps, m.cfg.steps, m.cfg.min_lr};
   if (resume) m.load_checkpoint();
@@ -303,11 +459,23 @@ double Trainer::train_step() {
   check(m.step < c.steps, "training is complete (", m.step, " of ", c.steps, " steps)");
   if (m.params.empty())
     for (auto& p : m.net->parameters()) m.params.push_back(p);
-  auto idx = m.order->next();
-  auto x0 = m.data.batch_images(idx);
-  if (c.hflip) x0 = random_hflip(x0, m.gen);
+  torch::Tensor x0;
   Cond cond;
-  if (m.data.labelled() && m.net->num_classes() > 0) cond.labels = drop_labels(m.data.batch_labels(idx), c.cond_dropout, m.gen);
+  if (m.text()) {
+    std::vector<std::string> caps;
+    auto u8 = m.captioned->images(m.step * c.batch_size, c.batch_size, &caps, true);
+    auto drop = torch::rand({c.batch_size}, m.gen);  // caption dropout: the empty prompt, as CFG's null condition
+    for (int64_t i = 0; i < c.batch_size; ++i)
+      if (drop[i].item<double>() < c.cond_dropout) caps[size_t(i)].clear();
+    cond.extra["input_ids"] = m.token_ids(caps);
+    x0 = m.encode_latents(u8);
+  } else {
+    auto idx = m.order->next();
+    x0 = m.data.batch_images(idx);
+    if (c.hflip) x0 = random_hflip(x0, m.gen);
+    if (m.data.labelled() && m.net->num_classes() > 0)
+      cond.labels = drop_labels(m.data.batch_labels(idx), c.cond_dropout, m.gen);
+  }
   auto s = sample_levels(c.timesteps, *m.proc, x0.size(0), m.gen);
   auto eps = at::randn(x0.sizes(), m.gen, x0.options());
   auto x = add_noise(*m.proc, x0, eps, s);

@@ -17,6 +17,7 @@
 // Verified in tests/test_sd_checkpoint.cpp (SdConfig*): each form loads back
 // to the same checkpoint and the same outputs.
 #pragma once
+#include <map>
 #include <optional>
 #include <string>
 
@@ -32,6 +33,7 @@ SdForm sd_form_from_string(const std::string& s);  // "ldm" | "diffusers" | "twe
 struct SdSaveOptions {
   std::string tokenizer;                   // diffusers: a folder with vocab.json + merges.txt to copy
   std::optional<torch::ScalarType> dtype;  // convert floating weights (fp16/bf16/fp32)
+  std::map<std::string, std::string> metadata;  // single files: extra safetensors metadata entries
 };
 
 void save_sd_checkpoint(const SdCheckpoint& c, const std::string& path, SdForm form, const SdSaveOptions& o = {});

@@ -5,7 +5,11 @@
 // exactly (weights, EMA, optimizer moments, RNG states, data order).
 //
 // Config: a JSON object with only these keys (others are an Error):
-//   data            "fashion-mnist" | "fashion-mnist:test" | image-folder path
+//   data            "fashion-mnist" | "fashion-mnist:test" | image-folder path |
+//                   "fashion-canvas" (captioned canvases, train/fashion_canvas.h; arch "sd" only)
+//   vae             arch "sd": the frozen first stage (a train-autoencoder model.safetensors);
+//                   the network learns scaling_factor * posterior samples of the images
+//   tokenizer       arch "sd": folder with CLIP's vocab.json and merges.txt ("" = $TWEEDIE_TOKENIZER)
 //   pad             pixels of padding on each side (0)
 //   hflip           random horizontal flips (false)
 //   arch, network   the Network (make_network) and its config object
@@ -15,14 +19,22 @@
 //   timestep_sampling  uniform | uniform-continuous | logit-normal | log-normal ("uniform")
 //   logit_mean, logit_std, p_mean, p_std   their parameters (0, 1, -1.2, 1.2)
 //   weighting       uniform | min-snr | p2 | edm ("uniform"); min_snr_gamma (5), p2_k (1), p2_gamma (1)
-//   cond_dropout    probability of the null class (0.1)
+//   cond_dropout    probability of the null class, or for arch "sd" of the empty caption (0.1)
 //   batch_size (64), steps (1000), lr (2e-4), lr_schedule ("cosine"), warmup_steps (100), min_lr (0)
 //   weight_decay (0), beta1 (0.9), beta2 (0.999), adam_eps (1e-8), grad_clip (1; 0 = off)
 //   ema_decay (0.999)
 //   bf16            autocast the forward/backward to bfloat16 (false)
 //   seed (0), threads (0 = torch default)
 //   log_every (50), checkpoint_every (500), sample_every (0 = only at the end)
-//   sample_steps (20), sample_cfg (3), sample_per_class (8)
+//   sample_steps (20), sample_cfg (3), sample_per_class (8; arch "sd": rows of 4 test-canvas captions,
+//                   each row beside the real canvases)
+//
+// Arch "sd" (models/sd_network.h: a Stable Diffusion UNet and its CLIP text
+// encoder, trained jointly from scratch) writes model.safetensors as a
+// Stable Diffusion single file (LDM layout, fp16, the architecture in its
+// "tweedie.sd" metadata: models/sd_export.h) holding the EMA UNet and text
+// encoder and the autoencoder; the process must be discrete VP (the
+// file's scheduler config) and the prediction eps or v.
 #pragma once
 #include <functional>
 #include <memory>
@@ -38,6 +50,7 @@ namespace tweedie {
 struct TrainConfig {
   std::string config_json;  // the config as given (normalized), stored in checkpoints
   std::string data = "fashion-mnist";
+  std::string vae, tokenizer;  // arch "sd": the autoencoder file; CLIP tokenizer folder ("" = TWEEDIE_TOKENIZER)
   int pad = 0;
   bool hflip = false;
   std::string arch, network_json;
