@@ -176,7 +176,7 @@ struct Trainer::Impl {
   std::unique_ptr<ImageSource> captioned;  // FashionCanvas (images with captions)
   AutoencoderKL vae{nullptr};
   std::unique_ptr<ClipTokenizer> tok;
-  bool text() const { return vae.ptr() != nullptr; }
+  bool text() const { return !vae.is_empty(); }
   ProcessPtr proc;
   NetworkPtr net;
   std::unique_ptr<AdamW> opt;
