@@ -199,6 +199,7 @@ TEST(FashionCanvas, UsesTheRealFashionMnistSplits) {
 #include <cstdlib>
 
 #include "sd_testing.h"
+#include "testing.h"
 #include "tweedie/io/safetensors.h"
 #include "tweedie/models/sd_checkpoint.h"
 #include "tweedie/models/prompt_weighting.h"
@@ -223,19 +224,6 @@ std::string vae_config(int steps, const std::string& extra = "") {
 
 struct Stop {};
 
-// Every tensor of two checkpoints equal (timings and the global RNG aside).
-void expect_same_checkpoints(const std::string& a, const std::string& b) {
-  auto ca = load_safetensors(a), cb = load_safetensors(b);
-  int compared = 0;
-  for (auto& [k, v] : ca.tensors) {
-    if (k == "train.seconds" || k.rfind("rng.global", 0) == 0) continue;
-    ASSERT_NE(cb.find(k), nullptr) << k;
-    EXPECT_TRUE(torch::equal(v, cb.at(k))) << k;
-    ++compared;
-  }
-  EXPECT_GT(compared, 20);
-}
-
 }  // namespace
 
 TEST(FashionCanvasTraining, AutoencoderLearnsResumesExactlyAndMeasuresItsScale) {
@@ -255,7 +243,7 @@ TEST(FashionCanvasTraining, AutoencoderLearnsResumesExactlyAndMeasuresItsScale) 
   AutoencoderTrainer r(cfg, b, true);
   EXPECT_EQ(r.step(), 3);
   r.run();
-  expect_same_checkpoints(a + "/checkpoint.safetensors", b + "/checkpoint.safetensors");
+  tweedie::testing::expect_same_checkpoints(a + "/checkpoint.safetensors", b + "/checkpoint.safetensors");
   // The model file: its config's scaling factor is 1 / the std of the test latents.
   auto ev = r.evaluate();
   auto vae = load_autoencoder_file(b + "/model.safetensors");
@@ -320,7 +308,7 @@ TEST(FashionCanvasTraining, TextModelResumesExactlyAndItsFileIsAStableDiffusionM
   }
   Trainer r(cfg, b, true);
   r.run();
-  expect_same_checkpoints(a + "/checkpoint.safetensors", b + "/checkpoint.safetensors");
+  tweedie::testing::expect_same_checkpoints(a + "/checkpoint.safetensors", b + "/checkpoint.safetensors");
   EXPECT_EQ(std::system(("test -s '" + a + "/samples.png'").c_str()), 0);
 
   // The file is an SD 1.x single file with its architecture in the metadata ...

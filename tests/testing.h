@@ -8,7 +8,10 @@
 
 #include <torch/torch.h>
 
+#include <gtest/gtest.h>
+
 #include "tweedie/core/error.h"
+#include "tweedie/io/safetensors.h"
 #include "tweedie/models/gmm.h"
 #include "tweedie/process/schedule.h"
 #include "tweedie/sample/sampler.h"
@@ -23,6 +26,20 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+// Two training checkpoints hold the same tensors (timings and the global RNG
+// aside): a resumed run matches an uninterrupted one.
+inline void expect_same_checkpoints(const std::string& a, const std::string& b) {
+  auto ca = load_safetensors(a), cb = load_safetensors(b);
+  int compared = 0;
+  for (auto& [k, v] : ca.tensors) {
+    if (k == "train.seconds" || k.rfind("rng.global", 0) == 0) continue;
+    ASSERT_NE(cb.find(k), nullptr) << k;
+    EXPECT_TRUE(torch::equal(v, cb.at(k))) << k;
+    ++compared;
+  }
+  EXPECT_GT(compared, 20);
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(TWEEDIE_SOURCE_DIR) + "/" + rel; }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/config_reader.h"
+#include "train_log.h"
 #include "tweedie/core/error.h"
 #include "tweedie/core/runtime.h"
 #include "tweedie/eval/image_metrics.h"
@@ -122,7 +123,7 @@ void AutoencoderTrainConfig::set_steps(int64_t s) {
 
 // ---- the trainer ----------------------------------------------------------------
 
-struct AutoencoderTrainer::Impl {
+struct AutoencoderTrainer::Impl : detail::TrainLog {
   AutoencoderTrainConfig cfg;
   std::string out;
   std::unique_ptr<ImageSource> train, test;
@@ -131,11 +132,6 @@ struct AutoencoderTrainer::Impl {
   std::vector<torch::Tensor> params;
   torch::Generator gen;
   LRSchedule lrs;
-  int64_t step = 0;
-  double seconds = 0;
-  std::vector<double> loss_steps, loss_values;
-  double log_sum = 0;
-  int64_t log_n = 0;
   AutoencoderEval last_eval;
 
   std::vector<std::pair<std::string, torch::Tensor>> weights() {
@@ -151,7 +147,7 @@ struct AutoencoderTrainer::Impl {
     c.scaling_factor = ev.scaling_factor;
     json tr = {{"steps", step},
                {"images_seen", step * cfg.batch_size},
-               {"train_seconds", seconds},
+               {"train_seconds", train_seconds},
                {"test_psnr", ev.psnr},
                {"latent_std", ev.latent_std},
                {"config", json::parse(cfg.config_json)}};
@@ -166,11 +162,7 @@ struct AutoencoderTrainer::Impl {
     for (auto& [k, v] : weights()) t.emplace_back("model." + k, v.detach());
     for (auto& [k, v] : opt->state()) t.emplace_back("opt." + k, v);
     t.emplace_back("rng.train", gen.get_state());
-    t.emplace_back("train.step", torch::tensor({step}, torch::kInt64));
-    t.emplace_back("train.seconds", torch::tensor({seconds}, torch::kFloat64));
-    t.emplace_back("train.loss_steps", torch::tensor(loss_steps, torch::kFloat64));
-    t.emplace_back("train.loss_values", torch::tensor(loss_values, torch::kFloat64));
-    t.emplace_back("train.log_acc", torch::tensor({log_sum, double(log_n)}, torch::kFloat64));
+    append_tensors(t);
     save_safetensors(out + "/checkpoint.safetensors", t, {{"tweedie.autoencoder_train_config", cfg.config_json}});
   }
 
@@ -194,26 +186,11 @@ struct AutoencoderTrainer::Impl {
     }
     opt->load_state([&](const std::string& k) { return ck.find("opt." + k); });
     gen.set_state(ck.at("rng.train").clone());
-    step = ck.at("train.step").item<int64_t>();
-    seconds = ck.at("train.seconds").item<double>();
-    auto ls = ck.at("train.loss_steps").contiguous(), lv = ck.at("train.loss_values").contiguous();
-    loss_steps.assign(ls.data_ptr<double>(), ls.data_ptr<double>() + ls.numel());
-    loss_values.assign(lv.data_ptr<double>(), lv.data_ptr<double>() + lv.numel());
-    auto acc = ck.at("train.log_acc");
-    log_sum = acc[0].item<double>();
-    log_n = int64_t(acc[1].item<double>());
+    load_tensors(ck);
   }
 
   void write_pictures() {
-    if (!loss_steps.empty()) {
-      PlotOptions po;
-      po.title = "autoencoder training loss";
-      po.xlabel = "step";
-      po.ylabel = "loss (mean over " + std::to_string(cfg.log_every) + " steps)";
-      po.logy = true;
-      po.legend = false;
-      write_png(out + "/loss.png", plot({Series{"loss", loss_steps, loss_values, false}}, po));
-    }
+    plot_loss(out + "/loss.png", "autoencoder training loss", cfg.log_every);
     torch::NoGradGuard ng;
     vae->eval();
     const int64_t n = std::min<int64_t>(8, cfg.eval_images);
@@ -319,19 +296,14 @@ void AutoencoderTrainer::run(const std::function<void(const TrainStats&)>& progr
   Impl& m = *impl_;
   const auto& c = m.cfg;
   auto t0 = std::chrono::steady_clock::now();
-  const double before = m.seconds;
+  const double before = m.train_seconds;
   const int64_t first = m.step;
   auto since = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   while (m.step < c.steps) {
     const double lr = lr_at(m.lrs, m.step);
     const double lv = train_step();
-    m.seconds = before + since();
-    m.log_sum += lv, ++m.log_n;
-    if (m.step % c.log_every == 0 || m.step == c.steps) {
-      m.loss_steps.push_back(double(m.step));
-      m.loss_values.push_back(m.log_sum / m.log_n);
-      m.log_sum = 0, m.log_n = 0;
-    }
+    m.train_seconds = before + since();
+    m.record(lv, c.log_every, c.steps);
     if (m.step % c.checkpoint_every == 0 && m.step < c.steps) {
       m.save_checkpoint();
       m.write_pictures();

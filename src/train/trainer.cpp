@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/config_reader.h"
+#include "train_log.h"
 #include "tweedie/core/error.h"
 #include "tweedie/core/runtime.h"
 #include "tweedie/guide/cfg.h"
@@ -168,7 +169,7 @@ struct AutocastBF16 {
 
 }  // namespace
 
-struct Trainer::Impl {
+struct Trainer::Impl : detail::TrainLog {
   TrainConfig cfg;
   std::string out;
   Dataset data;
@@ -185,11 +186,6 @@ struct Trainer::Impl {
   torch::Generator gen;
   std::vector<torch::Tensor> params;  // the network's, for gradient clipping
   LRSchedule lrs;
-  int64_t step = 0;
-  double train_seconds = 0;
-  std::vector<double> loss_steps, loss_values;  // logged (step, mean loss since last log)
-  double log_sum = 0;                           // losses since the last log entry
-  int64_t log_n = 0;
 
   std::vector<std::pair<std::string, torch::Tensor>> named_params() {
     std::vector<std::pair<std::string, torch::Tensor>> v;
@@ -206,11 +202,7 @@ struct Trainer::Impl {
       for (auto& kv : order->state_tensors()) t.push_back(kv);
     t.emplace_back("rng.train", gen.get_state());
     t.emplace_back("rng.global", at::detail::getDefaultCPUGenerator().get_state());
-    t.emplace_back("train.step", torch::tensor({step}, torch::kInt64));
-    t.emplace_back("train.seconds", torch::tensor({train_seconds}, torch::kFloat64));
-    t.emplace_back("train.loss_steps", torch::tensor(loss_steps, torch::kFloat64));
-    t.emplace_back("train.loss_values", torch::tensor(loss_values, torch::kFloat64));
-    t.emplace_back("train.log_acc", torch::tensor({log_sum, double(log_n)}, torch::kFloat64));
+    append_tensors(t);
     save_safetensors(out + "/checkpoint.safetensors", t, {{"tweedie.train_config", cfg.config_json}});
     save_model();
   }
@@ -245,14 +237,7 @@ struct Trainer::Impl {
       std::lock_guard<std::mutex> lock(global.mutex());
       global.set_state(ck.at("rng.global").clone());
     }
-    step = ck.at("train.step").item<int64_t>();
-    train_seconds = ck.at("train.seconds").item<double>();
-    auto ls = ck.at("train.loss_steps").contiguous(), lv = ck.at("train.loss_values").contiguous();
-    loss_steps.assign(ls.data_ptr<double>(), ls.data_ptr<double>() + ls.numel());
-    loss_values.assign(lv.data_ptr<double>(), lv.data_ptr<double>() + lv.numel());
-    auto acc = ck.at("train.log_acc");
-    log_sum = acc[0].item<double>();
-    log_n = int64_t(acc[1].item<double>());
+    load_tensors(ck);
   }
 
   std::shared_ptr<NetDenoiser> denoiser() { return std::make_shared<NetDenoiser>(net, proc, cfg.param); }
@@ -378,16 +363,8 @@ struct Trainer::Impl {
     write_png(out + "/samples.png", grid);
   }
 
-  void write_loss_plot() {
-    if (loss_steps.empty()) return;
-    PlotOptions po;
-    po.title = "training loss";
-    po.xlabel = "step";
-    po.ylabel = "loss (mean over " + std::to_string(cfg.log_every) + " steps)";
-    po.logy = true;
-    po.legend = false;
-    write_png(out + "/loss.png", plot({Series{"loss", loss_steps, loss_values, false}}, po));
-  }
+  void write_loss_plot() { plot_loss(out + "/loss.png", "training loss", cfg.log_every); }
+
 };
 
 Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool resume) : impl_(new Impl) {
@@ -507,12 +484,7 @@ void Trainer::run(const std::function<void(const TrainStats&)>& progress) {
     const double lr = lr_at(m.lrs, m.step);
     const double lv = train_step();
     m.train_seconds = seconds_before + seconds_since(t0);
-    m.log_sum += lv, ++m.log_n;
-    if (m.step % c.log_every == 0 || m.step == c.steps) {
-      m.loss_steps.push_back(double(m.step));
-      m.loss_values.push_back(m.log_sum / m.log_n);
-      m.log_sum = 0, m.log_n = 0;
-    }
+    m.record(lv, c.log_every, c.steps);
     if (c.sample_every > 0 && m.step % c.sample_every == 0 && m.step < c.steps) m.write_samples();
     if (m.step % c.checkpoint_every == 0 && m.step < c.steps) {
       m.save_checkpoint();
