@@ -8,7 +8,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
+
+#include "tweedie/models/clip_tokenizer.h"
 
 namespace fuzz {
 
@@ -30,6 +33,18 @@ inline const std::string& write_input(const char* name, const uint8_t* data, siz
   if (size && std::fwrite(data, 1, size, f) != size) std::abort();
   std::fclose(f);
   return p;
+}
+
+// The real CLIP tokenizer (TWEEDIE_CLIP_TOKENIZER, default
+// /work/shared/clip-tokenizer), loaded once; targets load it in
+// LLVMFuzzerInitialize, since reading the 49,408-entry vocabulary and the
+// merges under ASan takes seconds that -timeout would charge to the first input.
+inline const tweedie::ClipTokenizer& tokenizer() {
+  static const std::unique_ptr<tweedie::ClipTokenizer> tok = [] {
+    const char* dir = std::getenv("TWEEDIE_CLIP_TOKENIZER");
+    return std::make_unique<tweedie::ClipTokenizer>(dir ? dir : "/work/shared/clip-tokenizer");
+  }();
+  return *tok;
 }
 
 // An Error message must be one non-empty line.

@@ -261,6 +261,25 @@ TEST(FashionCanvasTraining, AutoencoderLearnsResumesExactlyAndMeasuresItsScale) 
   EXPECT_LT(last, 0.7 * first);
 }
 
+TEST(FashionCanvasTraining, ImageSourceReadsDatasetsInTheirEpochOrder) {
+  ImageSource src("fashion-mnist:test", 3);
+  const Dataset& d = *src.dataset();
+  EXPECT_FALSE(src.is_canvas());
+  // Images 9995 .. 10004: the last five of epoch 0's order, then the first five of epoch 1's.
+  auto got = src.images(9995, 10);
+  auto p0 = DataOrder::permutation(d.size(), 3, 0), p1 = DataOrder::permutation(d.size(), 3, 1);
+  for (int i = 0; i < 10; ++i) {
+    const int64_t idx = i < 5 ? p0[size_t(9995 + i)] : p1[size_t(i - 5)];
+    EXPECT_TRUE(torch::equal(got[i], d.images[idx])) << i;
+  }
+  EXPECT_TRUE(torch::equal(src.images(9998, 4), got.narrow(0, 3, 4)));
+  ImageSource canvases("fashion-canvas:test", 3);
+  std::vector<std::string> caps;
+  auto img = canvases.images(7, 2, &caps, false);
+  EXPECT_EQ(img.sizes(), (std::vector<int64_t>{2, 3, 64, 64}));
+  EXPECT_EQ(caps.size(), 2u);
+}
+
 TEST(FashionCanvasTraining, AutoencoderConfigErrorsNameTheKey) {
   auto err = [](const std::string& text) {
     try {

@@ -268,11 +268,20 @@ torch::Tensor AutoencoderKLImpl::encode_moments(const torch::Tensor& x) {
   return h.to(x.scalar_type()).contiguous();
 }
 
-torch::Tensor AutoencoderKLImpl::encode(const torch::Tensor& x, std::optional<torch::Generator> gen) {
+torch::Tensor LatentPosterior::sample(torch::Generator gen) const {
+  return mean + logvar.mul(0.5).exp() * torch::randn(mean.sizes(), gen, mean.options());
+}
+
+torch::Tensor LatentPosterior::kl() const { return 0.5 * (mean.square() + logvar.exp() - 1 - logvar).sum({1, 2, 3}); }
+
+LatentPosterior AutoencoderKLImpl::posterior(const torch::Tensor& x) {
   auto m = encode_moments(x).chunk(2, 1);
-  if (!gen) return m[0].contiguous();
-  auto std = m[1].clamp(-30, 20).mul(0.5).exp();
-  return m[0] + std * torch::randn(m[0].sizes(), *gen, m[0].options());
+  return {m[0], m[1].clamp(-30, 20)};
+}
+
+torch::Tensor AutoencoderKLImpl::encode(const torch::Tensor& x, std::optional<torch::Generator> gen) {
+  auto p = posterior(x);
+  return gen ? p.sample(*gen) : p.mean.contiguous();
 }
 
 torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {

@@ -444,28 +444,6 @@ static SdCheckpoint load_diffusers_folder(const std::string& dir, const SdLoadOp
   apply_diffusers_configs(c, dir);
   require_text_heads(c);
   check_final_configs(c);
-  const std::string sched_path = dir + "/scheduler/scheduler_config.json";
-  if (file_exists(sched_path)) {
-    const json s = read_json(sched_path);
-    check(s.is_object(), sched_path, ": expected a JSON object");
-    try {
-      auto& d = c.schedule;
-      d.num_train_timesteps = s.value("num_train_timesteps", d.num_train_timesteps);
-      d.beta_start = s.value("beta_start", d.beta_start);
-      d.beta_end = s.value("beta_end", d.beta_end);
-      d.beta_schedule = s.value("beta_schedule", d.beta_schedule);
-      if (s.contains("timestep_spacing") && !s["timestep_spacing"].is_null()) d.timestep_spacing = s.value("timestep_spacing", d.timestep_spacing);
-      d.steps_offset = s.value("steps_offset", d.steps_offset);
-      d.rescale_betas_zero_snr = s.value("rescale_betas_zero_snr", d.rescale_betas_zero_snr);
-      const std::string p = s.value("prediction_type", std::string());
-      if (p == "epsilon") c.prediction = "eps";
-      else if (p == "v_prediction") c.prediction = "v";
-      else if (!p.empty()) fail(sched_path, ": unsupported prediction_type '", p, "' (expected epsilon or v_prediction)");
-      if (!p.empty()) c.prediction_source = "scheduler_config.json";
-    } catch (const json::exception& e) {
-      fail(sched_path, ": a field has the wrong type (", e.what(), ")");
-    }
-  }
   decide_prediction(c, opts, false, dir);
   return c;
 }

@@ -222,6 +222,35 @@ void apply_ldm_embedder(SdTextEncoder& t, const Node& e) {
 
 // ---------------------------------------------------------------- tweedie JSON
 
+namespace {
+
+// The scheduler fields (diffusers' scheduler_config.json names) a config states.
+void read_schedule(const Node& s, SdScheduleInfo& d) {
+  if (s.has("num_train_timesteps")) d.num_train_timesteps = s.integer("num_train_timesteps");
+  if (s.has("beta_start")) d.beta_start = s.number("beta_start");
+  if (s.has("beta_end")) d.beta_end = s.number("beta_end");
+  if (s.has("beta_schedule")) d.beta_schedule = s.string("beta_schedule");
+  if (s.has("timestep_spacing")) d.timestep_spacing = s.string("timestep_spacing");
+  if (s.has("steps_offset")) d.steps_offset = s.integer("steps_offset");
+  if (s.has("rescale_betas_zero_snr")) d.rescale_betas_zero_snr = s.boolean("rescale_betas_zero_snr");
+}
+
+// scheduler/scheduler_config.json: the schedule and the prediction type.
+void apply_diffusers_scheduler(SdCheckpoint& c, const std::string& path) {
+  const json j = read_json_file(path);
+  check(j.is_object(), path, ": expected a JSON object");
+  const Node s{&j, "", path};
+  read_schedule(s, c.schedule);
+  if (!s.has("prediction_type")) return;
+  const std::string p = s.string("prediction_type");
+  if (p == "epsilon") c.prediction = "eps";
+  else if (p == "v_prediction") c.prediction = "v";
+  else s.bad("prediction_type", "unsupported (expected epsilon or v_prediction)");
+  c.prediction_source = "scheduler_config.json";
+}
+
+}  // namespace
+
 void apply_tweedie_sd_config(SdCheckpoint& c, const std::string& json_text, const std::string& where) {
   json j;
   try {
@@ -270,17 +299,7 @@ void apply_tweedie_sd_config(SdCheckpoint& c, const std::string& json_text, cons
       check_layer_use(t, where);
     }
   }
-  if (n.has("schedule")) {
-    const Node s = n.at("schedule");
-    auto& d = c.schedule;
-    if (s.has("num_train_timesteps")) d.num_train_timesteps = s.integer("num_train_timesteps");
-    if (s.has("beta_start")) d.beta_start = s.number("beta_start");
-    if (s.has("beta_end")) d.beta_end = s.number("beta_end");
-    if (s.has("beta_schedule")) d.beta_schedule = s.string("beta_schedule");
-    if (s.has("timestep_spacing")) d.timestep_spacing = s.string("timestep_spacing");
-    if (s.has("steps_offset")) d.steps_offset = s.integer("steps_offset");
-    if (s.has("rescale_betas_zero_snr")) d.rescale_betas_zero_snr = s.boolean("rescale_betas_zero_snr");
-  }
+  if (n.has("schedule")) read_schedule(n.at("schedule"), c.schedule);
   if (n.has("size_embed_dim")) c.size_embed_dim = n.integer("size_embed_dim");
   c.config_source = where;
 }
@@ -764,6 +783,8 @@ void apply_diffusers_configs(SdCheckpoint& c, const std::string& dir) {
       if (!pad.empty()) c.text_encoders[i].pad_token = pad;
     }
   }
+  if (file_exists(dir + "/scheduler/scheduler_config.json"))
+    apply_diffusers_scheduler(c, dir + "/scheduler/scheduler_config.json");
   if (file_exists(dir + "/unet/config.json")) c.config_source = "diffusers config.json";
 }
 

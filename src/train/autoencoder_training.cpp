@@ -4,7 +4,6 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <chrono>
 #include <cmath>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -33,6 +32,13 @@ struct ImageSource::Impl {
   std::unique_ptr<FashionCanvas> canvas;
   Dataset data;
   uint64_t seed = 0;
+  // The permutation of one epoch, kept: consecutive calls read the same epoch.
+  int64_t perm_epoch = -1;
+  std::vector<int64_t> perm;
+  const std::vector<int64_t>& permutation(int64_t epoch) {
+    if (epoch != perm_epoch) perm = DataOrder::permutation(data.size(), seed, epoch), perm_epoch = epoch;
+    return perm;
+  }
 };
 
 ImageSource::ImageSource(const std::string& spec, uint64_t seed) : impl_(new Impl) {
@@ -64,10 +70,9 @@ torch::Tensor ImageSource::images(int64_t consumed, int64_t n, std::vector<std::
   const Dataset& d = impl_->data;
   std::vector<int64_t> idx;
   int64_t epoch = consumed / d.size(), pos = consumed % d.size();
-  std::vector<int64_t> perm = DataOrder::permutation(d.size(), impl_->seed, epoch);
   while (int64_t(idx.size()) < n) {
-    if (pos == d.size()) perm = DataOrder::permutation(d.size(), impl_->seed, ++epoch), pos = 0;
-    idx.push_back(perm[size_t(pos++)]);
+    if (pos == d.size()) ++epoch, pos = 0;
+    idx.push_back(impl_->permutation(epoch)[size_t(pos++)]);
   }
   return d.images.index_select(0, torch::tensor(idx, torch::kInt64));
 }
@@ -195,7 +200,7 @@ struct AutoencoderTrainer::Impl : detail::TrainLog {
     vae->eval();
     const int64_t n = std::min<int64_t>(8, cfg.eval_images);
     auto x = test_images().narrow(0, 0, n);
-    auto y = vae->decode(vae->encode_moments(x).narrow(1, 0, cfg.vae.embed_dim)).clamp(-1, 1);
+    auto y = vae->decode(vae->encode(x)).clamp(-1, 1);
     vae->train();
     write_png(out + "/reconstructions.png", make_grid(torch::cat({x, y}), int(n)));
   }
@@ -247,14 +252,11 @@ double AutoencoderTrainer::train_step() {
     }
     x = torch::stack(tiles);
   }
-  auto moments = m.vae->encode_moments(x);
-  auto mean = moments.narrow(1, 0, c.vae.embed_dim);
-  auto logvar = moments.narrow(1, c.vae.embed_dim, c.vae.embed_dim).clamp(-30, 20);
-  auto z = mean + torch::exp(0.5 * logvar) * at::randn(mean.sizes(), m.gen, mean.options());
-  auto y = m.vae->decode(z);
+  auto q = m.vae->posterior(x);
+  auto y = m.vae->decode(q.sample(m.gen));
   auto err = c.loss == "l1" ? (y - x).abs() : (y - x).square();
   const double pixels = double(x.size(1) * x.size(2) * x.size(3));
-  auto kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).sum({1, 2, 3}).mean() / pixels;
+  auto kl = q.kl().mean() / pixels;
   auto loss = err.mean() + c.kl_weight * kl;
   const double lv = loss.item<double>();
   check(std::isfinite(lv), "training diverged: the loss is ", lv, " at step ", m.step + 1);
@@ -277,10 +279,9 @@ AutoencoderEval AutoencoderTrainer::evaluate() {
   auto g = at::make_generator<at::CPUGeneratorImpl>(12345);
   for (int64_t i = 0; i < x.size(0); i += 64) {
     auto xb = x.narrow(0, i, std::min<int64_t>(64, x.size(0) - i));
-    auto mom = m.vae->encode_moments(xb);
-    auto mean = mom.narrow(1, 0, m.cfg.vae.embed_dim), logvar = mom.narrow(1, m.cfg.vae.embed_dim, m.cfg.vae.embed_dim);
-    zs.push_back(mean + torch::exp(0.5 * logvar.clamp(-30, 20)) * at::randn(mean.sizes(), g, mean.options()));
-    auto y = m.vae->decode(mean).clamp(-1, 1);
+    auto post = m.vae->posterior(xb);
+    zs.push_back(post.sample(g));
+    auto y = m.vae->decode(post.mean).clamp(-1, 1);
     auto q = [](const torch::Tensor& t) { return torch::round((t + 1) * 127.5) / 255.0; };
     psnr_sum += psnr(q(y), q(xb)).sum().item<double>();
   }
@@ -295,21 +296,15 @@ AutoencoderEval AutoencoderTrainer::evaluate() {
 void AutoencoderTrainer::run(const std::function<void(const TrainStats&)>& progress) {
   Impl& m = *impl_;
   const auto& c = m.cfg;
-  auto t0 = std::chrono::steady_clock::now();
-  const double before = m.train_seconds;
-  const int64_t first = m.step;
-  auto since = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-  while (m.step < c.steps) {
-    const double lr = lr_at(m.lrs, m.step);
-    const double lv = train_step();
-    m.train_seconds = before + since();
-    m.record(lv, c.log_every, c.steps);
-    if (m.step % c.checkpoint_every == 0 && m.step < c.steps) {
-      m.save_checkpoint();
-      m.write_pictures();
-    }
-    if (progress) progress({m.step, c.steps, lv, lr, double((m.step - first) * c.batch_size) / std::max(1e-9, since())});
-  }
+  m.TrainLog::run(
+      c.steps, c.log_every, c.batch_size, [&] { return lr_at(m.lrs, m.step); }, [&] { return train_step(); },
+      [&] {
+        if (m.step % c.checkpoint_every == 0 && m.step < c.steps) {
+          m.save_checkpoint();
+          m.write_pictures();
+        }
+      },
+      progress);
   m.save_checkpoint();
   m.save_model(evaluate());
   m.write_pictures();

@@ -1,6 +1,9 @@
 // The trainers' shared step/time/loss log (train_log.h).
 #include "train_log.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "tweedie/io/image.h"
 #include "tweedie/io/plot.h"
 
@@ -32,6 +35,24 @@ void TrainLog::load_tensors(const SafeTensors& ck) {
   auto acc = ck.at("train.log_acc");
   log_sum = acc[0].item<double>();
   log_n = int64_t(acc[1].item<double>());
+}
+
+void TrainLog::run(int64_t total_steps, int64_t log_every, int64_t batch_size, const std::function<double()>& lr,
+                   const std::function<double()>& one_step, const std::function<void()>& after_step,
+                   const std::function<void(const TrainStats&)>& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto since = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  const double before = train_seconds;
+  const int64_t first = step;
+  while (step < total_steps) {
+    const double rate = lr();
+    const double loss = one_step();
+    train_seconds = before + since();
+    record(loss, log_every, total_steps);
+    after_step();
+    if (progress)
+      progress({step, total_steps, loss, rate, double((step - first) * batch_size) / std::max(1e-9, since())});
+  }
 }
 
 void TrainLog::plot_loss(const std::string& path, const std::string& title, int64_t log_every) const {

@@ -2,6 +2,7 @@
 // trainer checkpoints (as "train.*" tensors), resumes and plots.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <torch/types.h>
 
 #include "tweedie/io/safetensors.h"
+#include "tweedie/train/trainer.h"
 
 namespace tweedie::detail {
 
@@ -24,6 +26,13 @@ struct TrainLog {
   void record(double loss, int64_t log_every, int64_t total_steps);
   void append_tensors(std::vector<std::pair<std::string, torch::Tensor>>& t) const;
   void load_tensors(const SafeTensors& ck);
+  // The training loop of every trainer: until total_steps, one_step() (which
+  // counts the step and returns its loss) at the learning rate lr() read
+  // before it, then the time and the log, after_step() (checkpoints,
+  // pictures) and progress (images/s since this call).
+  void run(int64_t total_steps, int64_t log_every, int64_t batch_size, const std::function<double()>& lr,
+           const std::function<double()>& one_step, const std::function<void()>& after_step,
+           const std::function<void(const TrainStats&)>& progress);
   // The loss curve (log scale) as a PNG, if anything is logged.
   void plot_loss(const std::string& path, const std::string& title, int64_t log_every) const;
 };

@@ -8,7 +8,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 
-#include <chrono>
 #include <mutex>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -140,10 +139,6 @@ void TrainConfig::set_steps(int64_t s) {
 }
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Config keys that may change when resuming.
 bool resumable_change(const std::string& k) {
@@ -299,10 +294,7 @@ struct Trainer::Impl : detail::TrainLog {
   // Latents of uint8 images: scaling_factor * a posterior sample (drawn from gen).
   torch::Tensor encode_latents(const torch::Tensor& u8) {
     torch::NoGradGuard ng;
-    auto mom = vae->encode_moments(to_unit_range(u8));
-    const int64_t e = vae->config().embed_dim;
-    auto mean = mom.narrow(1, 0, e), logvar = mom.narrow(1, e, e).clamp(-30, 20);
-    auto z = mean + torch::exp(0.5 * logvar) * at::randn(mean.sizes(), gen, mean.options());
+    auto z = vae->encode(to_unit_range(u8), gen);
     return z * vae->config().scaling_factor;
   }
 
@@ -442,8 +434,9 @@ double Trainer::train_step() {
     std::vector<std::string> caps;
     auto u8 = m.captioned->images(m.step * c.batch_size, c.batch_size, &caps, true);
     auto drop = torch::rand({c.batch_size}, m.gen);  // caption dropout: the empty prompt, as CFG's null condition
+    auto da = drop.accessor<float, 1>();
     for (int64_t i = 0; i < c.batch_size; ++i)
-      if (drop[i].item<double>() < c.cond_dropout) caps[size_t(i)].clear();
+      if (da[i] < c.cond_dropout) caps[size_t(i)].clear();
     cond.extra["input_ids"] = m.token_ids(caps);
     x0 = m.encode_latents(u8);
   } else {
@@ -477,22 +470,16 @@ double Trainer::train_step() {
 void Trainer::run(const std::function<void(const TrainStats&)>& progress) {
   Impl& m = *impl_;
   const TrainConfig& c = m.cfg;
-  auto t0 = std::chrono::steady_clock::now();
-  const double seconds_before = m.train_seconds;
-  const int64_t first = m.step;
-  while (m.step < c.steps) {
-    const double lr = lr_at(m.lrs, m.step);
-    const double lv = train_step();
-    m.train_seconds = seconds_before + seconds_since(t0);
-    m.record(lv, c.log_every, c.steps);
-    if (c.sample_every > 0 && m.step % c.sample_every == 0 && m.step < c.steps) m.write_samples();
-    if (m.step % c.checkpoint_every == 0 && m.step < c.steps) {
-      m.save_checkpoint();
-      m.write_loss_plot();
-    }
-    if (progress)
-      progress({m.step, c.steps, lv, lr, double((m.step - first) * c.batch_size) / std::max(1e-9, seconds_since(t0))});
-  }
+  m.TrainLog::run(
+      c.steps, c.log_every, c.batch_size, [&] { return lr_at(m.lrs, m.step); }, [&] { return train_step(); },
+      [&] {
+        if (c.sample_every > 0 && m.step % c.sample_every == 0 && m.step < c.steps) m.write_samples();
+        if (m.step % c.checkpoint_every == 0 && m.step < c.steps) {
+          m.save_checkpoint();
+          m.write_loss_plot();
+        }
+      },
+      progress);
   m.save_checkpoint();
   m.write_loss_plot();
   m.write_samples();

@@ -76,6 +76,13 @@ torch::Tensor tiled_map(const torch::Tensor& x, const std::function<torch::Tenso
 class VaeEncoderImpl;  // "encoder" (src/models/autoencoder_kl.cpp)
 class VaeDecoderImpl;  // "decoder"
 
+// The encoder's diagonal Gaussian q(z|x) (LDM's DiagonalGaussianDistribution).
+struct LatentPosterior {
+  torch::Tensor mean, logvar;  // [N, embed_dim, h, w]; logvar clamped to [-30, 20]
+  torch::Tensor sample(torch::Generator gen) const;  // mean + exp(logvar/2) * eps
+  torch::Tensor kl() const;                           // KL(q || N(0, I)) summed per image: [N]
+};
+
 class AutoencoderKLImpl : public torch::nn::Module {
  public:
   explicit AutoencoderKLImpl(const AutoencoderKLConfig& c = {});
@@ -84,6 +91,7 @@ class AutoencoderKLImpl : public torch::nn::Module {
 
   // Posterior moments [N, 2*embed_dim, H/8, W/8]: mean then log-variance.
   torch::Tensor encode_moments(const torch::Tensor& x);
+  LatentPosterior posterior(const torch::Tensor& x);
   // The posterior mean, or a sample mean + exp(logvar/2) * eps (logvar
   // clamped to [-30, 20]) drawn from gen when given.
   torch::Tensor encode(const torch::Tensor& x, std::optional<torch::Generator> gen = std::nullopt);
