@@ -133,6 +133,17 @@ TEST(CLI, BenchSamplersWritesTableAndPlot) {
   EXPECT_TRUE(exists(dir + "/samplers_ring2d.png"));
 }
 
+TEST(CLI, BenchNetworkTimesAConfigsNetwork) {
+  Result r = cli("bench network -c configs/tiny_fashion_mnist.json --batch 2 --train-batch 2 --reps 1 --min-time 0 -q");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("| inference forward, batch 2 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| training forward + backward, batch 2 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("arch unet"), std::string::npos) << r.out;
+  expect_error("bench network", "--config is required");
+  expect_error("bench network -c configs/tiny_fashion_mnist.json --batch 0", "--batch and --train-batch must be >= 1");
+  expect_error("bench network -c /nonexistent.json", "/nonexistent.json");
+}
+
 }  // namespace
 
 namespace {
