@@ -278,14 +278,17 @@ struct Trainer::Impl : detail::TrainLog {
     save_sd_checkpoint(c, c.source, SdForm::Tweedie, o);
   }
 
-  // Token ids [N, 77] of captions (BOS, tokens, EOS, EOS padding: SD 1.x's windows).
+  // Token ids [N, 77] of captions (BOS, tokens, EOS, EOS padding: SD 1.x's
+  // windows); a caption longer than 75 tokens keeps its first 75, as SD's
+  // training scripts truncate.
   torch::Tensor token_ids(const std::vector<std::string>& captions) const {
     ChunkOptions co;
     co.emphasis = false;
+    co.comma_backtrack = 0;
     std::vector<torch::Tensor> rows;
     for (auto& cap : captions) {
       auto chunks = chunk_prompt(*tok, cap, co);
-      check(chunks.size() == 1, "caption '", cap, "' is longer than one 75-token window");
+      chunks.resize(1);
       rows.push_back(prompt_windows(chunks, tok->bos(), tok->eos(), tok->eos()).ids);
     }
     return torch::cat(rows);
