@@ -137,7 +137,6 @@ struct AutoencoderTrainer::Impl : detail::TrainLog {
   std::vector<torch::Tensor> params;
   torch::Generator gen;
   LRSchedule lrs;
-  AutoencoderEval last_eval;
 
   std::vector<std::pair<std::string, torch::Tensor>> weights() {
     std::vector<std::pair<std::string, torch::Tensor>> v;
@@ -289,7 +288,6 @@ AutoencoderEval AutoencoderTrainer::evaluate() {
   ev.psnr = psnr_sum / double(x.size(0));
   ev.latent_std = torch::cat(zs).std().item<double>();
   ev.scaling_factor = 1.0 / ev.latent_std;
-  m.last_eval = ev;
   return ev;
 }
 
