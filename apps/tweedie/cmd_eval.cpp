@@ -3,6 +3,7 @@
 // shipped classifier, against the Fashion-MNIST test set (eval/evaluator.h).
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +48,76 @@ std::pair<torch::Tensor, torch::Tensor> read_image_dir(const std::string& dir) {
   return {torch::stack(imgs), labels.empty() ? torch::Tensor() : torch::tensor(labels, torch::kInt64)};
 }
 
+// Canonical captions, one per line (blank lines and # comments skipped).
+std::vector<CanvasLayout> read_prompt_file(const std::string& path) {
+  std::ifstream f(path);
+  check(f.good(), "--prompts: cannot read '", path, "'");
+  std::vector<CanvasLayout> out;
+  std::string line;
+  for (int no = 1; std::getline(f, line); ++no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos || line[line.find_first_not_of(" \t")] == '#') continue;
+    try {
+      out.push_back(parse_canonical_caption(line));
+    } catch (const Error& e) {
+      fail(path, ":", no, ": ", e.what());
+    }
+  }
+  check(out.size() >= 2, path, ": FID needs at least 2 prompts, found ", out.size());
+  return out;
+}
+
+// A FashionCanvas text model: SPEC's judge on a seeded prompt set (or --prompts).
+int run_text(const Args& a, const std::string& spec) {
+  for (const char* o : {"reference", "images"})
+    check(!a.has(o), "tweedie eval: --", o, " applies to class models; a text model is judged against test canvases of "
+          "its prompts");
+  for (const auto& o : guidance_opts())
+    check(o.name == "cfg" || !a.has(o.name), "tweedie eval: --", o.name, " is not available for text models (CFG is)");
+  const uint64_t seed = uint64_t(a.integer("seed"));
+  check(a.integer("seed") >= 0, "tweedie eval: --seed must be >= 0");
+  const auto layouts = a.has("prompts") ? read_prompt_file(a.str("prompts")) : canvas_prompt_set(a.integer("num"), seed);
+  check(layouts.size() >= 2, "tweedie eval: FID needs at least 2 prompts (got -n ", layouts.size(), ")");
+  CanvasJudge judge = make_canvas_judge(a.str("classifier"));
+  TextModelOptions to;
+  to.tokenizer = a.str("tokenizer");
+  to.bf16 = a.has("bf16");
+  LoadedModel model = load_model(spec, "", "", to);
+  StableDiffusion& sd = *model.sd;
+  const int64_t native = sd.checkpoint().unet_config.height * sd.downscale();
+  check(native == 64 && sd.checkpoint().unet_config.width * sd.downscale() == 64, spec, ": makes ", native,
+        "-pixel images; FashionCanvas judging needs 64x64");
+  SdRequest req;
+  const SamplerInfo& sampler = find_sampler(a.str("sampler"));
+  req.sampler = sampler.name;
+  req.schedule = a.str("schedule");
+  req.steps = sampling_steps(a, sampler);
+  req.sampler_options = sampler_options(a);
+  req.schedule_options = schedule_options(a);
+  req.cfg = a.number("cfg");
+  req.width = req.height = 64;
+  req.seed = seed;
+  std::vector<std::string> prompts;
+  for (auto& l : layouts) prompts.push_back(canonical_caption(l));
+  const int64_t batch = a.integer("batch");
+  check(batch >= 1, "tweedie eval: --batch must be >= 1");
+  Progress prog("eval " + sampler.name, int(prompts.size()), !a.has("quiet"));
+  auto images = generate_prompts(sd, prompts, req, batch, [&](int64_t done) { prog.update(int(done)); });
+  prog.finish();
+  const CanvasEval e = evaluate_canvases(judge, layouts, images, seed);
+  std::printf("%zu prompts (%s), %s: %s, %s, %d steps, CFG %g, seed %lu\n", layouts.size(),
+              a.has("prompts") ? a.str("prompts").c_str() : "seeded prompt set", spec.c_str(), sampler.name.c_str(),
+              req.schedule.c_str(), req.steps, req.cfg, (unsigned long)seed);
+  print_canvas_eval(e);
+  if (a.has("json")) {
+    nlohmann::json j = canvas_eval_json(e);
+    j.update({{"model", spec}, {"sampler", sampler.name}, {"schedule", req.schedule}, {"steps", req.steps},
+              {"cfg", req.cfg}, {"seed", seed}, {"batch", batch}, {"prompts", a.has("prompts") ? a.str("prompts") : ""}});
+    write_file_atomic(a.str("json"), j.dump(2) + "\n");
+  }
+  return 0;
+}
+
 std::string percent(double x) {
   char b[32];
   std::snprintf(b, sizeof b, "%.1f%%", 100 * x);
@@ -58,7 +129,11 @@ int run(int argc, char** argv) {
   auto gopts = guidance_opts();
   opts.insert(opts.end(), gopts.begin(), gopts.end());
   std::vector<Args::Opt> own = {
-      {"model", "m", false, "model file to sample (default: the shipped Fashion-MNIST model)", ""},
+      {"model", "m", false, "model file to sample (default: the shipped Fashion-MNIST model); a text model "
+                           "(models/fashion_canvas.safetensors) is judged by FashionCanvas's rules", ""},
+      {"prompts", "", false, "text models: canonical FashionCanvas captions, one per line (default: a seeded set of "
+                             "-n prompts)", ""},
+      {"tokenizer", "", false, "text models: folder with vocab.json + merges.txt (or $TWEEDIE_TOKENIZER)", ""},
       {"images", "", false, "evaluate the PNGs in this directory instead (classes from NNNNN_cK.png names)", ""},
       {"classifier", "", false, "classifier model file (default: models/fashion_mnist_classifier.safetensors)", ""},
       {"reference", "", false, "reference images: fashion-mnist:test, fashion-mnist or an image folder", "fashion-mnist:test"},
@@ -75,6 +150,9 @@ int run(int argc, char** argv) {
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie eval: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
   check(!(a.has("images") && a.has("model")), "tweedie eval: give --model or --images, not both");
+  if (a.has("model") && is_text_model(a.str("model"))) return run_text(a, a.str("model"));
+  for (const char* o : {"prompts", "tokenizer"})
+    check(!a.has(o), "tweedie eval: --", o, " applies to text models");
   nlohmann::json j;
   EvalResult r;
   std::string what;

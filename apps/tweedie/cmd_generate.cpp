@@ -3,9 +3,11 @@
 // PNGs carry AUTOMATIC1111's "parameters" tEXt chunk.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "cli.h"
 #include "guidance_args.h"
+#include "model_spec.h"
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/image.h"
@@ -36,7 +38,8 @@ std::string numbered(const std::string& out, int64_t i, int64_t total) {
 int run(int argc, char** argv) {
   auto opts = sampling_opts("dpmpp-2m", "karras", 20);
   std::vector<Args::Opt> own = {
-      {"model", "m", false, "checkpoint: .safetensors / .ckpt (LDM single file) or a diffusers folder", ""},
+      {"model", "m", false, "checkpoint: .safetensors / .ckpt (LDM single file) or a diffusers folder (default: the "
+                           "shipped FashionCanvas model, models/fashion_canvas.safetensors)", ""},
       {"prompt", "p", false, "prompt (A1111 emphasis: (word:1.2), [word], BREAK)", ""},
       {"negative-prompt", "n", false, "negative prompt", ""},
       {"cfg", "", false, "classifier-free guidance scale", "7"},
@@ -66,10 +69,12 @@ int run(int argc, char** argv) {
   opts.insert(opts.begin(), own.begin(), own.end());
   const auto rules = sd_guidance_opts();
   opts.insert(opts.end(), rules.begin(), rules.end());
-  Args a("generate", "-m MODEL -p PROMPT [options]", opts);
+  Args a("generate", "[-m MODEL] -p PROMPT [options]", opts);
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie generate: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
-  check(a.has("model"), "tweedie generate: --model is required");
+  const std::string model = a.has("model") ? a.str("model") : default_text_model_path();
+  check(a.has("model") || std::ifstream(model).good(), "tweedie generate: no --model given and the default model ", model,
+        " is missing");
   const std::string out = a.str("output");
   check(out.size() > 4 && out.substr(out.size() - 4) == ".png", "tweedie generate: --output must end in .png");
   const int64_t count = a.integer("batch-count"), bs = a.integer("batch-size");
@@ -80,6 +85,7 @@ int run(int argc, char** argv) {
   po.config = a.str("config");
   po.dtype = a.has("bf16") ? torch::kBFloat16 : torch::kFloat32;
   po.tokenizer = a.str("tokenizer");
+  po.fallback_tokenizer = default_tokenizer_dir();
   po.vae = a.str("vae");
   po.taesd = a.str("taesd");
   po.merge_loras = !a.has("lora-runtime");
@@ -99,9 +105,9 @@ int run(int argc, char** argv) {
   }
   const bool quiet = a.has("quiet");
   const double t0 = now();
-  StableDiffusion sd(a.str("model"), po);
+  StableDiffusion sd(model, po);
   if (!quiet)
-    std::fprintf(stderr, "loaded %s: %s (%.1f s)\n", a.str("model").c_str(), sd.checkpoint().describe().c_str(),
+    std::fprintf(stderr, "loaded %s: %s (%.1f s)\n", model.c_str(), sd.checkpoint().describe().c_str(),
                  (now() - t0));
 
   SdRequest req;

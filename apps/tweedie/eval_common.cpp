@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cstdio>
 #include <fstream>
 
 #include "tweedie/core/error.h"
@@ -49,6 +50,107 @@ BalancedSamples generate_balanced(const LoadedModel& model, const SamplerInfo& s
   out.images = g.x.clamp(-1, 1);
   out.nfe = g.nfe;
   return out;
+}
+
+// ---- FashionCanvas ------------------------------------------------------------
+
+CanvasJudge make_canvas_judge(const std::string& classifier_path) {
+  const std::string path = classifier_path.empty() ? default_classifier_path() : classifier_path;
+  check(std::ifstream(path).good(), "classifier ", path, " is missing");
+  return CanvasJudge(as_classifier(load_network(path), path));
+}
+
+torch::Tensor generate_prompts(StableDiffusion& sd, const std::vector<std::string>& prompts, SdRequest base,
+                               int64_t batch, const std::function<void(int64_t)>& progress) {
+  check(!prompts.empty(), "no prompts to generate");
+  check(batch >= 1, "--batch must be >= 1");
+  std::vector<torch::Tensor> out;
+  const uint64_t seed = base.seed;
+  for (int64_t i = 0, k = 0; i < int64_t(prompts.size()); i += batch, ++k) {
+    const int64_t m = std::min<int64_t>(batch, int64_t(prompts.size()) - i);
+    base.prompts.assign(prompts.begin() + i, prompts.begin() + i + m);
+    base.batch = m;
+    base.seed = seed + uint64_t(k);
+    out.push_back(sd_generate(sd, base));
+    if (progress) progress(i + m);
+  }
+  return torch::cat(out);
+}
+
+CanvasEval evaluate_canvases(const CanvasJudge& judge, const std::vector<CanvasLayout>& layouts,
+                             const torch::Tensor& images, uint64_t reference_seed) {
+  check(images.size(0) == int64_t(layouts.size()), images.size(0), " images for ", layouts.size(), " prompts");
+  check(layouts.size() >= 2, "FID needs at least 2 images");
+  static const FashionCanvas test("test");
+  std::vector<torch::Tensor> refs;
+  for (size_t i = 0; i < layouts.size(); ++i)
+    refs.push_back(test.render(layouts[i], test.pick_sources(layouts[i], reference_seed, int64_t(i))));
+  auto [gv, gf] = judge.judge_and_features(images);
+  auto [rv, rf] = judge.judge_and_features(torch::stack(refs));
+  CanvasEval e;
+  e.generated = score_canvases(layouts, gv);
+  e.reference = score_canvases(layouts, rv);
+  e.fid = frechet_distance(FeatureStats::of(gf), FeatureStats::of(rf));
+  return e;
+}
+
+namespace {
+
+std::string share(const CanvasTally& t) {
+  if (t.images == 0) return "-";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.3f (%ld/%ld)", t.accuracy(), (long)t.correct, (long)t.images);
+  return b;
+}
+
+nlohmann::json score_json(const CanvasScore& s) {
+  nlohmann::json j{{"image_accuracy", s.all.accuracy()},
+                   {"seen_accuracy", s.seen.accuracy()},
+                   {"held_out_accuracy", s.held_out.accuracy()},
+                   {"presence_accuracy", s.presence_accuracy()},
+                   {"class_accuracy", s.class_accuracy()},
+                   {"colour_accuracy", s.colour_accuracy()},
+                   {"empty_accuracy", s.empty_accuracy()},
+                   {"images", s.all.images},
+                   {"seen_images", s.seen.images},
+                   {"held_out_images", s.held_out.images}};
+  for (int k = 0; k < 4; ++k) j["accuracy_" + std::to_string(k + 1) + "_items"] = s.by_count[size_t(k)].accuracy();
+  return j;
+}
+
+}  // namespace
+
+void print_canvas_eval(const CanvasEval& e) {
+  std::printf("%-22s %-22s %-22s\n", "", "generated", "reference (test canvases)");
+  auto row = [](const char* name, const std::string& a, const std::string& b) {
+    std::printf("%-22s %-22s %-22s\n", name, a.c_str(), b.c_str());
+  };
+  auto num = [](double x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.3f", x);
+    return x < 0 ? std::string("-") : std::string(b);
+  };
+  const CanvasScore &g = e.generated, &r = e.reference;
+  row("image accuracy", share(g.all), share(r.all));
+  row("  seen pairs", share(g.seen), share(r.seen));
+  row("  held-out pair", share(g.held_out), share(r.held_out));
+  for (int k = 0; k < 4; ++k) {
+    const std::string name = "  " + std::to_string(k + 1) + (k ? " items" : " item");
+    row(name.c_str(), share(g.by_count[size_t(k)]), share(r.by_count[size_t(k)]));
+  }
+  row("presence", num(g.presence_accuracy()), num(r.presence_accuracy()));
+  row("class", num(g.class_accuracy()), num(r.class_accuracy()));
+  row("colour", num(g.colour_accuracy()), num(r.colour_accuracy()));
+  row("empty cells", num(g.empty_accuracy()), num(r.empty_accuracy()));
+  const auto ratio = [](const CanvasTally& a, const CanvasTally& b) {
+    return b.correct ? a.accuracy() / b.accuracy() : -1.0;
+  };
+  std::printf("relative accuracy (generated / reference): %.3f seen, %.3f held-out; FID %.3f\n", ratio(g.seen, r.seen),
+              ratio(g.held_out, r.held_out), e.fid);
+}
+
+nlohmann::json canvas_eval_json(const CanvasEval& e) {
+  return {{"generated", score_json(e.generated)}, {"reference", score_json(e.reference)}, {"fid", e.fid}};
 }
 
 }  // namespace tweedie::cli

@@ -2,9 +2,13 @@
 // Evaluator and class-balanced generation from a model.
 #pragma once
 #include <memory>
+#include <functional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "model_spec.h"
+#include "tweedie/eval/canvas_judge.h"
 #include "tweedie/guide/guidance.h"
 #include "tweedie/eval/evaluator.h"
 #include "tweedie/sample/generate.h"
@@ -27,5 +31,29 @@ BalancedSamples generate_balanced(const LoadedModel& model, const SamplerInfo& s
 
 // The model must produce what the classifier judges: same image shape and classes.
 void check_model_fits(const LoadedModel& model, const Evaluator& ev, const std::string& model_path);
+
+// ---- FashionCanvas text models (`tweedie eval` / `tweedie bench canvas`) ----
+
+// The judge with the shipped classifier (or classifier_path).
+CanvasJudge make_canvas_judge(const std::string& classifier_path);
+
+// Images [N, 3, H, W] in [-1, 1] for one prompt each: base's sampler, steps,
+// CFG and size; chunk k of `batch` prompts uses seed base.seed + k.
+torch::Tensor generate_prompts(StableDiffusion& sd, const std::vector<std::string>& prompts, SdRequest base,
+                               int64_t batch, const std::function<void(int64_t images_done)>& progress = {});
+
+// Generated images judged against their layouts, the same judge on the
+// test-split canvases of the same layouts (the reference: what a perfect
+// model would score), and FID between the two sets' canvas features.
+struct CanvasEval {
+  CanvasScore generated, reference;
+  double fid = 0;
+};
+CanvasEval evaluate_canvases(const CanvasJudge& judge, const std::vector<CanvasLayout>& layouts,
+                             const torch::Tensor& images, uint64_t reference_seed);
+
+// The report lines `tweedie eval` prints, and the same as JSON.
+void print_canvas_eval(const CanvasEval& e);
+nlohmann::json canvas_eval_json(const CanvasEval& e);
 
 }  // namespace tweedie::cli

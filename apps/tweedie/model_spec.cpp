@@ -35,6 +35,17 @@ std::string default_model_path() {
   return std::string(TWEEDIE_SOURCE_DIR) + "/models/fashion_mnist.safetensors";
 }
 
+std::string default_text_model_path() {
+  const char* env = std::getenv("TWEEDIE_TEXT_MODEL");
+  if (env && *env) return env;
+  return std::string(TWEEDIE_SOURCE_DIR) + "/models/fashion_canvas.safetensors";
+}
+
+std::string default_tokenizer_dir() {
+  const std::string shared = std::string(TWEEDIE_SOURCE_DIR) + "/../shared/clip-tokenizer";
+  return std::ifstream(shared + "/vocab.json").good() ? shared : "";
+}
+
 std::string default_classifier_path() {
   const char* env = std::getenv("TWEEDIE_CLASSIFIER");
   if (env && *env) return env;
@@ -116,6 +127,7 @@ LoadedModel load_model(const std::string& spec, const std::string& process_spec,
     check(process_spec.empty(), spec, ": --process applies to analytic models only (a text model has its own)");
     SdPipelineOptions po;
     po.tokenizer = text.tokenizer;
+    po.fallback_tokenizer = default_tokenizer_dir();
     po.config = text.config;
     po.prediction = !text.prediction.empty() ? text.prediction : prediction;
     po.dtype = text.bf16 ? torch::kBFloat16 : torch::kFloat32;

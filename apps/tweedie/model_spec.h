@@ -55,6 +55,15 @@ bool is_text_model(const std::string& spec);
 // The model `tweedie sample` uses when no --model is given.
 std::string default_model_path();
 
+// The text-to-image model `tweedie generate` uses when no --model is given
+// ($TWEEDIE_TEXT_MODEL or models/fashion_canvas.safetensors).
+std::string default_text_model_path();
+
+// CLIP's tokenizer files for single-file models when neither --tokenizer nor
+// $TWEEDIE_TOKENIZER gives them: ../shared/clip-tokenizer beside the
+// checkout if it exists, else "".
+std::string default_tokenizer_dir();
+
 // The evaluation classifier `tweedie eval` uses when no --classifier is given
 // ($TWEEDIE_CLASSIFIER or models/fashion_mnist_classifier.safetensors).
 std::string default_classifier_path();

@@ -46,7 +46,7 @@ std::string tokenizer_folder(const SdCheckpoint& c, const SdPipelineOptions& o) 
   for (auto& te : c.text_encoders)
     if (!te.tokenizer_dir.empty()) return te.tokenizer_dir;
   if (const char* env = std::getenv("TWEEDIE_TOKENIZER"); env && *env) return env;
-  return "";
+  return o.fallback_tokenizer;
 }
 
 }  // namespace
@@ -295,7 +295,24 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
 
   const int64_t n = req.batch, h = req.height / sd.downscale(), w = req.width / sd.downscale();
   const Process& proc = sd.process();
-  auto [cond, neg] = sd.encode_prompts(req.prompt, req.negative, n, req.width, req.height, req.clip_skip);
+  Cond cond, neg;
+  if (req.prompts.empty()) {
+    std::tie(cond, neg) = sd.encode_prompts(req.prompt, req.negative, n, req.width, req.height, req.clip_skip);
+  } else {
+    check(int64_t(req.prompts.size()) == n, req.prompts.size(), " prompts for a batch of ", n, " images");
+    auto cs = sd.conditions(req.prompts, req.negative, 1, req.width, req.height, req.clip_skip);
+    std::vector<torch::Tensor> ctx, y;
+    for (auto& c : cs) {
+      ctx.push_back(c.context);
+      if (c.extra.count("y")) y.push_back(c.extra.at("y"));
+    }
+    cond.context = torch::cat(ctx);
+    neg.context = cs[0].extra.at("null_context").expand({n, -1, -1}).contiguous();
+    if (!y.empty()) {
+      cond.extra["y"] = torch::cat(y);
+      neg.extra["y"] = cs[0].extra.at("null_y").expand({n, -1}).contiguous();
+    }
+  }
 
   torch::Tensor init_lat, keep;  // keep: [1, 1, h, w], 1 = latent pixel kept from the init image
   if (has_init) init_lat = sd.encode_images(req.init, req.tiled_vae).expand({n, -1, -1, -1}).contiguous();

@@ -87,6 +87,7 @@ AutoencoderTrainConfig AutoencoderTrainConfig::parse(const std::string& text, co
   c.test_data = r.string("test_data", c.test_data);
   const std::string vae = r.object_json("vae");
   c.kl_weight = r.number("kl_weight", c.kl_weight);
+  if (r.has("logvar_init")) c.logvar_init = r.number("logvar_init", 0.0);
   c.crop = r.integer("crop", c.crop, 0);
   c.loss = r.string("loss", c.loss);
   c.batch_size = r.integer("batch_size", c.batch_size, 1);
@@ -223,6 +224,12 @@ AutoencoderTrainer::AutoencoderTrainer(AutoencoderTrainConfig cfg, std::string o
         shape[2], " are not divisible by the autoencoder's downscale factor ", m.cfg.vae.downscale());
   torch::manual_seed(m.cfg.seed);
   m.vae = AutoencoderKL(m.cfg.vae);
+  if (m.cfg.logvar_init) {  // the log-variance half of the last encoder layer's output channels
+    torch::NoGradGuard ng;
+    auto p = m.vae->named_parameters();
+    auto bias = p[m.cfg.vae.use_quant_conv ? "quant_conv.bias" : "encoder.conv_out.bias"];
+    bias.narrow(0, bias.size(0) / 2, bias.size(0) / 2).fill_(*m.cfg.logvar_init);
+  }
   m.vae->train();
   m.opt = std::make_unique<AdamW>(m.weights(), AdamW::Options{m.cfg.lr, 0.9, 0.999, 1e-8, m.cfg.weight_decay});
   for (auto& [k, v] : m.weights()) m.params.push_back(v);

@@ -54,7 +54,8 @@ struct SdPipelineOptions {
   std::string prediction;                      // "" = detect (sd_checkpoint.h); "eps" | "v"
   torch::ScalarType dtype = torch::kFloat32;   // compute dtype: float32 or bfloat16 (weights cast once)
   std::string tokenizer;                       // folder with vocab.json + merges.txt ("" = the model's own,
-                                               // else $TWEEDIE_TOKENIZER)
+                                               // else $TWEEDIE_TOKENIZER, else fallback_tokenizer)
+  std::string fallback_tokenizer;
   std::string vae;                             // a VAE file to use instead of the checkpoint's
   std::string taesd;                           // a TAESD file: decode (and encode) with it instead
   std::vector<std::pair<std::string, double>> loras;  // file, strength
@@ -120,6 +121,9 @@ class StableDiffusion {
 
 struct SdRequest {
   std::string prompt, negative;
+  // One prompt per image instead (a grid, an evaluation set): batch must be
+  // prompts.size(); all share the negative prompt and the CFG null.
+  std::vector<std::string> prompts;
   int64_t width = 512, height = 512;  // pixels, multiples of the pipeline's downscale * 2^(levels-1)
   int steps = 20;
   std::string sampler = "dpmpp-2m", schedule = "karras";

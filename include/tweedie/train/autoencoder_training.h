@@ -15,6 +15,12 @@
 //     (train/fashion_canvas.h) or any dataset load_dataset reads;
 //   vae: AutoencoderKL config object (required; in_channels / out_ch must
 //     match the data); kl_weight (1e-6), loss ("l1" | "l2");
+//   logvar_init (absent = the layer's default initialization): the initial
+//     bias of the log-variance half of the encoder's last layer (quant_conv,
+//     or encoder.conv_out without it). With kl_weight 1e-6 the posterior
+//     ends almost deterministic, but from log-variance 0 Adam needs thousands
+//     of steps to get there while the decoder only sees unit noise; -8 starts
+//     near where it ends (std 0.02);
 //   crop (0 = whole images): train on one crop x crop tile of each image,
 //     drawn uniformly from the image's aligned tiles (FashionCanvas: crop 32
 //     is one cell, a quarter of the compute; the network is convolutional
@@ -36,6 +42,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tweedie/models/autoencoder_kl.h"
@@ -48,6 +55,7 @@ struct AutoencoderTrainConfig {
   std::string data = "fashion-canvas", test_data = "fashion-canvas:test";
   AutoencoderKLConfig vae;
   double kl_weight = 1e-6;
+  std::optional<double> logvar_init;
   int64_t crop = 0;
   std::string loss = "l1";
   int64_t batch_size = 32, steps = 2000, warmup_steps = 100;
