@@ -101,16 +101,26 @@ int run_text(const Args& a, const std::string& spec) {
   for (auto& l : layouts) prompts.push_back(canonical_caption(l));
   const int64_t batch = a.integer("batch");
   check(batch >= 1, "tweedie eval: --batch must be >= 1");
+  std::unique_ptr<AttentionShare> attention;
+  if (a.has("attention"))
+    attention = std::make_unique<AttentionShare>(sd.denoiser()->network(), sd.checkpoint().unet_config.height,
+                                                 sd.checkpoint().unet_config.width);
   Progress prog("eval " + sampler.name, int(prompts.size()), !a.has("quiet"));
-  auto images = generate_prompts(sd, prompts, req, batch, [&](int64_t done) { prog.update(int(done)); });
+  auto images = generate_prompts(
+      sd, prompts, req, batch, [&](int64_t done) { prog.update(int(done)); },
+      [&](int64_t first, int64_t count) {
+        if (attention) attention->set_targets(canvas_attention_targets(sd, layouts, first, count), count);
+      });
   prog.finish();
   const CanvasEval e = evaluate_canvases(judge, layouts, images, seed);
   std::printf("%zu prompts (%s), %s: %s, %s, %d steps, CFG %g, seed %lu\n", layouts.size(),
               a.has("prompts") ? a.str("prompts").c_str() : "seeded prompt set", spec.c_str(), sampler.name.c_str(),
               req.schedule.c_str(), req.steps, req.cfg, (unsigned long)seed);
   print_canvas_eval(e);
+  if (attention) print_attention_shares(*attention, req.steps);
   if (a.has("json")) {
     nlohmann::json j = canvas_eval_json(e);
+    if (attention) j["attention_share"] = attention_shares_json(*attention, req.steps);
     j.update({{"model", spec}, {"sampler", sampler.name}, {"schedule", req.schedule}, {"steps", req.steps},
               {"cfg", req.cfg}, {"seed", seed}, {"batch", batch}, {"prompts", a.has("prompts") ? a.str("prompts") : ""}});
     write_file_atomic(a.str("json"), j.dump(2) + "\n");
@@ -134,6 +144,8 @@ int run(int argc, char** argv) {
       {"prompts", "", false, "text models: canonical FashionCanvas captions, one per line (default: a seeded set of "
                              "-n prompts)", ""},
       {"tokenizer", "", false, "text models: folder with vocab.json + merges.txt (or $TWEEDIE_TOKENIZER)", ""},
+      {"attention", "", true, "text models: also report the share of each item word's cross-attention inside its "
+                              "cell, per layer and step range", ""},
       {"images", "", false, "evaluate the PNGs in this directory instead (classes from NNNNN_cK.png names)", ""},
       {"classifier", "", false, "classifier model file (default: models/fashion_mnist_classifier.safetensors)", ""},
       {"reference", "", false, "reference images: fashion-mnist:test, fashion-mnist or an image folder", "fashion-mnist:test"},
@@ -151,7 +163,7 @@ int run(int argc, char** argv) {
   check(a.positional().empty(), "tweedie eval: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
   check(!(a.has("images") && a.has("model")), "tweedie eval: give --model or --images, not both");
   if (a.has("model") && is_text_model(a.str("model"))) return run_text(a, a.str("model"));
-  for (const char* o : {"prompts", "tokenizer"})
+  for (const char* o : {"prompts", "tokenizer", "attention"})
     check(!a.has(o), "tweedie eval: --", o, " applies to text models");
   nlohmann::json j;
   EvalResult r;

@@ -61,7 +61,8 @@ CanvasJudge make_canvas_judge(const std::string& classifier_path) {
 }
 
 torch::Tensor generate_prompts(StableDiffusion& sd, const std::vector<std::string>& prompts, SdRequest base,
-                               int64_t batch, const std::function<void(int64_t)>& progress) {
+                               int64_t batch, const std::function<void(int64_t)>& progress,
+                               const std::function<void(int64_t, int64_t)>& before_chunk) {
   check(!prompts.empty(), "no prompts to generate");
   check(batch >= 1, "--batch must be >= 1");
   std::vector<torch::Tensor> out;
@@ -71,6 +72,7 @@ torch::Tensor generate_prompts(StableDiffusion& sd, const std::vector<std::strin
     base.prompts.assign(prompts.begin() + i, prompts.begin() + i + m);
     base.batch = m;
     base.seed = seed + uint64_t(k);
+    if (before_chunk) before_chunk(i, m);
     out.push_back(sd_generate(sd, base));
     if (progress) progress(i + m);
   }
@@ -94,7 +96,41 @@ CanvasEval evaluate_canvases(const CanvasJudge& judge, const std::vector<CanvasL
   return e;
 }
 
+std::vector<AttentionTarget> canvas_attention_targets(const StableDiffusion& sd, const std::vector<CanvasLayout>& layouts,
+                                                      int64_t first, int64_t count) {
+  std::vector<AttentionTarget> out;
+  for (int64_t r = 0; r < count; ++r) {
+    const CanvasLayout& l = layouts[size_t(first + r)];
+    const auto words = sd.word_positions(canonical_caption(l));
+    const auto item_words = canvas_item_words(l);
+    for (size_t k = 0; k < l.items.size(); ++k) {
+      AttentionTarget t;
+      t.row = r;
+      for (int64_t w : item_words[k]) {
+        check(w < int64_t(words.size()), "caption words and tokenizer words disagree");
+        t.tokens.insert(t.tokens.end(), words[size_t(w)].positions.begin(), words[size_t(w)].positions.end());
+      }
+      t.box = canvas_cell_box(l.items[k].cell);
+      out.push_back(std::move(t));
+    }
+  }
+  return out;
+}
+
 namespace {
+
+// Mean share of a layer over steps [a, b).
+double range_mean(const std::map<int, AttentionShare::Tally>& by_step, int a, int b) {
+  AttentionShare::Tally t;
+  for (auto& [step, x] : by_step)
+    if (step >= a && step < b) t.sum += x.sum, t.count += x.count;
+  return t.mean();
+}
+
+std::vector<std::pair<int, int>> step_ranges(int steps) {
+  const int a = steps / 3, b = 2 * steps / 3;
+  return {{0, a}, {a, b}, {b, steps}, {0, steps}};
+}
 
 std::string share(const CanvasTally& t) {
   if (t.images == 0) return "-";
@@ -147,6 +183,41 @@ void print_canvas_eval(const CanvasEval& e) {
   };
   std::printf("relative accuracy (generated / reference): %.3f seen, %.3f held-out; FID %.3f\n", ratio(g.seen, r.seen),
               ratio(g.held_out, r.held_out), e.fid);
+}
+
+void print_attention_shares(const AttentionShare& a, int steps) {
+  const auto ranges = step_ranges(steps);
+  std::printf("\nshare of each item word's cross-attention mass inside its cell (uniform: 0.250), by layer and step:\n");
+  std::printf("%-40s", "layer");
+  for (auto [lo, hi] : ranges) {
+    char b[32];
+    std::snprintf(b, sizeof b, "steps %d-%d", lo, hi - 1);
+    std::printf(" %12s", b);
+  }
+  std::printf("\n");
+  std::vector<AttentionShare::Tally> total(ranges.size());
+  for (auto& [layer, by_step] : a.tallies()) {
+    std::printf("%-40s", layer.c_str());
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      std::printf(" %12.3f", range_mean(by_step, ranges[i].first, ranges[i].second));
+      for (auto& [step, x] : by_step)
+        if (step >= ranges[i].first && step < ranges[i].second) total[i].sum += x.sum, total[i].count += x.count;
+    }
+    std::printf("\n");
+  }
+  std::printf("%-40s", "all layers");
+  for (auto& t : total) std::printf(" %12.3f", t.mean());
+  std::printf("\n");
+}
+
+nlohmann::json attention_shares_json(const AttentionShare& a, int steps) {
+  nlohmann::json j = nlohmann::json::object();
+  for (auto& [layer, by_step] : a.tallies()) {
+    nlohmann::json per_step = nlohmann::json::array();
+    for (int s = 0; s < steps; ++s) per_step.push_back(range_mean(by_step, s, s + 1));
+    j[layer] = per_step;
+  }
+  return j;
 }
 
 nlohmann::json canvas_eval_json(const CanvasEval& e) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model_spec.h"
+#include "tweedie/eval/attention_share.h"
 #include "tweedie/eval/canvas_judge.h"
 #include "tweedie/guide/guidance.h"
 #include "tweedie/eval/evaluator.h"
@@ -39,8 +40,18 @@ CanvasJudge make_canvas_judge(const std::string& classifier_path);
 
 // Images [N, 3, H, W] in [-1, 1] for one prompt each: base's sampler, steps,
 // CFG and size; chunk k of `batch` prompts uses seed base.seed + k.
+// before_chunk(first, count) runs before each chunk is sampled.
 torch::Tensor generate_prompts(StableDiffusion& sd, const std::vector<std::string>& prompts, SdRequest base,
-                               int64_t batch, const std::function<void(int64_t images_done)>& progress = {});
+                               int64_t batch, const std::function<void(int64_t images_done)>& progress = {},
+                               const std::function<void(int64_t first, int64_t count)>& before_chunk = {});
+
+// The cross-attention targets of layouts[first, first + count): each item's
+// name tokens and its cell, rows 0..count-1 (eval/attention_share.h).
+std::vector<AttentionTarget> canvas_attention_targets(const StableDiffusion& sd, const std::vector<CanvasLayout>& layouts,
+                                                      int64_t first, int64_t count);
+// The table of shares per layer and step range (thirds of the steps), and as JSON.
+void print_attention_shares(const AttentionShare& a, int steps);
+nlohmann::json attention_shares_json(const AttentionShare& a, int steps);
 
 // Generated images judged against their layouts, the same judge on the
 // test-split canvases of the same layouts (the reference: what a perfect

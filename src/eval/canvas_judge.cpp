@@ -1,6 +1,7 @@
 // FashionCanvas judging (include/tweedie/eval/canvas_judge.h).
 #include "tweedie/eval/canvas_judge.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "../core/splitmix.h"
@@ -147,6 +148,27 @@ CanvasScore score_canvases(const std::vector<CanvasLayout>& captions, const std:
     }
   }
   return s;
+}
+
+std::vector<std::vector<int64_t>> canvas_item_words(const CanvasLayout& l) {
+  std::vector<std::vector<int64_t>> out;
+  int64_t w = 0;
+  for (size_t k = 0; k < l.items.size(); ++k) {
+    if (k) ++w;  // "and"
+    w += 2;      // "a", colour
+    const std::string& name = canvas_item_names()[size_t(l.items[k].item)];
+    const int64_t words = 1 + int64_t(std::count(name.begin(), name.end(), ' '));
+    out.emplace_back();
+    for (int64_t i = 0; i < words; ++i) out.back().push_back(w++);
+    w += 4;  // "at", "the", two cell words
+  }
+  return out;
+}
+
+std::array<double, 4> canvas_cell_box(int cell) {
+  check(cell >= 0 && cell < 4, "FashionCanvas: cell ", cell, " is not 0..3");
+  const double top = (cell / 2) * 0.5, left = (cell % 2) * 0.5;
+  return {top, left, top + 0.5, left + 0.5};
 }
 
 std::vector<CanvasLayout> canvas_prompt_set(int64_t n, uint64_t seed) {

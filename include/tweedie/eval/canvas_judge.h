@@ -92,6 +92,13 @@ struct CanvasScore {
 
 CanvasScore score_canvases(const std::vector<CanvasLayout>& captions, const std::vector<CanvasVerdict>& verdicts);
 
+// For each item of a layout, in order, the indices of its item name's words
+// ("sneaker"; "ankle", "boot") among the space-separated words of its
+// canonical caption: the words whose cross-attention belongs in its cell.
+std::vector<std::vector<int64_t>> canvas_item_words(const CanvasLayout& l);
+// A cell as a box of image fractions {top, left, bottom, right}.
+std::array<double, 4> canvas_cell_box(int cell);
+
 // The seeded prompt set of `tweedie eval` on text models: n canonical
 // layouts with 1, 2, 3, 4 items in turn (i % 4 + 1), cells, classes and
 // colours drawn as for training (no held-out pair); in every second group
