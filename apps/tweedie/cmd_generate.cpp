@@ -11,6 +11,7 @@
 #include "sampling_args.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/image.h"
+#include "tweedie/io/plot.h"
 #include "tweedie/io/resize.h"
 #include "tweedie/pipelines/stable_diffusion.h"
 #include "tweedie/train/dataset.h"
@@ -40,7 +41,9 @@ int run(int argc, char** argv) {
   std::vector<Args::Opt> own = {
       {"model", "m", false, "checkpoint: .safetensors / .ckpt (LDM single file) or a diffusers folder (default: the "
                            "shipped FashionCanvas model, models/fashion_canvas.safetensors)", ""},
-      {"prompt", "p", false, "prompt (A1111 emphasis: (word:1.2), [word], BREAK)", ""},
+      {"prompt", "p", false, "prompt (A1111 emphasis: (word:1.2), [word], BREAK); repeat for several prompts, "
+                            "sampled together (--batch-size images each)", ""},
+      {"grid", "", true, "write one labelled grid PNG: a row per prompt, --batch-size columns", ""},
       {"negative-prompt", "n", false, "negative prompt", ""},
       {"cfg", "", false, "classifier-free guidance scale", "7"},
       {"width", "W", false, "image width in pixels (default: the model's native size)", ""},
@@ -111,7 +114,10 @@ int run(int argc, char** argv) {
                  (now() - t0));
 
   SdRequest req;
-  req.prompt = a.str("prompt");
+  const std::vector<std::string> prompts = a.has("prompt") ? a.all("prompt") : std::vector<std::string>{""};
+  req.prompt = prompts[0];
+  if (prompts.size() > 1)
+    for (auto& p : prompts) req.prompts.insert(req.prompts.end(), size_t(bs), p);  // prompt-major
   req.negative = a.str("negative-prompt");
   const SamplerInfo& sampler = find_sampler(a.str("sampler"));
   req.sampler = sampler.name;
@@ -126,7 +132,7 @@ int run(int argc, char** argv) {
   const int64_t native = sd.checkpoint().unet_config.height * sd.downscale();
   req.width = a.has("width") ? a.integer("width") : native;
   req.height = a.has("height") ? a.integer("height") : native;
-  req.batch = bs;
+  req.batch = bs * int64_t(prompts.size());
   req.tiled_vae = a.has("tiled-vae");
   req.strength = a.number("strength");
   check(req.strength >= 0 && req.strength <= 1, "tweedie generate: --strength must be in [0, 1], got ", req.strength);
@@ -151,19 +157,42 @@ int run(int argc, char** argv) {
   const int seed_arg = a.integer("seed");
   check(seed_arg >= 0, "tweedie generate: --seed must be >= 0, got ", seed_arg);
   const uint64_t seed = uint64_t(seed_arg);
+  const int64_t per_run = req.batch;
+  std::vector<torch::Tensor> all;
+  const double t_start = now();
   for (int64_t run = 0; run < count; ++run) {
     req.seed = seed + run;
     Progress prog("generate " + std::to_string(run + 1) + "/" + std::to_string(count), req.steps, !quiet);
     req.progress = [&](int done, int total) { prog.update(done); };
     torch::Tensor images = sd_generate(sd, req);
     prog.finish();
+    if (a.has("grid")) {
+      all.push_back(images);
+      continue;
+    }
     for (int64_t i = 0; i < images.size(0); ++i) {
       Image img = tensor_to_image(images[i]);
-      img.text["parameters"] = a1111_parameters(sd, req, req.seed);
-      const std::string path = numbered(out, run * bs + i, count * bs);
+      SdRequest one = req;
+      one.prompt = req.prompts.empty() ? req.prompt : req.prompts[size_t(i)];
+      img.text["parameters"] = a1111_parameters(sd, one, req.seed);
+      const std::string path = numbered(out, run * per_run + i, count * per_run);
       write_png(path, img);
       if (!quiet) std::fprintf(stderr, "wrote %s\n", path.c_str());
     }
+  }
+  if (a.has("grid")) {  // rows: prompts (each run's rows after the last's), columns: --batch-size images
+    std::vector<torch::Tensor> rows;
+    std::vector<std::string> labels;
+    for (auto& images : all)
+      for (size_t p = 0; p < prompts.size(); ++p) {
+        rows.push_back(images.narrow(0, int64_t(p) * bs, bs));
+        labels.push_back(prompts[p]);
+      }
+    const int scale = std::max<int>(1, int(128 / std::max<int64_t>(1, req.height)));
+    write_png(out, labeled_grid(torch::cat(rows), int(bs), {}, labels, scale));
+    if (!quiet)
+      std::fprintf(stderr, "wrote %s: %zu prompts x %ld images in %.2f s\n", out.c_str(), prompts.size() * size_t(count),
+                   (long)bs, now() - t_start);
   }
   return 0;
 }
