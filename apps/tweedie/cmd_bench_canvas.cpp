@@ -46,7 +46,7 @@ int run(int argc, char** argv) {
           {"cfg", "", false, "CFG scales of the CFG table", "1,2,3,5,7"},
           {"sampler", "", false, "sampler of the CFG table", "dpmpp-2m"},
           {"steps", "", false, "steps of the CFG table", "20"},
-          {"samplers", "", false, "samplers of the sampler table", "euler,ddim,dpmpp-2m,unipc"},
+          {"samplers", "", false, "samplers of the sampler table", "euler,ddim,dpmpp-2m,unipc-bh2"},
           {"steps-list", "", false, "steps of the sampler table", "5,10,20"},
           {"cfg-at", "", false, "CFG scale of the sampler table", "5"},
           {"schedule", "", false, "step schedule", "karras"},
