@@ -204,6 +204,7 @@ TEST(FashionCanvas, UsesTheRealFashionMnistSplits) {
 #include "tweedie/models/sd_checkpoint.h"
 #include "tweedie/models/prompt_weighting.h"
 #include "tweedie/models/sd_network.h"
+#include "tweedie/nn/module_weights.h"
 #include "tweedie/pipelines/stable_diffusion.h"
 #include "tweedie/train/autoencoder_training.h"
 #include "tweedie/train/trainer.h"
@@ -259,6 +260,32 @@ TEST(FashionCanvasTraining, AutoencoderLearnsResumesExactlyAndMeasuresItsScale) 
   double first = 0, last = 0;
   for (int i = 0; i < 5; ++i) first += losses[size_t(i)], last += losses[losses.size() - 1 - size_t(i)];
   EXPECT_LT(last, 0.7 * first);
+}
+
+TEST(FashionCanvasTraining, AutoencoderFineTunesFromAnEarlierRunAndSetsTheLogVarianceBias) {
+  const std::string a = fresh("vae_init_a");
+  AutoencoderTrainer(AutoencoderTrainConfig::parse(vae_config(2), "test"), a, false).run();
+  auto trained = load_autoencoder_file(a + "/model.safetensors");
+  // init: the new run starts from the file's weights (before its first step).
+  auto ft = AutoencoderTrainConfig::parse(vae_config(2, R"(, "loss": "l2", "init": ")" + a + R"(/model.safetensors")"), "t");
+  AutoencoderTrainer t(ft, fresh("vae_init_b"), false);
+  std::map<std::string, torch::Tensor> start;
+  for (auto& [k, v] : module_tensors(*t.model())) start[k] = v;
+  for (auto& [k, v] : module_tensors(*trained)) EXPECT_TRUE(torch::equal(start.at(k), v)) << k;
+  // Another architecture is refused, naming the file.
+  auto other = AutoencoderTrainConfig::parse(
+      R"({"vae": {"ch": 16, "ch_mult": [1, 2, 4], "num_res_blocks": 1, "norm_groups": 4}, "crop": 32, "steps": 2,
+          "init": ")" + a + R"(/model.safetensors"})", "t");
+  EXPECT_NE(tweedie::testing::error_of([&] { AutoencoderTrainer(other, fresh("vae_init_c"), false); }).find("differs"),
+            std::string::npos);
+  // logvar_init: the log-variance half of quant_conv's bias, the mean half untouched.
+  AutoencoderTrainer lv(AutoencoderTrainConfig::parse(vae_config(2, R"(, "logvar_init": -8)"), "t"), fresh("vae_lv"), false);
+  torch::Tensor bias;
+  for (auto& [k, v] : module_tensors(*lv.model()))
+    if (k == "quant_conv.bias") bias = v;
+  ASSERT_TRUE(bias.defined());
+  EXPECT_TRUE(torch::all(bias.narrow(0, 4, 4) == -8).item<bool>());
+  EXPECT_FALSE(torch::any(bias.narrow(0, 0, 4) == -8).item<bool>());
 }
 
 TEST(FashionCanvasTraining, ImageSourceReadsDatasetsInTheirEpochOrder) {

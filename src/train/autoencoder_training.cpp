@@ -88,6 +88,7 @@ AutoencoderTrainConfig AutoencoderTrainConfig::parse(const std::string& text, co
   const std::string vae = r.object_json("vae");
   c.kl_weight = r.number("kl_weight", c.kl_weight);
   if (r.has("logvar_init")) c.logvar_init = r.number("logvar_init", 0.0);
+  c.init = r.string("init", c.init);
   c.crop = r.integer("crop", c.crop, 0);
   c.loss = r.string("loss", c.loss);
   c.batch_size = r.integer("batch_size", c.batch_size, 1);
@@ -224,7 +225,16 @@ AutoencoderTrainer::AutoencoderTrainer(AutoencoderTrainConfig cfg, std::string o
         shape[2], " are not divisible by the autoencoder's downscale factor ", m.cfg.vae.downscale());
   torch::manual_seed(m.cfg.seed);
   m.vae = AutoencoderKL(m.cfg.vae);
-  if (m.cfg.logvar_init) {  // the log-variance half of the last encoder layer's output channels
+  if (!m.cfg.init.empty() && !resume) {  // fine-tuning: start from a trained autoencoder of the same architecture
+    AutoencoderKL from = load_autoencoder_file(m.cfg.init);
+    AutoencoderKLConfig a = from->config(), b = m.cfg.vae;
+    a.scaling_factor = b.scaling_factor = 0;  // measured, not architecture
+    check(a.to_json() == b.to_json(), m.cfg.init, ": its architecture ", from->config().to_json(),
+          " differs from the config's 'vae' ", m.cfg.vae.to_json());
+    StateDict w;
+    for (auto& [k, v] : module_tensors(*from)) w[k] = v.detach().clone();
+    load_module_weights(*m.vae, w, m.cfg.init);
+  } else if (m.cfg.logvar_init) {  // the log-variance half of the last encoder layer's output channels
     torch::NoGradGuard ng;
     auto p = m.vae->named_parameters();
     auto bias = p[m.cfg.vae.use_quant_conv ? "quant_conv.bias" : "encoder.conv_out.bias"];

@@ -21,6 +21,10 @@
 //     ends almost deterministic, but from log-variance 0 Adam needs thousands
 //     of steps to get there while the decoder only sees unit noise; -8 starts
 //     near where it ends (std 0.02);
+//   init (""): an autoencoder model file (model.safetensors of an earlier
+//     run, same architecture) to start from instead of a fresh
+//     initialization: fine-tuning, e.g. with another loss, as SD's VAE was
+//     fine-tuned toward MSE; logvar_init is then not applied;
 //   crop (0 = whole images): train on one crop x crop tile of each image,
 //     drawn uniformly from the image's aligned tiles (FashionCanvas: crop 32
 //     is one cell, a quarter of the compute; the network is convolutional
@@ -56,6 +60,7 @@ struct AutoencoderTrainConfig {
   AutoencoderKLConfig vae;
   double kl_weight = 1e-6;
   std::optional<double> logvar_init;
+  std::string init;
   int64_t crop = 0;
   std::string loss = "l1";
   int64_t batch_size = 32, steps = 2000, warmup_steps = 100;
