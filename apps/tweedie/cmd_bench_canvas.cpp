@@ -108,7 +108,7 @@ int run(int argc, char** argv) {
   md << "`: " << spec << ", " << n << " seeded prompts (1 to 4 items in turn; every second group of four names one "
      << "held-out pair), judged by SPEC's rules with the shipped classifier.\n\n";
   std::vector<Series> curves;
-  Series by_cfg{"CFG (" + sampler + ", " + std::to_string(steps) + " steps)", {}, {}};
+  Series by_cfg{"generated", {}, {}};
   md << "### Image accuracy against CFG scale (" << sampler << ", " << a.str("schedule") << ", " << steps
      << " steps)\n\n| CFG | accuracy | seen | held-out pair | 1 item | 2 | 3 | 4 | colour | class | FID | time |\n"
      << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
@@ -153,7 +153,7 @@ int run(int argc, char** argv) {
   md << "\n" << machine_bullets(first_line_with("/proc/loadavg", ""));
 
   PlotOptions po;
-  po.title = "FashionCanvas prompt accuracy against CFG scale";
+  po.title = "prompt accuracy against CFG (" + sampler + ", " + std::to_string(steps) + " steps)";
   po.xlabel = "CFG scale";
   po.ylabel = "image accuracy";
   po.width = 600;
@@ -162,6 +162,8 @@ int run(int argc, char** argv) {
                                    {reference.all.accuracy(), reference.all.accuracy()}}}, po);
   po.title = "against steps (CFG " + fmt("%g", cfg_at[0]) + ")";
   po.xlabel = "steps";
+  curves.push_back(Series{"reference", {double(steps_list.front()), double(steps_list.back())},
+                          {reference.all.accuracy(), reference.all.accuracy()}});
   Image right = plot(curves, po);
   Image both(left.width + right.width, left.height, left.channels, 255);
   for (int y = 0; y < left.height; ++y)

@@ -188,7 +188,7 @@ void print_canvas_eval(const CanvasEval& e) {
 void print_attention_shares(const AttentionShare& a, int steps) {
   const auto ranges = step_ranges(steps);
   std::printf("\nshare of each item word's cross-attention mass inside its cell (uniform: 0.250), by layer and step:\n");
-  std::printf("%-40s", "layer");
+  std::printf("%-46s", "layer");
   for (auto [lo, hi] : ranges) {
     char b[32];
     std::snprintf(b, sizeof b, "steps %d-%d", lo, hi - 1);
@@ -197,7 +197,7 @@ void print_attention_shares(const AttentionShare& a, int steps) {
   std::printf("\n");
   std::vector<AttentionShare::Tally> total(ranges.size());
   for (auto& [layer, by_step] : a.tallies()) {
-    std::printf("%-40s", layer.c_str());
+    std::printf("%-46s", layer.c_str());
     for (size_t i = 0; i < ranges.size(); ++i) {
       std::printf(" %12.3f", range_mean(by_step, ranges[i].first, ranges[i].second));
       for (auto& [step, x] : by_step)
@@ -205,7 +205,7 @@ void print_attention_shares(const AttentionShare& a, int steps) {
     }
     std::printf("\n");
   }
-  std::printf("%-40s", "all layers");
+  std::printf("%-46s", "all layers");
   for (auto& t : total) std::printf(" %12.3f", t.mean());
   std::printf("\n");
 }
