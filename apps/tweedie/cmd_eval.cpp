@@ -88,12 +88,7 @@ int run_text(const Args& a, const std::string& spec) {
   check(native == 64 && sd.checkpoint().unet_config.width * sd.downscale() == 64, spec, ": makes ", native,
         "-pixel images; FashionCanvas judging needs 64x64");
   SdRequest req;
-  const SamplerInfo& sampler = find_sampler(a.str("sampler"));
-  req.sampler = sampler.name;
-  req.schedule = a.str("schedule");
-  req.steps = sampling_steps(a, sampler);
-  req.sampler_options = sampler_options(a);
-  req.schedule_options = schedule_options(a);
+  const SamplerInfo& sampler = set_sd_sampling(a, req);
   req.cfg = a.number("cfg");
   req.width = req.height = 64;
   req.seed = seed;

@@ -119,12 +119,7 @@ int run(int argc, char** argv) {
   if (prompts.size() > 1)
     for (auto& p : prompts) req.prompts.insert(req.prompts.end(), size_t(bs), p);  // prompt-major
   req.negative = a.str("negative-prompt");
-  const SamplerInfo& sampler = find_sampler(a.str("sampler"));
-  req.sampler = sampler.name;
-  req.schedule = a.str("schedule");
-  req.steps = sampling_steps(a, sampler);
-  req.sampler_options = sampler_options(a);
-  req.schedule_options = schedule_options(a);
+  set_sd_sampling(a, req);
   req.cfg = a.number("cfg");
   req.guidance = sd_guidance_options(a, req.cfg);
   req.clip_skip = a.integer("clip-skip");

@@ -71,4 +71,14 @@ ScheduleOptions schedule_options(const Args& a) {
   return o;
 }
 
+const SamplerInfo& set_sd_sampling(const Args& a, SdRequest& req) {
+  const SamplerInfo& sampler = find_sampler(a.str("sampler"));
+  req.sampler = sampler.name;
+  req.schedule = a.str("schedule");
+  req.steps = sampling_steps(a, sampler);
+  req.sampler_options = sampler_options(a);
+  req.schedule_options = schedule_options(a);
+  return sampler;
+}
+
 }  // namespace tweedie::cli

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "tweedie/pipelines/stable_diffusion.h"
 #include "tweedie/process/schedule.h"
 #include "tweedie/sample/sampler.h"
 
@@ -17,5 +18,8 @@ SamplerOptions sampler_options(const Args& a);
 // --steps, or with --nfe N the most steps sampler s fits in N evaluations.
 int sampling_steps(const Args& a, const SamplerInfo& s);
 ScheduleOptions schedule_options(const Args& a);
+// All of the above into a Stable Diffusion request (sampler, schedule, steps
+// and their options); returns the sampler.
+const SamplerInfo& set_sd_sampling(const Args& a, SdRequest& req);
 
 }  // namespace tweedie::cli
