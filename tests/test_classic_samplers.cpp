@@ -76,6 +76,23 @@ TEST(Ipndm, EqualStepsAgreeWithLms) {
   EXPECT_LT((run("lms", d, x, s3) - run("ipndm-v", d, x, s3)).abs().max().item<double>(), 1e-11);
 }
 
+TEST(Lms, LastStepIntegratesTheMultistepPolynomialToZero) {
+  // k-diffusion's sample_lms (and ComfyUI's, stable-diffusion.cpp's) takes
+  // the AB step down to sigma 0 instead of returning the denoised estimate.
+  // Levels 10 -> 4 -> 0: an Euler step, then AB2 through s = 4 and 10:
+  //   int_4^0 (tau - 10) / (4 - 10) dtau = -16/3,  int_4^0 (tau - 4) / (10 - 4) dtau = 4/3.
+  GMMDenoiser d(test_mixture(), make_process("edm"));
+  auto x = start(32, 10.0);
+  auto deriv = [&](const torch::Tensor& y, double s) { return (y - d.predict(y, s, {}).x0()) / s; };
+  auto d0 = deriv(x, 10.0);
+  auto x1 = x - 6.0 * d0;
+  auto d1 = deriv(x1, 4.0);
+  auto want = x1 - 16.0 / 3.0 * d1 + 4.0 / 3.0 * d0;
+  auto got = run("lms", d, x, {10.0, 4.0, 0.0});
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-10);
+  EXPECT_GT((got - d.predict(x1, 4.0, {}).x0()).abs().max().item<double>(), 1e-3);  // not the x0 estimate
+}
+
 // A stand-in for CFG++ guidance: the guided prediction is the class-0
 // posterior, the re-noising eps the unconditional one.
 class RenoiseDenoiser : public Denoiser {

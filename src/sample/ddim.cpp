@@ -29,7 +29,7 @@ torch::Tensor ddim(SamplerRun& r, torch::Tensor x) {
 }
 
 SamplerRegistrar reg({"ddim", "DDIM; --eta 0 deterministic (default), 1 = DDPM posterior", "Song et al. 2021, DDIM",
-                      ddim, false, true, 1, {"ddim_trailing"}});
+                      ddim, false, true, 1});
 
 }  // namespace
 }  // namespace tweedie

@@ -7,8 +7,10 @@
 // where l_j is the Lagrange basis polynomial through s_i, ..., s_{i-q+1} that is
 // 1 at s_{i-j}. k-diffusion integrates l_j with scipy.integrate.quad; here the
 // polynomial is expanded about s_i and integrated exactly. The first three
-// steps warm up with orders 1, 2 and 3. The step to s' = 0 returns the denoised
-// estimate x0 (as k-diffusion does). Starts at sigmas[0] (s = 1 on flow is fine).
+// steps warm up with orders 1, 2 and 3. The step to s' = 0 integrates the
+// polynomial down to 0 like every other step, as k-diffusion's sample_lms
+// does (and so ComfyUI's and stable-diffusion.cpp's lms); it does not return
+// the last denoised estimate. Starts at sigmas[0] (s = 1 on flow is fine).
 // Order: AB4 is fourth order, but the warm-up steps are not: the Euler first
 // step (local error O(h^2)) and the AB2 second step (O(h^3)) strictly make the
 // global error O(h^2) as h -> 0. They are taken at the highest noise levels,
@@ -17,8 +19,9 @@
 // and 128 steps, 3.5 / 3.7 / 3.9 between 128 and 256, and falls towards 2 only
 // beyond that (2.8 on vp between 256 and 512). Registered as 3, the order seen
 // at practical step counts.
-// Verified: the measured orders above; equal to ipndm on equal steps; inversion
-// round trip.
+// Verified: the measured orders above; equal to ipndm on equal steps; the
+// last step to 0 is the variable-step AB integral (tests/test_classic_samplers.cpp);
+// inversion round trip.
 #include <vector>
 
 #include "tweedie/sample/sampler.h"
@@ -55,12 +58,9 @@ torch::Tensor lms(SamplerRun& r, torch::Tensor x) {
     Prediction pr = r.denoise(x, s);
     ds.push_back(p.ode_derivative(x, pr.x0(), s));
     if (static_cast<int>(ds.size()) > max_order) ds.erase(ds.begin());
-    if (sn == 0) {
-      x = pr.x0();
-    } else {
-      const int order = std::min(i + 1, max_order);
-      for (int j = 0; j < order; ++j) x = x + ds[ds.size() - 1 - j] * lms_coeff(order, r.sigmas, i, j);
-    }
+    (void)sn;
+    const int order = std::min(i + 1, max_order);
+    for (int j = 0; j < order; ++j) x = x + ds[ds.size() - 1 - j] * lms_coeff(order, r.sigmas, i, j);
     r.report(i, x, pr.x0());
   }
   return x;
