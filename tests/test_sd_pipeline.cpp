@@ -348,7 +348,7 @@ TEST(SdPipeline, Bf16StaysCloseToFloat32) {
 TEST(SdPipeline, GenerateCommandWritesA1111Parameters) {
   const std::string out = testing::tmp("sd_generate.png");
   auto r = testing::cli("generate -m " + tiny_ldm() + " --tokenizer " + kTokenizer +
-                    " -p \"a cat\" -n \"ugly\" --steps 2 --cfg 4 -W 16 -H 16 --seed 3 -q -o " + out);
+                    " -p \"a cat\" --negative-prompt \"ugly\" --steps 2 --cfg 4 -W 16 -H 16 --seed 3 -q -o " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   Image img = read_png(out);
   EXPECT_EQ(img.width, 16);
@@ -399,26 +399,26 @@ TEST(SdPipeline, ForwardCommandMatchesTheLibrary) {
   save_npy(cf, ctx);
   save_npy(imf, img);
   const std::string m = "forward -m " + tiny_ldm() + " --tokenizer " + kTokenizer;
-  auto r = testing::cli(m + " -c unet -i " + xf + " -t 500 --context " + cf + " -o " + out);
+  auto r = testing::cli(m + " --component unet -i " + xf + " -t 500 --context " + cf + " -o " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   Cond c;
   c.context = ctx;
   torch::NoGradGuard ng;
   auto want = sd.denoiser()->network().forward(x, torch::full({2}, 500.0), c);
   EXPECT_TRUE(torch::allclose(load_npy(out), want, 1e-5, 1e-6));
-  r = testing::cli(m + " -c text -p \"a (cat:1.3)\" -o " + out);
+  r = testing::cli(m + " --component text -p \"a (cat:1.3)\" -o " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   auto text = load_npy(out), text_want = sd.encode_prompt("a (cat:1.3)", 1, 16, 16).context;
   EXPECT_TRUE(torch::allclose(text, text_want, 1e-4, 1e-5)) << (text - text_want).abs().max().item<double>();
-  r = testing::cli(m + " -c vae-encode -i " + imf + " -o " + out);
+  r = testing::cli(m + " --component vae-encode -i " + imf + " -o " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   auto raw = load_npy(out);
   EXPECT_TRUE(torch::allclose(raw * sd.checkpoint().vae_config.scaling_factor, sd.encode_images(img), 1e-5, 1e-6));
-  r = testing::cli(m + " -c vae-decode -i " + out + " -o " + xf);
+  r = testing::cli(m + " --component vae-decode -i " + out + " -o " + xf);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(load_npy(xf).sizes(), img.sizes());
-  testing::expect_error(m + " -c unet -i " + imf + " -t 1 --context " + cf + " -o " + out, "the UNet takes 4 channels");
-  testing::expect_error(m + " -c decoder -o " + out, "--component must be unet, text, vae-encode or vae-decode");
+  testing::expect_error(m + " --component unet -i " + imf + " -t 1 --context " + cf + " -o " + out, "the UNet takes 4 channels");
+  testing::expect_error(m + " --component decoder -o " + out, "--component must be unet, text, vae-encode or vae-decode");
 }
 
 }  // namespace

@@ -29,7 +29,7 @@ torch::Tensor finite_input(const std::string& path, int64_t dims, const char* wh
 int run(int argc, char** argv) {
   Args a("forward", "-m MODEL --component unet|text|vae-encode|vae-decode -o OUT.npy [inputs]",
          {{"model", "m", false, "checkpoint file or diffusers folder", ""},
-          {"component", "c", false, "unet, text, vae-encode or vae-decode", ""},
+          {"component", "", false, "unet, text, vae-encode or vae-decode", ""},
           {"input", "i", false, "input .npy (unet: x; vae-encode: images; vae-decode: latents)", ""},
           {"timestep", "t", false, "unet: the discrete timestep (0..999)", ""},
           {"context", "", false, "unet: text context .npy [N or 1, L, D]", ""},

@@ -44,7 +44,7 @@ int run(int argc, char** argv) {
       {"prompt", "p", false, "prompt (A1111 emphasis: (word:1.2), [word], BREAK); repeat for several prompts, "
                             "sampled together (--batch-size images each)", ""},
       {"grid", "", true, "write one labelled grid PNG: a row per prompt, --batch-size columns", ""},
-      {"negative-prompt", "n", false, "negative prompt", ""},
+      {"negative-prompt", "", false, "negative prompt", ""},
       {"cfg", "", false, "classifier-free guidance scale", "7"},
       {"width", "W", false, "image width in pixels (default: the model's native size)", ""},
       {"height", "H", false, "image height in pixels (default: the model's native size)", ""},

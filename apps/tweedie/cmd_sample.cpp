@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "cli.h"
@@ -134,7 +135,9 @@ int run(int argc, char** argv) {
   const std::string title = sampler.name + ", " + a.str("schedule") + ", " + std::to_string(steps) + " steps, " +
                             std::to_string(g.nfe) + " NFE";
   if (to_dir) {
-    if (!is_directory(out)) check(std::system(("mkdir -p '" + out + "'").c_str()) == 0, "cannot create '", out, "'");
+    std::error_code ec;
+    if (!is_directory(out)) std::filesystem::create_directories(out, ec);
+    check(is_directory(out), "cannot create the directory '", out, "'", ec ? " (" + ec.message() + ")" : "");
     for (int64_t i = 0; i < n; ++i) {
       char name[64];
       std::snprintf(name, sizeof name, "%05ld_c%ld.png", (long)i,
