@@ -373,7 +373,9 @@ TEST(SdPipeline, GenerateCommandWritesA1111Parameters) {
 TEST(SdPipeline, GenerateCommandRejectsBadInput) {
   const std::string m = " -m " + tiny_ldm() + " --tokenizer " + kTokenizer + " -W 16 -H 16 --steps 1 -q";
   const std::string out = testing::tmp("sd_bad.png");
-  testing::expect_error("generate -p cat -o " + out, "--model is required", out);
+  ::setenv("TWEEDIE_TEXT_MODEL", "/nonexistent/model.safetensors", 1);  // without -m: the default model, here missing
+  testing::expect_error("generate -p cat -o " + out, "default model /nonexistent/model.safetensors is missing", out);
+  ::unsetenv("TWEEDIE_TEXT_MODEL");
   testing::expect_error("generate" + m + " -p cat --strength 2 --init x.png -o " + out, "--strength must be in [0, 1]", out);
   testing::expect_error("generate" + m + " -p cat -W 18 -o " + out, "must be a positive multiple of 4", out);
   testing::expect_error("generate" + m + " -p cat --mask m.png -o " + out, "--mask needs --init", out);

@@ -88,7 +88,7 @@ int run(int argc, char** argv) {
   po.config = a.str("config");
   po.dtype = a.has("bf16") ? torch::kBFloat16 : torch::kFloat32;
   po.tokenizer = a.str("tokenizer");
-  po.fallback_tokenizer = default_tokenizer_dir();
+  po.fallback_tokenizer = default_tokenizer_for(model);
   po.vae = a.str("vae");
   po.taesd = a.str("taesd");
   po.merge_loras = !a.has("lora-runtime");

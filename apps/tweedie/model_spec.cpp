@@ -1,5 +1,6 @@
 #include "model_spec.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include "tweedie/core/error.h"
@@ -44,6 +45,13 @@ std::string default_text_model_path() {
 std::string default_tokenizer_dir() {
   const std::string shared = std::string(TWEEDIE_SOURCE_DIR) + "/../shared/clip-tokenizer";
   return std::ifstream(shared + "/vocab.json").good() ? shared : "";
+}
+
+std::string default_tokenizer_for(const std::string& model) {
+  std::error_code a, b;
+  const auto p = std::filesystem::weakly_canonical(model, a);
+  const auto d = std::filesystem::weakly_canonical(std::string(TWEEDIE_SOURCE_DIR) + "/models/fashion_canvas.safetensors", b);
+  return !a && !b && p == d ? default_tokenizer_dir() : "";
 }
 
 std::string default_classifier_path() {
@@ -127,7 +135,7 @@ LoadedModel load_model(const std::string& spec, const std::string& process_spec,
     check(process_spec.empty(), spec, ": --process applies to analytic models only (a text model has its own)");
     SdPipelineOptions po;
     po.tokenizer = text.tokenizer;
-    po.fallback_tokenizer = default_tokenizer_dir();
+    po.fallback_tokenizer = default_tokenizer_for(spec);
     po.config = text.config;
     po.prediction = !text.prediction.empty() ? text.prediction : prediction;
     po.dtype = text.bf16 ? torch::kBFloat16 : torch::kFloat32;

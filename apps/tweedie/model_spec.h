@@ -63,6 +63,9 @@ std::string default_text_model_path();
 // $TWEEDIE_TOKENIZER gives them: ../shared/clip-tokenizer beside the
 // checkout if it exists, else "".
 std::string default_tokenizer_dir();
+// default_tokenizer_dir() for the shipped FashionCanvas model, "" for any
+// other: a user's own single file still asks for its tokenizer.
+std::string default_tokenizer_for(const std::string& model);
 
 // The evaluation classifier `tweedie eval` uses when no --classifier is given
 // ($TWEEDIE_CLASSIFIER or models/fashion_mnist_classifier.safetensors).
