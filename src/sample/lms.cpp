@@ -54,11 +54,10 @@ torch::Tensor lms(SamplerRun& r, torch::Tensor x) {
   const int max_order = 4;
   std::vector<torch::Tensor> ds;  // newest last
   for (int i = 0; i < r.steps(); ++i) {
-    const double s = r.sigmas[i], sn = r.sigmas[i + 1];
+    const double s = r.sigmas[i];
     Prediction pr = r.denoise(x, s);
     ds.push_back(p.ode_derivative(x, pr.x0(), s));
     if (static_cast<int>(ds.size()) > max_order) ds.erase(ds.begin());
-    (void)sn;
     const int order = std::min(i + 1, max_order);
     for (int j = 0; j < order; ++j) x = x + ds[ds.size() - 1 - j] * lms_coeff(order, r.sigmas, i, j);
     r.report(i, x, pr.x0());
