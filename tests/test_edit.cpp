@@ -13,6 +13,7 @@
 #include "testing.h"
 #include "tweedie/edit/ddib.h"
 #include "tweedie/edit/diffedit.h"
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/edit/ilvr.h"
 #include "tweedie/edit/inversion.h"
 #include "tweedie/edit/sdedit.h"
@@ -280,6 +281,61 @@ TEST(EditDiffEdit, MaskSelectsTheCoordinatesWhereTheClassesDiffer) {
 }
 
 // ---- edits on the default model, judged by the classifier ----------------------
+
+// The registered edit methods run what their files register: the registry
+// path equals the direct call, defaults come from the registration, and bad
+// settings are refused by name.
+TEST(EditMethods, RegistryRunsTheMethodsWithTheirDeclaredDefaults) {
+  std::vector<std::string> names;
+  for (const EditMethodInfo& m : edit_methods()) names.push_back(m.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"cycle", "ddib", "ddpm", "diffedit", "ilvr", "sdedit"}));
+  auto d = std::make_shared<GMMDenoiser>(testing::test_mixture(), make_process("vp:cosine"));
+  auto x = d->mixture().sample(16, seeded(0), 1).to(torch::kFloat64);
+  const Cond c1 = labels(16, 1), c0 = labels(16, 0);
+  const auto sig = make_schedule("karras", d->process(), 20);
+  auto request = [&](double strength, uint64_t seed) {
+    EditRequest r;
+    r.model = d, r.sigmas = sig, r.x = x, r.source = c1, r.target = c0, r.strength = strength, r.cfg = 1.0;
+    r.gen = seeded(seed);
+    return r;
+  };
+  // sdedit: default strength 0.6, ddim
+  const EditMethodInfo& sd = find_edit_method("sdedit");
+  EXPECT_EQ(sd.default_strength, 0.6);
+  EXPECT_TRUE(torch::allclose(run_edit_method(sd, request(-1, 3)).edited,
+                              sdedit(*d, sig, x, c0, {0.6, "ddim", {}}, seeded(3)).to(torch::kFloat32)));
+  // ddib: the whole schedule, an invertible sampler both ways
+  EXPECT_TRUE(torch::allclose(run_edit_method(find_edit_method("ddib"), request(-1, 0)).edited,
+                              ddib(d, sig, x, c1, c0, {}).to(torch::kFloat32)));
+  // ddpm: the last 0.8 of the schedule inverted under the source, its noises decoded under the target
+  InversionOptions io;
+  io.gen = seeded(5);
+  const auto tail = schedule_tail(sig, 0.8);
+  EXPECT_TRUE(torch::allclose(run_edit_method(find_edit_method("ddpm"), request(-1, 5)).edited,
+                              decode(d, invert("ddpm", d, tail, x, c1, io), c0, io).to(torch::kFloat32)));
+  // diffedit with a set option equals DiffEditOptions with that field
+  EditRequest r = request(0.5, 7);
+  r.options = find_edit_method("diffedit").values("test");
+  r.options.set("mask-threshold", 0.3);
+  DiffEditOptions o;
+  o.strength = 0.5, o.threshold = 0.3;
+  const EditResult got = run_edit_method(find_edit_method("diffedit"), r);
+  const DiffEditResult want = diffedit(d, sig, x, c1, c0, o, seeded(7));
+  EXPECT_TRUE(torch::allclose(got.edited, want.edited.to(torch::kFloat32)));
+  EXPECT_TRUE(torch::equal(got.mask, want.mask));
+  // refused by name
+  EXPECT_EQ(error_of([&] { r.options.set("mask-threshold", 1.0); }),
+            "test --method diffedit: --mask-threshold must be in [0, 1) (got 1)");
+  EXPECT_EQ(error_of([&] { r.options.set("eta", 0.5); }), "test --method diffedit: --eta does not apply");
+  EditRequest nosrc = request(-1, 0);
+  nosrc.source = Cond{};
+  EXPECT_EQ(error_of([&] { run_edit_method(find_edit_method("ddib"), nosrc); }), "edit ddib needs the source condition");
+  EditRequest euler_a = request(-1, 0);
+  euler_a.sampler = "euler-a";
+  EXPECT_NE(error_of([&] { run_edit_method(find_edit_method("diffedit"), euler_a); }).find("cannot invert"),
+            std::string::npos);
+  EXPECT_EQ(error_of([] { find_edit_method("nope"); }).rfind("unknown edit method 'nope' (known: cycle, ddib", 0), 0u);
+}
 
 TEST(EditDefaultModel, EditsRaiseTheTargetClassProbability) {
   auto clf = as_classifier(load_network(source_path("models/fashion_mnist_classifier.safetensors")), "classifier");

@@ -106,3 +106,31 @@ TEST(FashionCanvasModel, SmallSeededEvalReproducesTheCommittedNumbers) {
   // The reference (test canvases of the same prompts) involves no sampling: exact.
   EXPECT_EQ(got["reference"], want["reference"]);
 }
+
+TEST(FashionCanvasModel, PromptFilesAndBenchCanvasRejectBadInputByName) {
+  using tweedie::testing::expect_error;
+  auto write = [](const std::string& path, const std::string& text) { std::ofstream(path) << text; };
+  const std::string bad = tmp("fc_prompts_bad.txt"), one = tmp("fc_prompts_one.txt"), good = tmp("fc_prompts.txt");
+  write(bad, "# judged prompts\na red bag at the top left\n\na purple bag at the top left\n");
+  write(one, "a red bag at the top left\n");
+  write(good, "# two prompts\r\na red bag at the top left\r\na white sandal at the bottom left and a cyan coat at "
+              "the bottom right\n");
+  const std::string eval = "eval -q -m " + kModel + " --steps 2 --json " + tmp("fc_prompts.json") + " --prompts ";
+  expect_error(eval + bad, bad + ":4: FashionCanvas caption 'a purple bag at the top left'");
+  expect_error(eval + one, one + ": FID needs at least 2 prompts, found 1");
+  expect_error(eval + tmp("fc_no_such_prompts.txt"), "--prompts: cannot read");
+  expect_error("bench canvas -q -n 1", "-n must be >= 2");
+  expect_error("bench canvas -q --cfg 3,x", "--cfg entry 'x' is not a number");
+  expect_error("bench canvas -q --cfg-at 3,5", "--cfg-at takes one scale");
+  expect_error("bench canvas -q --samplers euler,nope", "unknown sampler 'nope'");
+  expect_error("bench canvas -q -o " + tmp("fc_no_such_dir"), "output directory");
+  if (!have_clip_vocabulary()) GTEST_SKIP() << "needs CLIP's vocabulary in ../shared/clip-tokenizer";
+  // A good file (comments, blank lines and CRLF endings allowed) is judged prompt by prompt.
+  auto r = cli(eval + good);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("2 prompts (" + good + ")"), std::string::npos) << r.out;
+  const auto got = nlohmann::json::parse(read_file(tmp("fc_prompts.json")));
+  EXPECT_EQ(got["prompts"].get<std::string>(), good);
+  // The reference canvases of a file's prompts are judged like any other: exactly.
+  EXPECT_GE(got["reference"]["presence_accuracy"].get<double>(), 0.99);
+}

@@ -21,6 +21,7 @@
 #include "tweedie/guide/cfg_schedule.h"
 #include "tweedie/guide/dynamic_threshold.h"
 #include "tweedie/guide/guidance.h"
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/guide/guidance_interval.h"
 #include "tweedie/guide/classifier_guidance.h"
 #include "tweedie/guide/loss_guidance.h"
@@ -276,6 +277,58 @@ TEST(Guidance, DynamicThresholdMatchesAHandComputation) {
   EXPECT_NE(error_of([] { dynamic_threshold(torch::ones({1, 2}), 1.0); }).find("in (0, 1)"), std::string::npos);
   EXPECT_NE(error_of([] { dynamic_threshold(torch::ones({1, 2}), 0.9, 0.5); }).find("max value must be >= 1"),
             std::string::npos);
+}
+
+namespace {
+// A new rule written without any knowledge of CFG++: it rebuilds the
+// prediction from x0 (dropping everything else), as a rule author would.
+class HalveX0 : public GuidanceRule {
+ public:
+  explicit HalveX0(DenoiserPtr inner, bool own_aux = false) : GuidanceRule(std::move(inner)), own_(own_aux) {}
+
+ private:
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override {
+    Prediction p = inner(x, s, c);
+    Prediction out = Prediction::from_x0(p.x0() * 0.5, x, s, process());
+    if (own_) out.set_renoise_eps(torch::zeros_like(x));
+    return out;
+  }
+  bool own_;
+};
+// Calls its inner model on a doubled batch (whose fields cannot be carried).
+class Doubled : public GuidanceRule {
+ public:
+  using GuidanceRule::GuidanceRule;
+
+ private:
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override {
+    Prediction p = inner(torch::cat({x, x}), s, c.concat(c));
+    return Prediction::from_x0(p.x0().narrow(0, 0, x.size(0)), x, s, process());
+  }
+};
+}  // namespace
+
+TEST(GuidanceRule, CarriesTheInnerRenoiseEpsUnlessTheRuleSetsItsOwn) {
+  auto p = make_process("vp");
+  auto d = std::make_shared<GMMDenoiser>(test_mixture(), p);
+  auto cfg = std::make_shared<CFGDenoiser>(d, 4.0);
+  auto x = points(5, 11, 2.0);
+  auto c = labels({0, 1, 0, 1, 1});
+  const Prediction in = cfg->predict(x, 0.8, c);
+  ASSERT_FALSE(torch::equal(in.renoise_eps(), in.eps()));  // CFG++'s field is set
+  // carried through a rule that never mentions it, and through two of them
+  const Prediction out = HalveX0(cfg).predict(x, 0.8, c);
+  EXPECT_TRUE(same(out.x0(), in.x0() * 0.5));
+  EXPECT_TRUE(torch::equal(out.renoise_eps(), in.renoise_eps()));
+  EXPECT_TRUE(torch::equal(HalveX0(std::make_shared<HalveX0>(cfg)).predict(x, 0.8, c).renoise_eps(), in.renoise_eps()));
+  // a rule's own field wins
+  EXPECT_TRUE(torch::equal(HalveX0(cfg, true).predict(x, 0.8, c).renoise_eps(), torch::zeros_like(x)));
+  // nothing to carry: renoise_eps() is the prediction's own eps
+  const Prediction plain = HalveX0(d).predict(x, 0.8, c);
+  EXPECT_TRUE(plain.renoise_eps().is_same(plain.eps()));
+  // a field of another batch shape is not taken
+  const Prediction dbl = Doubled(cfg).predict(x, 0.8, c);
+  EXPECT_TRUE(dbl.renoise_eps().is_same(dbl.eps()));
 }
 
 TEST(Guidance, ComposesInTheDocumentedOrder) {

@@ -7,6 +7,7 @@
 #include "testing.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/safetensors.h"
+#include "tweedie/models/network_io.h"
 #include "tweedie/process/schedule.h"
 #include "tweedie/sample/sampler.h"
 #include "tweedie/train/adamw.h"
@@ -77,6 +78,35 @@ TEST(Trainer, LossFallsAndModelFileSamples) {
   EXPECT_TRUE(torch::isfinite(x).all().item<bool>());
   for (auto f : {"/loss.png", "/samples.png", "/checkpoint.safetensors"})
     EXPECT_EQ(std::system(("test -s '" + d + f + "'").c_str()), 0) << f;
+}
+
+TEST(Trainer, InitStartsFromAnEarlierModelOfTheSameArchitecture) {
+  auto first = TrainConfig::parse(tiny_config(3), "test");
+  std::string a = dir("init_from"), b = dir("init_to");
+  Trainer(first, a, false).run();
+  const std::string from = a + "/model.safetensors";
+  auto fine = TrainConfig::parse(tiny_config(3, R"(, "init": ")" + from + R"(", "seed": 5)"), "test");
+  Trainer t(fine, b, false);
+  // before any step the network (and so its EMA) is the earlier model
+  auto want = load_model_file(from).denoiser, got = t.ema_denoiser();
+  auto wt = network_tensors(want->network()), gt = network_tensors(got->network());
+  ASSERT_EQ(wt.size(), gt.size());
+  for (size_t i = 0; i < wt.size(); ++i) EXPECT_TRUE(torch::equal(wt[i].second, gt[i].second)) << wt[i].first;
+  t.run();
+  EXPECT_EQ(t.step(), 3);
+  // another architecture is refused, naming the file
+  auto wider = TrainConfig::parse(
+      R"({"data": "fashion-mnist:test", "arch": "unet", "init": ")" + from + R"(",
+          "network": {"in_channels": 1, "image_size": 28, "model_channels": 16, "channel_mult": [1, 2],
+                      "num_res_blocks": 1, "attention_resolutions": [2], "num_classes": 10, "norm_groups": 4,
+                      "num_heads": 2}, "steps": 1, "warmup_steps": 0})",
+      "test");
+  try {
+    Trainer bad(wider, dir("init_bad"), false);
+    FAIL() << "a wider network took the earlier model's weights";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(from), std::string::npos) << e.what();
+  }
 }
 
 TEST(Trainer, BadConfigsNameTheKey) {

@@ -12,8 +12,12 @@
 namespace tweedie::cli {
 
 namespace {
-std::vector<Command>& table() {
-  static std::vector<Command> t;
+Registry<Command>& command_table() {
+  static Registry<Command> t("command");
+  return t;
+}
+Registry<Command>& bench_table() {
+  static Registry<Command> t("benchmark");
   return t;
 }
 }  // namespace
@@ -22,17 +26,10 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-CommandRegistrar::CommandRegistrar(Command c) { table().push_back(std::move(c)); }
-const std::vector<Command>& commands() { return table(); }
-
-namespace {
-std::vector<Command>& bench_table() {
-  static std::vector<Command> t;
-  return t;
-}
-}  // namespace
-BenchRegistrar::BenchRegistrar(Command c) { bench_table().push_back(std::move(c)); }
-const std::vector<Command>& bench_commands() { return bench_table(); }
+CommandRegistrar::CommandRegistrar(Command c) { command_table().add(std::move(c)); }
+const Registry<Command>& commands() { return command_table(); }
+BenchRegistrar::BenchRegistrar(Command c) { bench_table().add(std::move(c)); }
+const Registry<Command>& bench_commands() { return bench_table(); }
 
 Args::Args(std::string command, std::string usage, std::vector<Opt> opts)
     : command_(std::move(command)), usage_(std::move(usage)), opts_(std::move(opts)) {}

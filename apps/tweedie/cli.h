@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "tweedie/core/registry.h"
+
 namespace tweedie::cli {
 
 // Parsed "--key value" / "-k value" / "--flag" arguments of one subcommand.
@@ -46,14 +48,14 @@ struct Command {
 struct CommandRegistrar {
   explicit CommandRegistrar(Command c);
 };
-const std::vector<Command>& commands();
+const Registry<Command>& commands();
 
 // `tweedie bench NAME`: each benchmark is a file (cmd_bench_*.cpp) that
 // registers itself here, like the commands above.
 struct BenchRegistrar {
   explicit BenchRegistrar(Command c);
 };
-const std::vector<Command>& bench_commands();
+const Registry<Command>& bench_commands();
 
 // Seconds on a monotonic clock (for timing).
 double now();

@@ -53,7 +53,7 @@ int bench_edit(int argc, char** argv) {
   check(steps >= 2, "tweedie bench edit: --steps must be >= 2");
   const std::vector<std::string> inversions = split(a.str("inversions")), edits = split(a.str("edits"));
   for (auto& m : inversions) find_inversion_method(m);
-  for (auto& m : edits) check_edit_method(m, "tweedie bench edit");
+  for (auto& m : edits) find_edit_method(m);
   const std::string spec = a.has("model") ? a.str("model") : default_model_path();
   LoadedModel model = load_model(spec, "", "");
   std::vector<std::pair<int64_t, int64_t>> pairs;

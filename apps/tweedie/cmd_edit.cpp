@@ -5,6 +5,8 @@
 // model (--source-prompt/--target-prompt; images are encoded with its VAE,
 // edited as latents and decoded), and write source and edited images as a
 // grid (or a folder).
+#include <algorithm>
+#include <sstream>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -59,9 +61,6 @@ int edit_text(const Args& a, const EditSettings& e, const LoadedModel& model, in
   const torch::Tensor images = load_input_images(a.str("input"), model, "tweedie edit");
   const int64_t n = images.size(0);
   const torch::Tensor x = model.encode(images);
-  if (e.method == "ilvr")
-    check(e.factor >= 1 && x.size(2) % e.factor == 0 && x.size(3) % e.factor == 0, "tweedie edit: --factor ", e.factor,
-          " must divide the latent size ", x.size(3), "x", x.size(2));
   const bool has_src = a.has("source-prompt");
   const auto conds = model.prompt_conditions({has_src ? a.str("source-prompt") : "", a.str("target-prompt")},
                                              a.str("negative-prompt"), n, images.size(2), images.size(3));
@@ -84,9 +83,48 @@ int edit_text(const Args& a, const EditSettings& e, const LoadedModel& model, in
   return 0;
 }
 
+// "a, b, c" of the methods for which pick(m) holds.
+template <class Pick>
+std::string methods_where(Pick pick) {
+  std::string s;
+  for (const EditMethodInfo& m : edit_methods())
+    if (pick(m)) s += (s.empty() ? "" : ", ") + m.name;
+  return s;
+}
+
+// The registered methods' own options, one flag each (methods sharing an
+// option share the flag), help prefixed by the methods that take it.
+std::vector<Args::Opt> method_option_flags() {
+  std::vector<Args::Opt> out;
+  for (const EditMethodInfo& m : edit_methods())
+    for (const MethodOption& o : m.options) {
+      if (std::any_of(out.begin(), out.end(), [&](const Args::Opt& f) { return f.name == o.name; })) continue;
+      const std::string who = methods_where([&](const EditMethodInfo& k) {
+        return std::any_of(k.options.begin(), k.options.end(), [&](const MethodOption& x) { return x.name == o.name; });
+      });
+      const std::string range = o.range_text();
+      std::ostringstream dflt;
+      dflt << o.dflt;
+      out.push_back({o.name, "", false, who + ": " + o.help + (range.empty() ? "" : " (" + range + ")"), dflt.str()});
+    }
+  return out;
+}
+
 int run(int argc, char** argv) {
-  std::string methods;
-  for (auto& m : edit_methods()) methods += (methods.empty() ? "" : "|") + m;
+  const std::string methods = registry<EditMethodInfo>().names("|");
+  std::string strengths;
+  for (const EditMethodInfo& m : edit_methods())
+    if (m.uses_strength) {
+      std::ostringstream s;
+      s << m.name << " " << m.default_strength;
+      strengths += (strengths.empty() ? "" : ", ") + s.str();
+    }
+  std::string samplers;
+  for (const EditMethodInfo& m : edit_methods())
+    if (m.takes_sampler && samplers.find(m.sampler) == std::string::npos) {
+      const std::string who = methods_where([&](const EditMethodInfo& k) { return k.takes_sampler && k.sampler == m.sampler; });
+      samplers += (samplers.empty() ? "" : "; ") + m.sampler + " for " + who;
+    }
   std::vector<Args::Opt> opts = {
              {"method", "", false, "edit method: " + methods, ""},
              {"from", "", false, "source class (name or index); needed by ddib, ddpm, cycle, diffedit and --test-images", ""},
@@ -97,19 +135,15 @@ int run(int argc, char** argv) {
              {"output", "o", false, "OUT.png (grid: source row, edited row, and the mask row for diffedit) or DIR/ (one PNG per edit)", ""},
              {"model", "m", false, "model file (.safetensors; default: the shipped Fashion-MNIST model) or a Stable "
                                    "Diffusion checkpoint (file or diffusers folder)", ""},
-             {"strength", "", false, "fraction of the schedule to re-run, in [0, 1] (default: 0.6 sdedit/diffedit, 0.8 ddpm/cycle, 1 ddib)", ""},
+             {"strength", "", false, "fraction of the schedule to re-run, in [0, 1] (default: " + strengths + ")", ""},
              {"cfg", "", false, "classifier-free guidance scale toward the target", "3"},
              {"steps", "s", false, "number of steps", "20"},
              {"schedule", "", false, "step schedule (see 'tweedie samplers')", "karras"},
-             {"sampler", "", false, "sampler (default: ddpm for ilvr, ddim otherwise; ddib and diffedit need an invertible one)", ""},
-             {"eta", "", false, "ddpm, cycle: noise fraction of the decoding steps, in (0, 1]", "1"},
-             {"factor", "", false, "ilvr: low-pass downsampling factor N (divides the sample size: 1, 2, 4, 7, 14, 28 "
-                                   "for 28x28; text models: of the latents)", "4"},
-             {"range", "", false, "ilvr: fraction of the steps (from the top) that are conditioned", "1"},
-             {"mask-threshold", "", false, "diffedit: mask threshold in [0, 1)", "0.5"},
-             {"mask-clamp", "", false, "diffedit: the difference map is divided by this times its mean and clipped at 1 before the threshold", "3"},
-             {"mask-samples", "", false, "diffedit: noise draws the mask averages over", "10"},
-             {"mask-strength", "", false, "diffedit: noise level of the mask as a fraction of the training timesteps", "0.5"},
+             {"sampler", "", false, "sampler (default: " + samplers + "; " +
+                                        methods_where([](const EditMethodInfo& m) { return m.sampler_must_invert; }) +
+                                        " need an invertible one; " +
+                                        methods_where([](const EditMethodInfo& m) { return !m.takes_sampler; }) +
+                                        " decode with their own noises)", ""},
              {"classifier", "", false, "evaluation classifier (default: the shipped one)", ""},
              {"seed", "", false, "random seed", "0"},
              {"quiet", "q", true, "no progress on stderr", ""},
@@ -117,7 +151,8 @@ int run(int argc, char** argv) {
              {"target-prompt", "", false, "text models: what the edit should show", ""},
              {"negative-prompt", "", false, "text models: CFG's negative prompt", ""},
   };
-  const auto text_opts = text_model_opts();
+  const auto method_opts = method_option_flags(), text_opts = text_model_opts();
+  opts.insert(opts.end(), method_opts.begin(), method_opts.end());
   opts.insert(opts.end(), text_opts.begin(), text_opts.end());
   Args a("edit",
          "--method M (--to CLASS [--from CLASS] | --target-prompt P [--source-prompt P]) (-i IN.png|DIR | --test-images "
@@ -128,7 +163,7 @@ int run(int argc, char** argv) {
   check(a.has("method"), "tweedie edit: --method is required (", methods, ")");
   EditSettings e;
   e.method = a.str("method");
-  check_edit_method(e.method, "tweedie edit");
+  const EditMethodInfo& method = find_edit_method(e.method);
   std::string spec = a.str("model");
   if (spec.empty()) {
     spec = default_model_path();
@@ -139,13 +174,13 @@ int run(int argc, char** argv) {
     check(!a.has("to") && !a.has("from") && !a.has("test-images") && !a.has("classifier"), "tweedie edit: ", spec,
           " is a text model: give --source-prompt/--target-prompt and --input, not --from/--to/--test-images/--classifier");
     check(a.has("target-prompt"), "tweedie edit: --target-prompt is required (what the edit should show)");
-    check(!needs_source(e.method) || a.has("source-prompt"), "tweedie edit: --method ", e.method,
+    check(!method.source || a.has("source-prompt"), "tweedie edit: --method ", e.method,
           " needs --source-prompt (what the input shows)");
   } else {
     check(!a.has("source-prompt") && !a.has("target-prompt") && !a.has("negative-prompt"), "tweedie edit: prompts need "
           "a text model (", spec, " is not one)");
     check(a.has("to"), "tweedie edit: --to is required (the target class)");
-    check(!needs_source(e.method) || a.has("from"), "tweedie edit: --method ", e.method, " needs --from (the source class)");
+    check(!method.source || a.has("from"), "tweedie edit: --method ", e.method, " needs --from (the source class)");
   }
   check(a.has("input") != a.has("test-images"), "tweedie edit: give either --input or --test-images");
   check(!a.has("test-images") || a.has("from"), "tweedie edit: --test-images needs --from (the class of the images)");
@@ -156,38 +191,23 @@ int run(int argc, char** argv) {
   if (a.has("strength")) {
     e.strength = a.number("strength");
     check(e.strength >= 0 && e.strength <= 1, "tweedie edit: --strength must be in [0, 1] (got ", a.str("strength"), ")");
-    check(e.method != "ilvr", "tweedie edit: --strength does not apply to ilvr (it samples from noise; see --range)");
+    check(method.uses_strength, "tweedie edit: --strength does not apply to ", e.method, " (it samples from noise)");
   }
   e.cfg = a.number("cfg");
   check(std::isfinite(e.cfg), "tweedie edit: --cfg must be finite");
   e.sampler = a.str("sampler");
   if (!e.sampler.empty()) {
     const SamplerInfo& s = find_sampler(e.sampler);
-    if (e.method == "ddib" || e.method == "diffedit") require_invertible(s);
-    check(e.method != "ddpm" && e.method != "cycle", "tweedie edit: --sampler does not apply to ", e.method,
-          " (it decodes with its own DDPM noises)");
+    if (method.sampler_must_invert) require_invertible(s);
+    check(method.takes_sampler, "tweedie edit: --sampler does not apply to ", e.method,
+          " (it decodes with its own noises)");
   }
-  auto only = [&](const char* opt, std::initializer_list<const char*> ms) {
-    if (!a.has(opt)) return;
-    for (const char* m : ms)
-      if (e.method == m) return;
-    fail("tweedie edit: --", opt, " does not apply to ", e.method);
-  };
-  only("eta", {"ddpm", "cycle"});
-  only("factor", {"ilvr"});
-  only("range", {"ilvr"});
-  only("mask-threshold", {"diffedit"});
-  only("mask-clamp", {"diffedit"});
-  only("mask-samples", {"diffedit"});
-  only("mask-strength", {"diffedit"});
-  e.eta = a.number("eta");
-  check(e.eta > 0 && e.eta <= 1, "tweedie edit: --eta must be in (0, 1] (got ", a.str("eta"), ")");
-  e.factor = a.integer("factor");
-  e.range = a.number("range");
-  e.mask_threshold = a.number("mask-threshold");
-  e.mask_clamp = a.number("mask-clamp");
-  e.mask_samples = a.integer("mask-samples");
-  e.mask_strength = a.number("mask-strength");
+  e.options = method.values("tweedie edit");
+  for (const Args::Opt& o : method_opts)
+    if (a.has(o.name)) {
+      check(e.options.declares(o.name), "tweedie edit: --", o.name, " does not apply to ", e.method);
+      e.options.set(o.name, a.number(o.name));
+    }
   const int steps = a.integer("steps");
   check(steps >= 1, "tweedie edit: --steps must be >= 1 (got ", steps, ")");
 
@@ -196,8 +216,6 @@ int run(int argc, char** argv) {
   check(model.num_classes > 0, "tweedie edit: ", spec, " is not class-conditional");
   const int64_t to = class_labels(model, a.str("to"), 1)[0].item<int64_t>();
   const int64_t from = a.has("from") ? class_labels(model, a.str("from"), 1)[0].item<int64_t>() : -1;
-  if (e.method == "ilvr") check(model.sample_shape[1] % e.factor == 0 && model.sample_shape[2] % e.factor == 0 && e.factor >= 1,
-                                "tweedie edit: --factor ", e.factor, " must divide the image size ", model.sample_shape[2]);
   torch::Tensor x = a.has("test-images") ? fashion_mnist_test_images(a.integer("test-images"), from, model, "tweedie edit").images
                                          : load_input_images(a.str("input"), model, "tweedie edit");
   auto clf = load_classifier(a.str("classifier"));
@@ -238,7 +256,7 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-CommandRegistrar reg({"edit", "edit images toward another class (SDEdit, DDIB, DDPM inversion, CycleDiffusion, DiffEdit, ILVR)", run});
+CommandRegistrar reg({"edit", "edit images toward another class or prompt (every registered edit method: 'tweedie edit --help')", run});
 
 }  // namespace
 }  // namespace tweedie::cli

@@ -5,13 +5,8 @@
 #include <algorithm>
 
 #include "tweedie/core/error.h"
-#include "tweedie/edit/ddib.h"
-#include "tweedie/edit/diffedit.h"
-#include "tweedie/edit/ilvr.h"
 #include "tweedie/edit/inversion.h"
-#include "tweedie/edit/sdedit.h"
 #include "tweedie/eval/evaluator.h"
-#include "tweedie/guide/cfg.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
 #include "tweedie/io/npy.h"
@@ -79,29 +74,6 @@ Difference difference(const torch::Tensor& a, const torch::Tensor& b) {
   return {d.pow(2).mean().sqrt().item<double>(), d.abs().max().item<double>()};
 }
 
-const std::vector<std::string>& edit_methods() {
-  static const std::vector<std::string> m = {"sdedit", "ddib", "ddpm", "cycle", "diffedit", "ilvr"};
-  return m;
-}
-
-double default_strength(const std::string& method) {
-  if (method == "sdedit" || method == "diffedit") return 0.6;
-  if (method == "ddpm" || method == "cycle") return 0.8;
-  return 1.0;  // ddib: the whole schedule, as the paper; ilvr samples from noise
-}
-
-bool needs_source(const std::string& method) {
-  return method == "ddib" || method == "ddpm" || method == "cycle" || method == "diffedit";
-}
-
-void check_edit_method(const std::string& method, const std::string& cmd) {
-  const auto& m = edit_methods();
-  if (std::find(m.begin(), m.end(), method) != m.end()) return;
-  std::string known;
-  for (auto& k : m) known += (known.empty() ? "" : ", ") + k;
-  fail(cmd, ": unknown edit method '", method, "' (known: ", known, ")");
-}
-
 Cond class_condition(int64_t k, int64_t n) {
   Cond c;
   if (k >= 0) c.labels = torch::full({n}, k, torch::kInt64);
@@ -110,41 +82,18 @@ Cond class_condition(int64_t k, int64_t n) {
 
 EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::vector<double>& sigmas,
                     const torch::Tensor& x, const Cond& src, const Cond& tgt, uint64_t seed) {
-  check_edit_method(e.method, "edit");
-  const double strength = e.strength < 0 ? default_strength(e.method) : e.strength;
-  const std::string sampler = !e.sampler.empty() ? e.sampler : e.method == "ilvr" ? "ddpm" : "ddim";
-  check(!needs_source(e.method) || !src.empty(), "edit: --method ", e.method, " needs the source condition");
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const DenoiserPtr& base = model.denoiser;
-  DenoiserPtr guided = e.cfg == 1.0 ? base : std::make_shared<CFGDenoiser>(base, e.cfg);
-  EditOutput out;
-  if (e.method == "sdedit") {
-    out.edited = sdedit(*guided, sigmas, x, tgt, {strength, sampler, {}}, gen);
-  } else if (e.method == "ddib") {
-    out.edited = ddib(base, sigmas, x, src, tgt, {strength, sampler, e.cfg});
-  } else if (e.method == "ddpm" || e.method == "cycle") {
-    const std::vector<double> tail = schedule_tail(sigmas, strength);
-    if (tail.size() < 2) {
-      out.edited = x.clone();
-    } else {
-      InversionOptions io;
-      io.cfg = e.cfg, io.eta = e.eta, io.gen = gen;
-      out.edited = decode(base, invert(e.method, base, tail, x, src, io), tgt, io);
-    }
-  } else if (e.method == "diffedit") {
-    DiffEditOptions o;
-    o.strength = strength, o.mask_strength = e.mask_strength, o.mask_samples = e.mask_samples;
-    o.threshold = e.mask_threshold, o.clamp_ratio = e.mask_clamp, o.sampler = sampler, o.cfg = e.cfg;
-    DiffEditResult r = diffedit(base, sigmas, x, src, tgt, o, gen);
-    out.edited = r.edited, out.mask = r.mask;
-  } else {  // ilvr
-    ILVROptions o;
-    o.factor = e.factor, o.range = e.range, o.sampler = sampler;
-    auto noise = at::randn(x.sizes(), gen, x.options());
-    out.edited = ilvr(*guided, sigmas, noise, x, tgt, o, gen);
-  }
-  out.edited = out.edited.to(torch::kFloat32);
-  return out;
+  EditRequest r;
+  r.model = model.denoiser;
+  r.sigmas = sigmas;
+  r.x = x;
+  r.source = src;
+  r.target = tgt;
+  r.strength = e.strength;
+  r.cfg = e.cfg;
+  r.sampler = e.sampler;
+  r.options = e.options;
+  r.gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return run_edit_method(find_edit_method(e.method), std::move(r));
 }
 
 torch::Tensor class_probabilities(Classifier& clf, const torch::Tensor& images) {

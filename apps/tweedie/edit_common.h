@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include "model_spec.h"
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/models/classifier.h"
 #include "tweedie/sample/sampler.h"
 
@@ -34,29 +35,16 @@ struct Difference {
 Difference difference(const torch::Tensor& a, const torch::Tensor& b);
 
 // ---- edits ------------------------------------------------------------------
+// One edit: a registered method (edit/edit_method.h) and its settings.
 struct EditSettings {
-  std::string method;            // one of edit_methods()
-  double strength = -1;          // < 0: default_strength(method)
+  std::string method;            // find_edit_method(method)
+  double strength = -1;          // < 0: the method's default
   double cfg = 1.0;
-  std::string sampler;           // "": ddpm for ilvr, ddim otherwise
-  double eta = 1.0;              // ddpm, cycle: noise fraction of the decoding steps
-  int64_t factor = 4;            // ilvr: low-pass downsampling factor
-  double range = 1.0;            // ilvr: conditioned fraction of the steps
-  double mask_threshold = 0.5;   // diffedit
-  double mask_clamp = 3.0;       // diffedit
-  int mask_samples = 10;         // diffedit
-  double mask_strength = 0.5;    // diffedit
+  std::string sampler;           // "": the method's default
+  MethodValues options;          // its own options (empty: their defaults)
 };
-const std::vector<std::string>& edit_methods();  // sdedit, ddib, ddpm, cycle, diffedit, ilvr
-double default_strength(const std::string& method);
-bool needs_source(const std::string& method);    // ddib, ddpm, cycle, diffedit invert under the source class
-// Error naming the method if it is unknown.
-void check_edit_method(const std::string& method, const std::string& cmd);
+using EditOutput = EditResult;
 
-struct EditOutput {
-  torch::Tensor edited;  // float32 [N, ...]
-  torch::Tensor mask;    // diffedit only
-};
 // Edit x [N, ...] (states of the sampling space: latents for text models)
 // from condition `src` (empty: none) to `tgt` over the schedule.
 EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::vector<double>& sigmas,

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   using namespace tweedie::cli;
   auto usage = [] {
     std::cout << "usage: tweedie <command> [options]\n\ncommands:\n";
-    for (auto& c : commands()) std::printf("  %-12s %s\n", c.name.c_str(), c.summary.c_str());
+    for (auto& c : commands().all()) std::printf("  %-12s %s\n", c.name.c_str(), c.summary.c_str());
     std::cout << "\nRun 'tweedie <command> --help' for a command's options.\n";
   };
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
@@ -22,22 +22,18 @@ int main(int argc, char** argv) {
   }
   tweedie::configure_threads();
   tweedie::configure_allocator();
-  for (auto& c : commands()) {
-    if (c.name == argv[1]) {
-      try {
-        return c.run(argc - 2, argv + 2);
-      } catch (const tweedie::Error& e) {
-        std::fprintf(stderr, "\nerror: %s\n", e.what());
-        return 2;
-      } catch (const c10::Error& e) {
-        std::fprintf(stderr, "\nerror: %s\n", e.what_without_backtrace());
-        return 2;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "\nerror: %s\n", e.what());
-        return 2;
-      }
-    }
+  if (!commands().contains(argv[1])) {
+    std::fprintf(stderr, "error: unknown command '%s' (run 'tweedie --help')\n", argv[1]);
+    return 2;
   }
-  std::fprintf(stderr, "error: unknown command '%s' (run 'tweedie --help')\n", argv[1]);
+  try {
+    return commands().find(argv[1]).run(argc - 2, argv + 2);
+  } catch (const tweedie::Error& e) {
+    std::fprintf(stderr, "\nerror: %s\n", e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "\nerror: %s\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\nerror: %s\n", e.what());
+  }
   return 2;
 }

@@ -15,6 +15,7 @@
 // the mixture's classes moves the samples to the target class's component.
 #include "tweedie/edit/ddib.h"
 
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/edit/inversion.h"
 
 namespace tweedie {
@@ -29,5 +30,20 @@ torch::Tensor ddib(const DenoiserPtr& model, const std::vector<double>& sigmas, 
   io.cfg = o.cfg;
   return decode(model, inv, target, io);
 }
+
+namespace {
+
+EditResult ddib_edit(const EditRequest& r) {
+  return {ddib(r.model, r.sigmas, r.x, r.source, r.target, {r.strength, r.sampler, r.cfg}), {}};
+}
+
+EditMethodRegistrar reg(EditMethodInfo{"ddib", "encode under the source condition with an invertible sampler, decode "
+                                               "under the target",
+                                       "Su et al. 2023, Dual Diffusion Implicit Bridges", ddib_edit}
+                            .strength(1.0)
+                            .needs_source()
+                            .invertible_sampler());
+
+}  // namespace
 
 }  // namespace tweedie

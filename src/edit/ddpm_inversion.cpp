@@ -29,6 +29,7 @@
 #include <cmath>
 
 #include "tweedie/core/error.h"
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/edit/inversion.h"
 
 namespace tweedie {
@@ -103,15 +104,51 @@ torch::Tensor ddpm_decode(const DenoiserPtr& model, const Inversion& inv, const 
   return x;
 }
 
-InversionMethodRegistrar reg1({"ddpm",
+InversionMethodRegistrar reg1(InversionMethodInfo{"ddpm",
                                "edit-friendly DDPM inversion: independent noisy states, per-step noises that make DDPM "
                                "sampling (--eta) reproduce the data",
                                "Huberman-Spiegelglas et al. 2024, An Edit Friendly DDPM Noise Space", ddpm_invert,
-                               ddpm_decode, true});
-InversionMethodRegistrar reg2({"cycle",
+                               ddpm_decode}.reconstructs_exactly());
+InversionMethodRegistrar reg2(InversionMethodInfo{"cycle",
                                "CycleDiffusion's DPM-encoder: a DDPM posterior chain from the data, and the per-step "
                                "noises that reproduce it",
-                               "Wu & De la Torre 2023, CycleDiffusion", cycle_invert, ddpm_decode, true});
+                               "Wu & De la Torre 2023, CycleDiffusion", cycle_invert, ddpm_decode}.reconstructs_exactly());
 
 }  // namespace
+namespace {
+
+// Edits by an inversion whose decoding takes other conditions (ddpm, cycle):
+// invert the last `strength` of the schedule under the source, decode under the target.
+EditResult inversion_edit(const std::string& method, const EditRequest& r) {
+  const std::vector<double> tail = schedule_tail(r.sigmas, r.strength);
+  if (tail.size() < 2) return {r.x.clone(), {}};
+  InversionOptions io;
+  io.cfg = r.cfg, io.eta = r.options.number("eta"), io.gen = r.gen;
+  return {decode(r.model, invert(method, r.model, tail, r.x, r.source, io), r.target, io), {}};
+}
+EditResult ddpm_edit(const EditRequest& r) { return inversion_edit("ddpm", r); }
+EditResult cycle_edit(const EditRequest& r) { return inversion_edit("cycle", r); }
+
+MethodOption eta_option() {
+  return MethodOption{"eta", 1.0, "noise fraction of the decoding steps"}.in(0, 1, true, false);
+}
+
+EditMethodRegistrar edit1(EditMethodInfo{"ddpm", "edit-friendly DDPM inversion under the source, its noises decoded "
+                                                 "under the target",
+                                         "Huberman-Spiegelglas et al. 2024, An Edit Friendly DDPM Noise Space",
+                                         ddpm_edit}
+                              .strength(0.8)
+                              .needs_source()
+                              .own_sampler()
+                              .option(eta_option()));
+EditMethodRegistrar edit2(EditMethodInfo{"cycle", "CycleDiffusion: a DDPM noise chain under the source, decoded "
+                                                  "under the target",
+                                         "Wu & De la Torre 2023, CycleDiffusion", cycle_edit}
+                              .strength(0.8)
+                              .needs_source()
+                              .own_sampler()
+                              .option(eta_option()));
+
+}  // namespace
+
 }  // namespace tweedie

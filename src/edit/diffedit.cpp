@@ -28,6 +28,7 @@
 #include <cmath>
 
 #include "tweedie/core/error.h"
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/edit/inversion.h"
 
 namespace tweedie {
@@ -83,5 +84,36 @@ DiffEditResult diffedit(const DenoiserPtr& model, const std::vector<double>& sig
                                              });
   return r;
 }
+
+namespace {
+
+EditResult diffedit_edit(const EditRequest& r) {
+  DiffEditOptions o;
+  o.strength = r.strength, o.sampler = r.sampler, o.cfg = r.cfg;
+  o.mask_strength = r.options.number("mask-strength");
+  o.mask_samples = int(r.options.integer("mask-samples"));
+  o.threshold = r.options.number("mask-threshold");
+  o.clamp_ratio = r.options.number("mask-clamp");
+  DiffEditResult d = diffedit(r.model, r.sigmas, r.x, r.source, r.target, o, r.gen);
+  return {d.edited, d.mask};
+}
+
+EditMethodRegistrar reg(
+    EditMethodInfo{"diffedit", "a mask from where source and target noise estimates disagree, then DDIM encoding and "
+                               "a masked decoding toward the target",
+                   "Couairon et al. 2023, DiffEdit", diffedit_edit}
+        .strength(0.6)
+        .needs_source()
+        .invertible_sampler()
+        .option(MethodOption{"mask-threshold", 0.5, "mask threshold"}.in(0, 1, false, true))
+        .option(MethodOption{"mask-clamp", 3.0,
+                             "the difference map is divided by this times its mean and clipped at 1 before the "
+                             "threshold"}
+                    .at_least(0, true))
+        .option(MethodOption{"mask-samples", 10, "noise draws the mask averages over"}.whole().at_least(1))
+        .option(MethodOption{"mask-strength", 0.5, "noise level of the mask as a fraction of the training timesteps"}
+                    .in(0, 1, true, false)));
+
+}  // namespace
 
 }  // namespace tweedie

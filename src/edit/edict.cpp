@@ -67,8 +67,8 @@ torch::Tensor edict_decode(const DenoiserPtr& model, const Inversion& inv, const
   return x;
 }
 
-InversionMethodRegistrar reg({"edict", "EDICT: exact inversion by two coupled DDIM sequences mixed with weight p (--edict-p)",
-                              "Wallace et al. 2023, EDICT", edict_invert, edict_decode, true});
+InversionMethodRegistrar reg(InversionMethodInfo{"edict", "EDICT: exact inversion by two coupled DDIM sequences mixed with weight p (--edict-p)",
+                              "Wallace et al. 2023, EDICT", edict_invert, edict_decode}.reconstructs_exactly());
 
 }  // namespace
 }  // namespace tweedie

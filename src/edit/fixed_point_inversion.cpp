@@ -111,10 +111,10 @@ torch::Tensor fixed_point_decode(const DenoiserPtr& model, const Inversion& inv,
   return edit_detail::sample_down(*edit_detail::guided(model, o.cfg), inv, c, o, "ddim");
 }
 
-InversionMethodRegistrar reg({"fixed-point",
+InversionMethodRegistrar reg(InversionMethodInfo{"fixed-point",
                               "exact DDIM inversion: each implicit step solved by fixed-point iteration with Anderson "
                               "acceleration (--tol, --max-iter, --anderson)",
-                              "Pan et al. 2023, AIDI", fixed_point_invert, fixed_point_decode, true});
+                              "Pan et al. 2023, AIDI", fixed_point_invert, fixed_point_decode}.reconstructs_exactly());
 
 }  // namespace
 }  // namespace tweedie

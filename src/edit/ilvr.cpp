@@ -19,6 +19,7 @@
 #include <cmath>
 
 #include "tweedie/core/error.h"
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/edit/inversion.h"
 #include "tweedie/restore/operator.h"
 
@@ -47,5 +48,30 @@ torch::Tensor ilvr(Denoiser& d, const std::vector<double>& sigmas, const torch::
                                            return x - phi(x) + phi(ys);
                                          });
 }
+
+namespace {
+
+EditResult ilvr_edit(const EditRequest& r) {
+  ILVROptions o;
+  o.factor = r.options.integer("factor"), o.range = r.options.number("range"), o.sampler = r.sampler;
+  check(r.x.dim() == 4 && r.x.size(2) % o.factor == 0 && r.x.size(3) % o.factor == 0, "edit ilvr: --factor ", o.factor,
+        " must divide the sample's height and width (", r.x.sizes(), ")");
+  auto noise = at::randn(r.x.sizes(), r.gen, r.x.options());
+  return {ilvr(*r.guided(), r.sigmas, noise, r.x, r.target, o, r.gen), {}};
+}
+
+EditMethodRegistrar reg(
+    EditMethodInfo{"ilvr", "sample from noise toward the target, keeping the input's low frequencies (--factor, --range)",
+                   "Choi et al. 2021, ILVR", ilvr_edit}
+        .no_strength()
+        .default_sampler("ddpm")
+        .option(MethodOption{"factor", 4,
+                             "low-pass downsampling factor N, a divisor of the model's sample height and width "
+                             "(latent size for latent models; e.g. 1, 2, 4, 7, 14, 28 on Fashion-MNIST)"}
+                    .whole()
+                    .at_least(1))
+        .option(MethodOption{"range", 1.0, "fraction of the steps (from the top) that are conditioned"}.in(0, 1)));
+
+}  // namespace
 
 }  // namespace tweedie

@@ -22,31 +22,10 @@
 
 namespace tweedie {
 
-namespace {
-std::vector<InversionMethodInfo>& registry() {
-  static std::vector<InversionMethodInfo> r;
+template <>
+Registry<InversionMethodInfo>& registry<InversionMethodInfo>() {
+  static Registry<InversionMethodInfo> r("inversion method");
   return r;
-}
-}  // namespace
-
-InversionMethodRegistrar::InversionMethodRegistrar(InversionMethodInfo info) { registry().push_back(std::move(info)); }
-
-const std::vector<InversionMethodInfo>& inversion_methods() {
-  auto& r = registry();
-  static bool sorted = false;
-  if (!sorted) {
-    std::sort(r.begin(), r.end(), [](const InversionMethodInfo& a, const InversionMethodInfo& b) { return a.name < b.name; });
-    sorted = true;
-  }
-  return r;
-}
-
-const InversionMethodInfo& find_inversion_method(const std::string& name) {
-  for (auto& m : inversion_methods())
-    if (m.name == name) return m;
-  std::string known;
-  for (auto& m : inversion_methods()) known += (known.empty() ? "" : ", ") + m.name;
-  fail("unknown inversion method '", name, "' (known: ", known, ")");
 }
 
 namespace {
@@ -179,8 +158,8 @@ torch::Tensor ddim_decode(const DenoiserPtr& model, const Inversion& inv, const 
                                   inv.options.sampler_options);
 }
 
-InversionMethodRegistrar reg({"ddim", "DDIM inversion: an invertible sampler (--sampler, default ddim) run backwards at cfg w",
-                              "Song et al. 2021, DDIM; Dhariwal & Nichol 2021", ddim_invert, ddim_decode, false});
+InversionMethodRegistrar reg(InversionMethodInfo{"ddim", "DDIM inversion: an invertible sampler (--sampler, default ddim) run backwards at cfg w",
+                              "Song et al. 2021, DDIM; Dhariwal & Nichol 2021", ddim_invert, ddim_decode});
 
 }  // namespace
 }  // namespace tweedie

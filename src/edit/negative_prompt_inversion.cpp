@@ -39,11 +39,11 @@ torch::Tensor negative_prompt_decode(const DenoiserPtr& model, const Inversion& 
   return edit_detail::sample_down(guided, inv, c, o, inv.options.sampler, inv.options.sampler_options);
 }
 
-InversionMethodRegistrar reg({"negative-prompt",
+InversionMethodRegistrar reg(InversionMethodInfo{"negative-prompt",
                               "negative-prompt inversion: DDIM inversion at w = 1, decoded with the source condition as "
                               "CFG's negative branch",
                               "Miyake et al. 2023, Negative-prompt Inversion", negative_prompt_invert,
-                              negative_prompt_decode, false});
+                              negative_prompt_decode});
 
 }  // namespace
 }  // namespace tweedie

@@ -246,10 +246,10 @@ torch::Tensor null_text_decode(const DenoiserPtr& model, const Inversion& inv, c
   return edit_detail::sample_down(*slot.denoiser(), inv, c, o, "ddim");
 }
 
-InversionMethodRegistrar reg({"null-text",
+InversionMethodRegistrar reg(InversionMethodInfo{"null-text",
                               "null-text inversion: per-step null-class embeddings optimized (Adam, --inner-steps, --lr) "
                               "so that CFG at w follows the w = 1 DDIM path",
-                              "Mokady et al. 2023, Null-text Inversion", null_text_invert, null_text_decode, false});
+                              "Mokady et al. 2023, Null-text Inversion", null_text_invert, null_text_decode});
 
 }  // namespace
 }  // namespace tweedie

@@ -19,6 +19,7 @@
 #include "tweedie/edit/sdedit.h"
 
 #include "tweedie/core/error.h"
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/edit/inversion.h"
 
 namespace tweedie {
@@ -35,5 +36,17 @@ torch::Tensor sdedit(Denoiser& d, const std::vector<double>& sigmas, const torch
   run.callback = o.callback;
   return run_sampler(info, run, d.process().add_noise(x, z, tail[0]));
 }
+
+namespace {
+
+EditResult sdedit_edit(const EditRequest& r) {
+  return {sdedit(*r.guided(), r.sigmas, r.x, r.target, {r.strength, r.sampler, {}}, r.gen), {}};
+}
+
+EditMethodRegistrar reg(EditMethodInfo{"sdedit", "noise the input part of the way (--strength), denoise toward the target",
+                                       "Meng et al. 2022, SDEdit", sdedit_edit}
+                            .strength(0.6));
+
+}  // namespace
 
 }  // namespace tweedie

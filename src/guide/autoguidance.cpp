@@ -23,15 +23,15 @@ void check_guide_model(const Denoiser& model, const std::vector<int64_t>& model_
 }
 
 AutoGuidanceDenoiser::AutoGuidanceDenoiser(DenoiserPtr good, DenoiserPtr bad, double w)
-    : good_(std::move(good)), bad_(std::move(bad)), w_(w) {
-  check(good_ != nullptr && bad_ != nullptr, "AutoGuidance needs a model and a guide model");
+    : GuidanceRule(std::move(good)), bad_(std::move(bad)), w_(w) {
+  check(inner_denoiser() != nullptr && bad_ != nullptr, "AutoGuidance needs a model and a guide model");
   check(std::isfinite(w_), "AutoGuidance scale must be finite (got ", w_, ")");
-  check(good_->process().name() == bad_->process().name(), "AutoGuidance: the guide model's process ",
-        bad_->process().name(), " differs from the model's ", good_->process().name());
+  check(process().name() == bad_->process().name(), "AutoGuidance: the guide model's process ",
+        bad_->process().name(), " differs from the model's ", process().name());
 }
 
-Prediction AutoGuidanceDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
-  Prediction good = good_->predict(x, s, c);
+Prediction AutoGuidanceDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
+  Prediction good = inner(x, s, c);
   if (w_ == 1.0) return good;
   auto bad = bad_->predict(x, s, c).x0();
   return Prediction::from_x0(bad + (good.x0() - bad) * w_, x, s, process());

@@ -20,25 +20,25 @@ namespace tweedie {
 
 CFGDenoiser::CFGDenoiser(DenoiserPtr inner, double scale) : CFGDenoiser(std::move(inner), CFGOptions{scale}) {}
 
-CFGDenoiser::CFGDenoiser(DenoiserPtr inner, CFGOptions opt) : inner_(std::move(inner)), opt_(std::move(opt)) {
+CFGDenoiser::CFGDenoiser(DenoiserPtr inner, CFGOptions opt) : GuidanceRule(std::move(inner)), opt_(std::move(opt)) {
   check(std::isfinite(opt_.scale), "cfg scale must be finite");
   check(opt_.rescale >= 0 && opt_.rescale <= 1, "cfg rescale must be in [0, 1] (got ", opt_.rescale, ")");
 }
 
 // Both branches run as one batch [cond; negative] (one network call per NFE).
-Prediction CFGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
+Prediction CFGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
   const double w = opt_.scale_at ? opt_.scale_at(s) : opt_.scale;
   check(std::isfinite(w), "cfg scale at sigma ", s, " is not finite");
-  if (w == 1.0) return inner_->predict(x, s, c);
+  if (w == 1.0) return inner(x, s, c);
   const Cond neg = opt_.negative ? opt_.negative(c) : c.null_like();
   Prediction both = [&] {
     BranchScope branches({"cond", "uncond"});
-    return inner_->predict(torch::cat({x, x}), s, c.concat(neg));
+    return inner(torch::cat({x, x}), s, c.concat(neg));
   }();
   auto x0 = both.x0().chunk(2), eps = both.eps().chunk(2);
   torch::Tensor guided = x0[1] + (x0[0] - x0[1]) * w;
   if (opt_.rescale > 0) guided = cfg_rescale(guided, x0[0], opt_.rescale);
-  Prediction out = Prediction::from_x0(guided, x, s, inner_->process());
+  Prediction out = Prediction::from_x0(guided, x, s, process());
   out.set_renoise_eps(eps[1]);
   return out;
 }

@@ -14,15 +14,13 @@
 namespace tweedie {
 
 Prediction add_score(const Prediction& p, const torch::Tensor& grad, double scale, const Process& proc) {
-  Prediction out({PredKind::Score}, p.score() + grad * scale, p.x(), p.s(), proc);
-  if (!p.renoise_eps().is_same(p.eps())) out.set_renoise_eps(p.renoise_eps());
-  return out;
+  return Prediction({PredKind::Score}, p.score() + grad * scale, p.x(), p.s(), proc);
 }
 
 ClassifierGuidanceDenoiser::ClassifierGuidanceDenoiser(DenoiserPtr inner, std::shared_ptr<Classifier> classifier,
                                                        double scale)
-    : inner_(std::move(inner)), clf_(std::move(classifier)), scale_(scale) {
-  check(inner_ != nullptr && clf_ != nullptr, "classifier guidance needs a model and a classifier");
+    : GuidanceRule(std::move(inner)), clf_(std::move(classifier)), scale_(scale) {
+  check(inner_denoiser() != nullptr && clf_ != nullptr, "classifier guidance needs a model and a classifier");
   check(std::isfinite(scale_), "classifier guidance scale must be finite (got ", scale_, ")");
   check(clf_->time_conditional(),
         "classifier guidance needs a noise-conditional classifier (trained with noise_process), not one of clean images");
@@ -44,8 +42,8 @@ torch::Tensor ClassifierGuidanceDenoiser::log_prob_gradient(const torch::Tensor&
   return torch::autograd::grad({picked.sum()}, {xt})[0].to(x.scalar_type());
 }
 
-Prediction ClassifierGuidanceDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
-  Prediction p = inner_->predict(x, s, c);
+Prediction ClassifierGuidanceDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
+  Prediction p = inner(x, s, c);
   if (scale_ == 0) return p;
   return add_score(p, log_prob_gradient(x, s, c.labels), scale_, process());
 }

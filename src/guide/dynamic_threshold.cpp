@@ -27,14 +27,13 @@ torch::Tensor dynamic_threshold(const torch::Tensor& x0, double p, double max_va
 }
 
 DynamicThresholdDenoiser::DynamicThresholdDenoiser(DenoiserPtr inner, double p, double max_value)
-    : inner_(std::move(inner)), p_(p), max_(max_value) {
+    : GuidanceRule(std::move(inner)), p_(p), max_(max_value) {
   check_args(p, max_value);
 }
 
-Prediction DynamicThresholdDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
-  Prediction in = inner_->predict(x, s, c);
-  Prediction out = Prediction::from_x0(dynamic_threshold(in.x0(), p_, max_), x, s, inner_->process());
-  if (!in.renoise_eps().is_same(in.eps())) out.set_renoise_eps(in.renoise_eps());
+Prediction DynamicThresholdDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
+  Prediction in = inner(x, s, c);
+  Prediction out = Prediction::from_x0(dynamic_threshold(in.x0(), p_, max_), x, s, process());
   return out;
 }
 

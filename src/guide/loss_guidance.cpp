@@ -62,16 +62,16 @@ GuidanceLoss reference_loss(const torch::Tensor& ref, int64_t factor) {
 }
 
 LossGuidanceDenoiser::LossGuidanceDenoiser(DenoiserPtr inner, GuidanceLoss loss, double scale)
-    : inner_(std::move(inner)), loss_(std::move(loss)), scale_(scale) {
-  check(inner_ != nullptr && loss_, "loss guidance needs a model and a loss");
+    : GuidanceRule(std::move(inner)), loss_(std::move(loss)), scale_(scale) {
+  check(inner_denoiser() != nullptr && loss_, "loss guidance needs a model and a loss");
   check(std::isfinite(scale_), "loss guidance scale must be finite (got ", scale_, ")");
 }
 
-Prediction LossGuidanceDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
-  if (scale_ == 0) return inner_->predict(x, s, c);
+Prediction LossGuidanceDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
+  if (scale_ == 0) return inner(x, s, c);
   torch::AutoGradMode grad_on(true);
   auto xg = x.detach().requires_grad_(true);
-  Prediction p = inner_->predict(xg, s, c);
+  Prediction p = inner(xg, s, c);
   auto loss = loss_(p.x0(), c);
   check(loss.dim() == 1 && loss.size(0) == x.size(0), "loss guidance: the loss must give one value per sample, got ",
         loss.sizes());
@@ -79,7 +79,6 @@ Prediction LossGuidanceDenoiser::predict(const torch::Tensor& x, double s, const
   const double m = process().model_scale(s);
   Prediction plain = Prediction::from_x0(p.x0().detach(), x, s, process());
   Prediction out = add_score(plain, grad_x / m, -scale_, process());  // grad_{x_t} = grad_x / model_scale
-  if (!p.renoise_eps().is_same(p.eps())) out.set_renoise_eps(p.renoise_eps().detach());
   return out;
 }
 

@@ -18,13 +18,9 @@
 namespace tweedie {
 
 std::string middle_attention_site(const Network& net) {
-  if (net.arch() == "unet") return "mid.attn.0";
-  if (net.arch() == "sd_unet") return "middle_block.1.transformer_blocks.0.attn1";  // diffusers' PAG default too
-  if (net.arch() == "dit") {
-    const int64_t depth = nlohmann::json::parse(net.config_json()).at("depth").get<int64_t>();
-    return "blocks." + std::to_string(depth / 2) + ".attn";
-  }
-  fail("no default attention site for a '", net.arch(), "' network: name one");
+  std::string site = net.default_attention_site();
+  check(!site.empty(), "no default attention site for a '", net.arch(), "' network: name one");
+  return site;
 }
 
 torch::Tensor identity_attention_rows(const torch::Tensor& probs, int64_t batch, int64_t first) {
@@ -36,19 +32,19 @@ torch::Tensor identity_attention_rows(const torch::Tensor& probs, int64_t batch,
 }
 
 PAGDenoiser::PAGDenoiser(DenoiserPtr inner, std::shared_ptr<NetDenoiser> net, PAGOptions opt, CFGOptions cfg)
-    : inner_(std::move(inner)), net_(std::move(net)), opt_(std::move(opt)), cfg_(std::move(cfg)) {
-  check(inner_ != nullptr && net_ != nullptr, "PAG needs a network model (it perturbs the network's attention)");
+    : GuidanceRule(std::move(inner)), net_(std::move(net)), opt_(std::move(opt)), cfg_(std::move(cfg)) {
+  check(inner_denoiser() != nullptr && net_ != nullptr, "PAG needs a network model (it perturbs the network's attention)");
   check(std::isfinite(opt_.scale), "PAG scale must be finite (got ", opt_.scale, ")");
   check(std::isfinite(cfg_.scale), "cfg scale must be finite");
   if (opt_.sites.empty()) opt_.sites = {middle_attention_site(net_->network())};
 }
 
-Prediction PAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
+Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
   const double w = cfg_.scale_at ? cfg_.scale_at(s) : cfg_.scale;
   check(std::isfinite(w), "cfg scale at sigma ", s, " is not finite");
   const int64_t n = x.size(0);
   const bool with_cfg = w != 1.0, with_pag = opt_.scale != 0;
-  if (!with_cfg && !with_pag) return inner_->predict(x, s, c);
+  if (!with_cfg && !with_pag) return inner(x, s, c);
   // Batch [c; neg; c], [c; c] or [c; neg]; with PAG the last n rows are perturbed.
   Cond all = c;
   if (with_cfg) all = all.concat(cfg_.negative ? cfg_.negative(c) : c.null_like());
@@ -73,7 +69,7 @@ Prediction PAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
   if (with_pag) names.push_back("perturbed");
   Prediction both = [&] {
     BranchScope branches(names);
-    return inner_->predict(torch::cat(std::vector<torch::Tensor>(rows / n, x)), s, all);
+    return inner(torch::cat(std::vector<torch::Tensor>(rows / n, x)), s, all);
   }();
   for (size_t i = 0; i < hooks.size(); ++i)
     check(fired[i] > 0, "PAG: the ", net_->network().arch(), " network has no self-attention at '", opt_.sites[i],
@@ -85,7 +81,7 @@ Prediction PAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
     guided = guided + (cond - x0[1]) * (w - 1.0);  // = neg + w (cond - neg) + s_pag (cond - perturbed)
     if (cfg_.rescale > 0) guided = cfg_rescale(guided, cond, cfg_.rescale);
   }
-  Prediction out = Prediction::from_x0(guided, x, s, inner_->process());
+  Prediction out = Prediction::from_x0(guided, x, s, process());
   if (with_cfg) out.set_renoise_eps(eps[1]);
   return out;
 }

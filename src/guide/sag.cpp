@@ -44,14 +44,14 @@ torch::Tensor sag_mask(const torch::Tensor& probs, int64_t batch, int64_t height
 }
 
 SAGDenoiser::SAGDenoiser(DenoiserPtr inner, std::shared_ptr<NetDenoiser> net, SAGOptions opt)
-    : inner_(std::move(inner)), net_(std::move(net)), opt_(std::move(opt)) {
-  check(inner_ != nullptr && net_ != nullptr, "SAG needs a network model (it reads the network's attention)");
+    : GuidanceRule(std::move(inner)), net_(std::move(net)), opt_(std::move(opt)) {
+  check(inner_denoiser() != nullptr && net_ != nullptr, "SAG needs a network model (it reads the network's attention)");
   check(std::isfinite(opt_.scale), "SAG scale must be finite (got ", opt_.scale, ")");
   if (opt_.site.empty()) opt_.site = middle_attention_site(net_->network());
 }
 
-Prediction SAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c) {
-  if (opt_.scale == 0) return inner_->predict(x, s, c);
+Prediction SAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
+  if (opt_.scale == 0) return inner(x, s, c);
   check(x.dim() == 4, "SAG needs image-shaped samples [N, C, H, W], got ", x.sizes());
   torch::Tensor probs;
   Prediction p = [&] {
@@ -60,7 +60,7 @@ Prediction SAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
                          if (!probs.defined()) probs = a.detach();  // this call's first pass through the site
                          return a;
                        });
-    return inner_->predict(x, s, c);
+    return inner(x, s, c);
   }();
   check(probs.defined(), "SAG: the ", net_->network().arch(), " network has no self-attention at '", opt_.site,
         "' (sites are attention paths like mid.attn.0)");
@@ -69,7 +69,7 @@ Prediction SAGDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
   auto x0_deg = gaussian_blur(x0, opt_.blur_kernel, opt_.blur_sigma) * mask + x0 * (1 - mask);
   Prediction d = [&] {
     BranchScope branches({"degraded"});
-    return inner_->predict(process().add_noise(x0_deg, p.eps(), s), s, c);
+    return inner(process().add_noise(x0_deg, p.eps(), s), s, c);
   }();
   auto eps = p.eps() + (p.eps() - d.eps()) * opt_.scale;
   return Prediction({PredKind::Eps}, eps, x, s, process());

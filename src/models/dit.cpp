@@ -187,6 +187,7 @@ class DiT : public Network {
   }
 
   std::string arch() const override { return "dit"; }
+  std::string default_attention_site() const override { return "blocks." + std::to_string(cfg_.depth / 2) + ".attn"; }
   std::string config_json() const override { return cfg_.to_json(); }
   std::vector<int64_t> sample_shape() const override { return {cfg_.in_channels, cfg_.height, cfg_.width}; }
   int64_t num_classes() const override { return cfg_.num_classes; }

@@ -293,6 +293,7 @@ class SdUNet : public Network {
   }
 
   std::string arch() const override { return "sd_unet"; }
+  std::string default_attention_site() const override { return "middle_block.1.transformer_blocks.0.attn1"; }
   std::string config_json() const override { return cfg_.to_json(); }
   std::vector<int64_t> sample_shape() const override { return {cfg_.out_channels, cfg_.height, cfg_.width}; }
   int64_t num_classes() const override { return 0; }

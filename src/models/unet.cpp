@@ -232,6 +232,7 @@ class UNet : public Network {
   }
 
   std::string arch() const override { return "unet"; }
+  std::string default_attention_site() const override { return "mid.attn.0"; }
   std::string config_json() const override { return cfg_.to_json(); }
   std::vector<int64_t> sample_shape() const override { return {cfg_.in_channels, cfg_.height, cfg_.width}; }
   int64_t num_classes() const override { return cfg_.num_classes; }

@@ -8,31 +8,10 @@
 
 namespace tweedie {
 
-namespace {
-std::vector<ScheduleInfo>& registry() {
-  static std::vector<ScheduleInfo> r;
+template <>
+Registry<ScheduleInfo>& registry<ScheduleInfo>() {
+  static Registry<ScheduleInfo> r("schedule");
   return r;
-}
-}  // namespace
-
-ScheduleRegistrar::ScheduleRegistrar(ScheduleInfo info) { registry().push_back(std::move(info)); }
-
-const std::vector<ScheduleInfo>& schedules() {
-  auto& r = registry();
-  static bool sorted = false;
-  if (!sorted) {
-    std::sort(r.begin(), r.end(), [](const ScheduleInfo& a, const ScheduleInfo& b) { return a.name < b.name; });
-    sorted = true;
-  }
-  return r;
-}
-
-const ScheduleInfo& find_schedule(const std::string& name) {
-  for (auto& s : schedules())
-    if (s.name == name) return s;
-  std::string known;
-  for (auto& s : schedules()) known += (known.empty() ? "" : ", ") + s.name;
-  fail("unknown schedule '", name, "' (known: ", known, ")");
 }
 
 std::vector<double> make_schedule(const std::string& name, const Process& p, int steps, const ScheduleOptions& o) {

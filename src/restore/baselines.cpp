@@ -28,14 +28,11 @@ torch::Tensor bicubic(SamplerRun&, const Measurement& m, torch::Tensor x, const 
   return torch::upsample_bicubic2d(m.y.to(x.options()), {s[1], s[2]}, false);
 }
 
-RestoreSolverInfo baseline(RestoreSolverInfo info) {
-  info.baseline = true;
-  return info;
-}
-
-RestoreSolverRegistrar reg1(baseline({"pinv", "baseline: the pseudo-inverse A^+ y", "Moore-Penrose", pinv}));
-RestoreSolverRegistrar reg2(baseline({"bicubic", "baseline: bicubic upsampling of y (super-resolution only)",
-                                      "Keys 1981", bicubic}));
+RestoreSolverRegistrar reg1(RestoreSolverInfo{"pinv", "baseline: the pseudo-inverse A^+ y", "Moore-Penrose", pinv}
+                                .as_baseline());
+RestoreSolverRegistrar reg2(RestoreSolverInfo{"bicubic", "baseline: bicubic upsampling of y (super-resolution only)",
+                                              "Keys 1981", bicubic}
+                                .as_baseline());
 
 }  // namespace
 }  // namespace tweedie

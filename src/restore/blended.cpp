@@ -37,9 +37,8 @@ torch::Tensor blended(SamplerRun& r, const Measurement& m, torch::Tensor x, cons
   return x;
 }
 
-RestoreSolverRegistrar reg({"blended", "one sampler step (--sampler) blended with the noised known region",
-                            "Avrahami et al. 2022, Blended Diffusion", blended, false, false, false, false, true,
-                            true});
+RestoreSolverRegistrar reg(RestoreSolverInfo{"blended", "one sampler step (--sampler) blended with the noised known region",
+                            "Avrahami et al. 2022, Blended Diffusion", blended}.for_masks_only().with_sampler());
 
 }  // namespace
 }  // namespace tweedie

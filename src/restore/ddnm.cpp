@@ -97,10 +97,10 @@ torch::Tensor ddnm_plus(SamplerRun& r, const Measurement& m, torch::Tensor x, co
   return ddnm_run(r, m, std::move(x), o, true);
 }
 
-RestoreSolverRegistrar reg1({"ddnm", "null-space projection x0 <- A^+ y + (I - A^+ A) x0 each step (noiseless y)",
+RestoreSolverRegistrar reg1(RestoreSolverInfo{"ddnm", "null-space projection x0 <- A^+ y + (I - A^+ A) x0 each step (noiseless y)",
                              "Wang et al. 2023, DDNM", ddnm});
-RestoreSolverRegistrar reg2({"ddnm+", "DDNM with noise-aware scaling for sigma_y > 0 (SVD) and time travel (L, r)",
-                             "Wang et al. 2023, DDNM", ddnm_plus, false, true});
+RestoreSolverRegistrar reg2(RestoreSolverInfo{"ddnm+", "DDNM with noise-aware scaling for sigma_y > 0 (SVD) and time travel (L, r)",
+                             "Wang et al. 2023, DDNM", ddnm_plus}.with_time_travel());
 
 }  // namespace
 }  // namespace tweedie

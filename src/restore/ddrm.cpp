@@ -83,8 +83,8 @@ torch::Tensor ddrm(SamplerRun& r, const Measurement& m, torch::Tensor x, const R
   return x;
 }
 
-RestoreSolverRegistrar reg({"ddrm", "variational posterior in the SVD basis of A, with eta and eta_b (needs an SVD)",
-                            "Kawar et al. 2022, DDRM", ddrm, true, false, true});
+RestoreSolverRegistrar reg(RestoreSolverInfo{"ddrm", "variational posterior in the SVD basis of A, with eta and eta_b (needs an SVD)",
+                            "Kawar et al. 2022, DDRM", ddrm}.requires_svd().with_eta_b());
 
 }  // namespace
 }  // namespace tweedie

@@ -56,16 +56,9 @@ torch::Tensor dps(SamplerRun& r, const Measurement& m, torch::Tensor x, const Re
   return x;
 }
 
-RestoreSolverInfo info() {
-  RestoreSolverInfo i{"dps", "DDPM steps plus a gradient step on |y - A x0| through the denoiser (autograd); on "
+RestoreSolverRegistrar reg(RestoreSolverInfo{"dps", "DDPM steps plus a gradient step on |y - A x0| through the denoiser (autograd); on "
                              "latent models through the decoder (latent DPS)",
-                      "Chung et al. 2023, DPS", dps};
-  i.uses_zeta = true;
-  i.decoder = true;
-  return i;
-}
-
-RestoreSolverRegistrar reg(info());
+                      "Chung et al. 2023, DPS", dps}.with_zeta().through_decoder());
 
 }  // namespace
 }  // namespace tweedie

@@ -32,8 +32,8 @@ torch::Tensor mcg(SamplerRun& r, const Measurement& m, torch::Tensor x, const Re
   return x;
 }
 
-RestoreSolverRegistrar reg({"mcg", "DPS's gradient step, then projection onto the noised measurement A x = y_t",
-                            "Chung et al. 2022, MCG", mcg, false, false, false, true});
+RestoreSolverRegistrar reg(RestoreSolverInfo{"mcg", "DPS's gradient step, then projection onto the noised measurement A x = y_t",
+                            "Chung et al. 2022, MCG", mcg}.with_zeta());
 
 }  // namespace
 }  // namespace tweedie

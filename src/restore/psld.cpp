@@ -36,16 +36,8 @@ torch::Tensor psld(SamplerRun& r, const Measurement& m, torch::Tensor x, const R
   return x;
 }
 
-RestoreSolverInfo info() {
-  RestoreSolverInfo i{"psld", "latent DPS plus the gluing term |z0 - Enc(A^T y + (I - A^T A) Dec(z0))| (--gamma)",
-                      "Rout et al. 2023, PSLD", psld};
-  i.uses_zeta = true;
-  i.decoder = true;
-  i.needs_decoder = true;
-  return i;
-}
-
-RestoreSolverRegistrar reg(info());
+RestoreSolverRegistrar reg(RestoreSolverInfo{"psld", "latent DPS plus the gluing term |z0 - Enc(A^T y + (I - A^T A) Dec(z0))| (--gamma)",
+                      "Rout et al. 2023, PSLD", psld}.with_zeta().latent_only());
 
 }  // namespace
 }  // namespace tweedie

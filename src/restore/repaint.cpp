@@ -45,8 +45,8 @@ torch::Tensor repaint(SamplerRun& r, const Measurement& m, torch::Tensor x, cons
   return x;
 }
 
-RestoreSolverRegistrar reg({"repaint", "DDPM steps pasting the noised known region, resampling with jumps (L, r)",
-                            "Lugmayr et al. 2022, RePaint", repaint, false, true, false, false, true});
+RestoreSolverRegistrar reg(RestoreSolverInfo{"repaint", "DDPM steps pasting the noised known region, resampling with jumps (L, r)",
+                            "Lugmayr et al. 2022, RePaint", repaint}.with_time_travel().for_masks_only());
 
 }  // namespace
 }  // namespace tweedie

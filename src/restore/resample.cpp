@@ -67,17 +67,9 @@ torch::Tensor resample(SamplerRun& r, const Measurement& m, torch::Tensor x, con
   return hard_data_consistency(m, x, o.opt_steps, o.opt_lr);
 }
 
-RestoreSolverInfo info() {
-  RestoreSolverInfo i{"resample", "latent DPS steps with hard data consistency (latent optimization) and stochastic "
+RestoreSolverRegistrar reg(RestoreSolverInfo{"resample", "latent DPS steps with hard data consistency (latent optimization) and stochastic "
                                   "resampling every --every steps of the last two thirds",
-                      "Song et al. 2024, ReSample", resample};
-  i.uses_zeta = true;
-  i.decoder = true;
-  i.needs_decoder = true;
-  return i;
-}
-
-RestoreSolverRegistrar reg(info());
+                      "Song et al. 2024, ReSample", resample}.with_zeta().latent_only());
 
 }  // namespace
 }  // namespace tweedie

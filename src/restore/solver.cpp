@@ -13,31 +13,10 @@
 
 namespace tweedie {
 
-namespace {
-std::vector<RestoreSolverInfo>& registry() {
-  static std::vector<RestoreSolverInfo> r;
+template <>
+Registry<RestoreSolverInfo>& registry<RestoreSolverInfo>() {
+  static Registry<RestoreSolverInfo> r("solver");
   return r;
-}
-}  // namespace
-
-RestoreSolverRegistrar::RestoreSolverRegistrar(RestoreSolverInfo info) { registry().push_back(std::move(info)); }
-
-const std::vector<RestoreSolverInfo>& restore_solvers() {
-  auto& r = registry();
-  static bool sorted = false;
-  if (!sorted) {
-    std::sort(r.begin(), r.end(), [](const RestoreSolverInfo& a, const RestoreSolverInfo& b) { return a.name < b.name; });
-    sorted = true;
-  }
-  return r;
-}
-
-const RestoreSolverInfo& find_restore_solver(const std::string& name) {
-  for (auto& s : restore_solvers())
-    if (s.name == name) return s;
-  std::string known;
-  for (auto& s : restore_solvers()) known += (known.empty() ? "" : ", ") + s.name;
-  fail("unknown solver '", name, "' (known: ", known, ")");
 }
 
 std::vector<int> time_travel_path(int steps, int length, int repeat) {

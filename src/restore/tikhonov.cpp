@@ -71,13 +71,12 @@ torch::Tensor solve(SamplerRun&, const Measurement& m, torch::Tensor x, const Re
   return tikhonov(*m.op, m.y, tikhonov_lambda(*m.op, m.y, m.sigma_y)).to(x.options());
 }
 
-RestoreSolverInfo info() {
-  RestoreSolverInfo i{"tikhonov", "baseline: (A^T A + lambda I)^-1 A^T y, lambda by the discrepancy principle (SVD)",
-                      "Tikhonov 1963; Morozov 1966", solve, true};
-  i.baseline = true;
-  return i;
-}
-RestoreSolverRegistrar reg(info());
+RestoreSolverRegistrar reg(RestoreSolverInfo{"tikhonov",
+                                             "baseline: (A^T A + lambda I)^-1 A^T y, lambda by the discrepancy "
+                                             "principle (SVD)",
+                                             "Tikhonov 1963; Morozov 1966", solve}
+                               .requires_svd()
+                               .as_baseline());
 
 }  // namespace
 }  // namespace tweedie

@@ -55,11 +55,10 @@ torch::Tensor euler_ancestral_cfgpp(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg1({"euler-cfg++", "Euler with CFG++ re-noising (unconditional eps); plain Euler without CFG++",
-                       "Chung et al. 2024, CFG++", euler_cfgpp, false, false, 1, {"euler_cfg_pp"}});
-SamplerRegistrar reg2({"euler-a-cfg++", "Euler ancestral with CFG++ re-noising (--eta, default 1)",
-                       "Chung et al. 2024, CFG++", euler_ancestral_cfgpp, true, false, 0,
-                       {"euler_a_cfg_pp", "euler_ancestral_cfg_pp"}});
+SamplerRegistrar reg1(SamplerInfo{"euler-cfg++", "Euler with CFG++ re-noising (unconditional eps); plain Euler without CFG++",
+                       "Chung et al. 2024, CFG++", euler_cfgpp}.deterministic(1).alias("euler_cfg_pp"));
+SamplerRegistrar reg2(SamplerInfo{"euler-a-cfg++", "Euler ancestral with CFG++ re-noising (--eta, default 1)",
+                       "Chung et al. 2024, CFG++", euler_ancestral_cfgpp}.sde().alias("euler_a_cfg_pp").alias("euler_ancestral_cfg_pp"));
 
 }  // namespace
 }  // namespace tweedie

@@ -28,8 +28,8 @@ torch::Tensor ddim(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"ddim", "DDIM; --eta 0 deterministic (default), 1 = DDPM posterior", "Song et al. 2021, DDIM",
-                      ddim, false, true, 1});
+SamplerRegistrar reg(SamplerInfo{"ddim", "DDIM; --eta 0 deterministic (default), 1 = DDPM posterior", "Song et al. 2021, DDIM",
+                      ddim}.ode(1));
 
 }  // namespace
 }  // namespace tweedie

@@ -56,10 +56,10 @@ torch::Tensor ddpm_run(SamplerRun& r, torch::Tensor x, bool large) {
 torch::Tensor ddpm(SamplerRun& r, torch::Tensor x) { return ddpm_run(r, std::move(x), false); }
 torch::Tensor ddpm_large(SamplerRun& r, torch::Tensor x) { return ddpm_run(r, std::move(x), true); }
 
-SamplerRegistrar reg1({"ddpm", "DDPM ancestral sampling, posterior variance (beta-tilde); = ddim --eta 1",
-                       "Ho et al. 2020, DDPM", ddpm, true, false, 0});
-SamplerRegistrar reg2({"ddpm-large", "DDPM ancestral sampling with the large variance sigma^2 = beta",
-                       "Ho et al. 2020, DDPM", ddpm_large, true, false, 0, {"ddpm_large"}});
+SamplerRegistrar reg1(SamplerInfo{"ddpm", "DDPM ancestral sampling, posterior variance (beta-tilde); = ddim --eta 1",
+                       "Ho et al. 2020, DDPM", ddpm}.sde());
+SamplerRegistrar reg2(SamplerInfo{"ddpm-large", "DDPM ancestral sampling with the large variance sigma^2 = beta",
+                       "Ho et al. 2020, DDPM", ddpm_large}.sde().alias("ddpm_large"));
 
 }  // namespace
 }  // namespace tweedie

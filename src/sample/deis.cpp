@@ -74,8 +74,8 @@ torch::Tensor deis(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"deis", "DEIS tAB-3 multistep in log-rho (1 NFE per step)",
-                      "Zhang & Chen 2023, DEIS; diffusers DEISMultistepScheduler", deis, false, true, 3});
+SamplerRegistrar reg(SamplerInfo{"deis", "DEIS tAB-3 multistep in log-rho (1 NFE per step)",
+                      "Zhang & Chen 2023, DEIS; diffusers DEISMultistepScheduler", deis}.ode(3));
 
 }  // namespace
 }  // namespace tweedie

@@ -58,10 +58,10 @@ torch::Tensor dpm2_ancestral(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg1({"dpm2", "DPM-Solver-2 as a log-midpoint method on the PF-ODE (2 NFE per step)",
-                       "Lu et al. 2022, DPM-Solver; k-diffusion sample_dpm_2", dpm2, false, true, 2, {"dpm_2"}});
-SamplerRegistrar reg2({"dpm2-a", "DPM2 ancestral: DPM-Solver-2 to sigma_down, then fresh noise (--eta, default 1)",
-                       "k-diffusion sample_dpm_2_ancestral", dpm2_ancestral, true, false, 0, {"dpm2_a", "dpm_2_ancestral"}});
+SamplerRegistrar reg1(SamplerInfo{"dpm2", "DPM-Solver-2 as a log-midpoint method on the PF-ODE (2 NFE per step)",
+                       "Lu et al. 2022, DPM-Solver; k-diffusion sample_dpm_2", dpm2}.ode(2).alias("dpm_2"));
+SamplerRegistrar reg2(SamplerInfo{"dpm2-a", "DPM2 ancestral: DPM-Solver-2 to sigma_down, then fresh noise (--eta, default 1)",
+                       "k-diffusion sample_dpm_2_ancestral", dpm2_ancestral}.sde().alias("dpm2_a").alias("dpm_2_ancestral"));
 
 }  // namespace
 }  // namespace tweedie

@@ -83,17 +83,16 @@ torch::Tensor dpmpp_2s_a(SamplerRun& r, torch::Tensor x) {
   return dpmpp_2s_with_eta(r, std::move(x), r.opt.eta_or(1.0));
 }
 
-SamplerRegistrar reg1({"dpm-solver-1", "DPM-Solver-1 (noise prediction; the same step as DDIM)",
-                       "Lu et al. 2022, DPM-Solver", dpm_solver<1>, false, true, 1});
-SamplerRegistrar reg2({"dpm-solver-2", "DPM-Solver-2 singlestep, lambda midpoint (2 NFE per step)",
-                       "Lu et al. 2022, DPM-Solver, Alg. 1", dpm_solver<2>, false, true, 2, {"dpm_solver_2"}});
-SamplerRegistrar reg3({"dpm-solver-3", "DPM-Solver-3 singlestep, r1 = 1/3, r2 = 2/3 (3 NFE per step)",
-                       "Lu et al. 2022, DPM-Solver, Alg. 2", dpm_solver<3>, false, true, 3, {"dpm_solver_3"}});
-SamplerRegistrar reg4({"dpmpp-2s", "DPM-Solver++(2S) singlestep, data prediction (2 NFE per step)",
-                       "Lu et al. 2022b, DPM-Solver++, Alg. 1", dpmpp_2s, false, true, 2, {"dpmpp_2s"}});
-SamplerRegistrar reg5({"dpmpp-2s-a", "DPM-Solver++(2S) ancestral: 2S to sigma_down, then noise (--eta, default 1)",
-                       "k-diffusion sample_dpmpp_2s_ancestral", dpmpp_2s_a, true, false, 0,
-                       {"dpmpp_2s_ancestral", "dpm++2s_a"}});
+SamplerRegistrar reg1(SamplerInfo{"dpm-solver-1", "DPM-Solver-1 (noise prediction; the same step as DDIM)",
+                       "Lu et al. 2022, DPM-Solver", dpm_solver<1>}.ode(1));
+SamplerRegistrar reg2(SamplerInfo{"dpm-solver-2", "DPM-Solver-2 singlestep, lambda midpoint (2 NFE per step)",
+                       "Lu et al. 2022, DPM-Solver, Alg. 1", dpm_solver<2>}.ode(2).alias("dpm_solver_2"));
+SamplerRegistrar reg3(SamplerInfo{"dpm-solver-3", "DPM-Solver-3 singlestep, r1 = 1/3, r2 = 2/3 (3 NFE per step)",
+                       "Lu et al. 2022, DPM-Solver, Alg. 2", dpm_solver<3>}.ode(3).alias("dpm_solver_3"));
+SamplerRegistrar reg4(SamplerInfo{"dpmpp-2s", "DPM-Solver++(2S) singlestep, data prediction (2 NFE per step)",
+                       "Lu et al. 2022b, DPM-Solver++, Alg. 1", dpmpp_2s}.ode(2).alias("dpmpp_2s"));
+SamplerRegistrar reg5(SamplerInfo{"dpmpp-2s-a", "DPM-Solver++(2S) ancestral: 2S to sigma_down, then noise (--eta, default 1)",
+                       "k-diffusion sample_dpmpp_2s_ancestral", dpmpp_2s_a}.sde().alias("dpmpp_2s_ancestral").alias("dpm++2s_a"));
 
 }  // namespace
 }  // namespace tweedie

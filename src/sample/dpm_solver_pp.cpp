@@ -190,21 +190,18 @@ torch::Tensor dpmpp_sde(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg1({"dpmpp-2m", "DPM-Solver++(2M) multistep, data prediction (1 NFE per step)",
-                       "Lu et al. 2022b, DPM-Solver++, Alg. 2; k-diffusion sample_dpmpp_2m", dpmpp_2m, false, true, 2,
-                       {"dpmpp_2m", "dpm++2m"}});
-SamplerRegistrar reg2({"dpmpp-2m-v2", "stable-diffusion.cpp's modified DPM++(2M) (first order on uneven steps)",
-                       "stable-diffusion.cpp dpm++2mv2 (A1111 discussion 8457)", dpmpp_2m_v2, false, true, 1,
-                       {"dpm++2mv2"}});
-SamplerRegistrar reg3({"dpmpp-3m", "DPM-Solver++(3M) multistep as in diffusers (1 NFE per step; second order)",
-                       "Lu et al. 2022b; diffusers DPMSolverMultistepScheduler, order 3", dpmpp_3m, false, true, 2,
-                       {"dpmpp_3m"}});
-SamplerRegistrar reg4({"dpmpp-2m-sde", "DPM-Solver++(2M) SDE, midpoint, Brownian-tree noise (--eta, default 1)",
-                       "k-diffusion sample_dpmpp_2m_sde", dpmpp_m_sde<2>, true, false, 0, {"dpmpp_2m_sde"}});
-SamplerRegistrar reg5({"dpmpp-3m-sde", "DPM-Solver++(3M) SDE, Brownian-tree noise (--eta, default 1)",
-                       "k-diffusion sample_dpmpp_3m_sde", dpmpp_m_sde<3>, true, false, 0, {"dpmpp_3m_sde"}});
-SamplerRegistrar reg6({"dpmpp-sde", "DPM-Solver++ SDE, 2 stages per step at r = 1/2, Brownian-tree noise (--eta)",
-                       "k-diffusion sample_dpmpp_sde", dpmpp_sde, true, false, 0, {"dpmpp_sde"}});
+SamplerRegistrar reg1(SamplerInfo{"dpmpp-2m", "DPM-Solver++(2M) multistep, data prediction (1 NFE per step)",
+                       "Lu et al. 2022b, DPM-Solver++, Alg. 2; k-diffusion sample_dpmpp_2m", dpmpp_2m}.ode(2).alias("dpmpp_2m").alias("dpm++2m"));
+SamplerRegistrar reg2(SamplerInfo{"dpmpp-2m-v2", "stable-diffusion.cpp's modified DPM++(2M) (first order on uneven steps)",
+                       "stable-diffusion.cpp dpm++2mv2 (A1111 discussion 8457)", dpmpp_2m_v2}.ode(1).alias("dpm++2mv2"));
+SamplerRegistrar reg3(SamplerInfo{"dpmpp-3m", "DPM-Solver++(3M) multistep as in diffusers (1 NFE per step; second order)",
+                       "Lu et al. 2022b; diffusers DPMSolverMultistepScheduler, order 3", dpmpp_3m}.ode(2).alias("dpmpp_3m"));
+SamplerRegistrar reg4(SamplerInfo{"dpmpp-2m-sde", "DPM-Solver++(2M) SDE, midpoint, Brownian-tree noise (--eta, default 1)",
+                       "k-diffusion sample_dpmpp_2m_sde", dpmpp_m_sde<2>}.sde().alias("dpmpp_2m_sde"));
+SamplerRegistrar reg5(SamplerInfo{"dpmpp-3m-sde", "DPM-Solver++(3M) SDE, Brownian-tree noise (--eta, default 1)",
+                       "k-diffusion sample_dpmpp_3m_sde", dpmpp_m_sde<3>}.sde().alias("dpmpp_3m_sde"));
+SamplerRegistrar reg6(SamplerInfo{"dpmpp-sde", "DPM-Solver++ SDE, 2 stages per step at r = 1/2, Brownian-tree noise (--eta)",
+                       "k-diffusion sample_dpmpp_sde", dpmpp_sde}.sde().alias("dpmpp_sde"));
 
 }  // namespace
 }  // namespace tweedie

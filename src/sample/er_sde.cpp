@@ -83,9 +83,8 @@ torch::Tensor er_sde(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"er-sde", "ER-SDE-Solver-3: extended reverse-time SDE, 3 stages, 1 NFE per step",
-                      "Cui et al. 2024, Elucidating the Solution Space of Extended Reverse-Time SDE", er_sde, true,
-                      false, 0, {"er_sde"}});
+SamplerRegistrar reg(SamplerInfo{"er-sde", "ER-SDE-Solver-3: extended reverse-time SDE, 3 stages, 1 NFE per step",
+                      "Cui et al. 2024, Elucidating the Solution Space of Extended Reverse-Time SDE", er_sde}.sde().alias("er_sde"));
 
 }  // namespace
 }  // namespace tweedie

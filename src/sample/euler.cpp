@@ -42,10 +42,10 @@ torch::Tensor euler_ancestral(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg1({"euler", "Euler on the probability-flow ODE (flow Euler on flow models); --churn for EDM churn",
-                       "Karras et al. 2022, Alg. 2 (first order)", euler, false, true, 1, {"flow-euler"}});
-SamplerRegistrar reg2({"euler-a", "Euler ancestral: Euler to sigma_down, then fresh noise (--eta, default 1)",
-                       "k-diffusion sample_euler_ancestral", euler_ancestral, true, false, 0, {"euler_a"}});
+SamplerRegistrar reg1(SamplerInfo{"euler", "Euler on the probability-flow ODE (flow Euler on flow models); --churn for EDM churn",
+                       "Karras et al. 2022, Alg. 2 (first order)", euler}.ode(1).alias("flow-euler"));
+SamplerRegistrar reg2(SamplerInfo{"euler-a", "Euler ancestral: Euler to sigma_down, then fresh noise (--eta, default 1)",
+                       "k-diffusion sample_euler_ancestral", euler_ancestral}.sde().alias("euler_a"));
 
 }  // namespace
 }  // namespace tweedie

@@ -39,11 +39,11 @@ torch::Tensor gradient_estimation(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"gradient-estimation",
+SamplerRegistrar reg(SamplerInfo{"gradient-estimation",
                       "Euler with a momentum-corrected gradient estimate (--ge-gamma, default 2)",
                       "Permenter & Yuan 2024, Interpreting and Improving Diffusion Models from an Optimization "
                       "Perspective",
-                      gradient_estimation, false, true, 1, {"gradient_estimation"}});
+                      gradient_estimation}.ode(1).alias("gradient_estimation"));
 
 }  // namespace
 }  // namespace tweedie

@@ -38,8 +38,8 @@ torch::Tensor heun(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"heun", "Heun's second-order method on the PF-ODE (flow Heun on flow models); --churn for EDM churn",
-                      "Karras et al. 2022, Alg. 2", heun, false, true, 2, {"flow-heun"}});
+SamplerRegistrar reg(SamplerInfo{"heun", "Heun's second-order method on the PF-ODE (flow Heun on flow models); --churn for EDM churn",
+                      "Karras et al. 2022, Alg. 2", heun}.ode(2).alias("flow-heun"));
 
 }  // namespace
 }  // namespace tweedie

@@ -85,11 +85,10 @@ torch::Tensor ipndm_impl(SamplerRun& r, torch::Tensor x, bool variable) {
 torch::Tensor ipndm(SamplerRun& r, torch::Tensor x) { return ipndm_impl(r, std::move(x), false); }
 torch::Tensor ipndm_v(SamplerRun& r, torch::Tensor x) { return ipndm_impl(r, std::move(x), true); }
 
-SamplerRegistrar reg1({"ipndm", "Improved PNDM: fixed-coefficient Adams-Bashforth 4 on the PF-ODE derivative",
-                       "Zhang & Chen 2023, DEIS (iPNDM)", ipndm, false, true, 2});
-SamplerRegistrar reg2({"ipndm-v", "iPNDM with a variable-step second step (stable-diffusion.cpp ipndm_v)",
-                       "Zhou et al. 2024, diff-solvers (iPNDM_v); stable-diffusion.cpp", ipndm_v, false, true, 2,
-                       {"ipndm_v"}});
+SamplerRegistrar reg1(SamplerInfo{"ipndm", "Improved PNDM: fixed-coefficient Adams-Bashforth 4 on the PF-ODE derivative",
+                       "Zhang & Chen 2023, DEIS (iPNDM)", ipndm}.ode(2));
+SamplerRegistrar reg2(SamplerInfo{"ipndm-v", "iPNDM with a variable-step second step (stable-diffusion.cpp ipndm_v)",
+                       "Zhou et al. 2024, diff-solvers (iPNDM_v); stable-diffusion.cpp", ipndm_v}.ode(2).alias("ipndm_v"));
 
 }  // namespace
 }  // namespace tweedie

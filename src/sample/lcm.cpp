@@ -26,8 +26,8 @@ torch::Tensor lcm(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"lcm", "LCM / multistep consistency sampling: denoise, then fresh noise to the next level",
-                      "Song et al. 2023, Consistency Models; Luo et al. 2023, LCM", lcm, true, false, 0});
+SamplerRegistrar reg(SamplerInfo{"lcm", "LCM / multistep consistency sampling: denoise, then fresh noise to the next level",
+                      "Song et al. 2023, Consistency Models; Luo et al. 2023, LCM", lcm}.sde());
 
 }  // namespace
 }  // namespace tweedie

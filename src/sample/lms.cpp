@@ -65,8 +65,8 @@ torch::Tensor lms(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"lms", "Linear multistep (variable-step Adams-Bashforth 4 in sigma) on the PF-ODE",
-                      "k-diffusion sample_lms (Karras et al. 2022)", lms, false, true, 3});
+SamplerRegistrar reg(SamplerInfo{"lms", "Linear multistep (variable-step Adams-Bashforth 4 in sigma) on the PF-ODE",
+                      "k-diffusion sample_lms (Karras et al. 2022)", lms}.ode(3));
 
 }  // namespace
 }  // namespace tweedie

@@ -88,10 +88,10 @@ torch::Tensor pseudo_multistep(SamplerRun& r, torch::Tensor x, bool runge_kutta)
 torch::Tensor pndm(SamplerRun& r, torch::Tensor x) { return pseudo_multistep(r, std::move(x), true); }
 torch::Tensor plms(SamplerRun& r, torch::Tensor x) { return pseudo_multistep(r, std::move(x), false); }
 
-SamplerRegistrar reg1({"pndm", "PNDM: 3 pseudo Runge-Kutta warm-up steps (4 NFE each), then PLMS on eps",
-                       "Liu et al. 2022, PNDM; diffusers PNDMScheduler", pndm, false, true, 2});
-SamplerRegistrar reg2({"plms", "PLMS: pseudo linear multistep on eps, improved-Euler first step (LDM PLMSSampler)",
-                       "Liu et al. 2022, PNDM; latent-diffusion PLMSSampler", plms, false, true, 2});
+SamplerRegistrar reg1(SamplerInfo{"pndm", "PNDM: 3 pseudo Runge-Kutta warm-up steps (4 NFE each), then PLMS on eps",
+                       "Liu et al. 2022, PNDM; diffusers PNDMScheduler", pndm}.ode(2));
+SamplerRegistrar reg2(SamplerInfo{"plms", "PLMS: pseudo linear multistep on eps, improved-Euler first step (LDM PLMSSampler)",
+                       "Liu et al. 2022, PNDM; latent-diffusion PLMSSampler", plms}.ode(2));
 
 }  // namespace
 }  // namespace tweedie

@@ -43,9 +43,8 @@ torch::Tensor res_multistep(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"res-multistep", "RES second-order multistep exponential integrator (1 NFE per step)",
-                      "Zhang et al. 2023, RES; ComfyUI sample_res_multistep", res_multistep, false, true, 2,
-                      {"res_multistep"}});
+SamplerRegistrar reg(SamplerInfo{"res-multistep", "RES second-order multistep exponential integrator (1 NFE per step)",
+                      "Zhang et al. 2023, RES; ComfyUI sample_res_multistep", res_multistep}.ode(2).alias("res_multistep"));
 
 }  // namespace
 }  // namespace tweedie

@@ -9,34 +9,10 @@
 
 namespace tweedie {
 
-namespace {
-std::vector<SamplerInfo>& registry() {
-  static std::vector<SamplerInfo> r;
+template <>
+Registry<SamplerInfo>& registry<SamplerInfo>() {
+  static Registry<SamplerInfo> r("sampler");
   return r;
-}
-}  // namespace
-
-SamplerRegistrar::SamplerRegistrar(SamplerInfo info) { registry().push_back(std::move(info)); }
-
-const std::vector<SamplerInfo>& samplers() {
-  auto& r = registry();
-  static bool sorted = false;
-  if (!sorted) {
-    std::sort(r.begin(), r.end(), [](const SamplerInfo& a, const SamplerInfo& b) { return a.name < b.name; });
-    sorted = true;
-  }
-  return r;
-}
-
-const SamplerInfo& find_sampler(const std::string& name) {
-  for (auto& s : samplers()) {
-    if (s.name == name) return s;
-    for (auto& a : s.aliases)
-      if (a == name) return s;
-  }
-  std::string known;
-  for (auto& s : samplers()) known += (known.empty() ? "" : ", ") + s.name;
-  fail("unknown sampler '", name, "' (known: ", known, ")");
 }
 
 SamplerRun::SamplerRun(Denoiser& m, std::vector<double> s, Cond c, SamplerOptions o, torch::Generator g)

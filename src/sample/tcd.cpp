@@ -63,8 +63,8 @@ torch::Tensor tcd(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg({"tcd", "TCD: DDIM to timestep (1 - gamma) t', then fresh noise up to t' (--gamma, default 0.3)",
-                      "Zheng et al. 2024, Trajectory Consistency Distillation", tcd, true, false, 0});
+SamplerRegistrar reg(SamplerInfo{"tcd", "TCD: DDIM to timestep (1 - gamma) t', then fresh noise up to t' (--gamma, default 0.3)",
+                      "Zheng et al. 2024, Trajectory Consistency Distillation", tcd}.sde());
 
 }  // namespace
 }  // namespace tweedie

@@ -108,12 +108,10 @@ torch::Tensor unipc(SamplerRun& r, torch::Tensor x) {
   return x;
 }
 
-SamplerRegistrar reg1({"unipc-bh1", "UniPC: UniP-2 predictor + UniC corrector, B(h) = h (1 NFE per step)",
-                       "Zhao et al. 2023, UniPC; diffusers UniPCMultistepScheduler", unipc<Variant::BH1>, false, true,
-                       3, {"uni_pc"}});
-SamplerRegistrar reg2({"unipc-bh2", "UniPC: UniP-2 predictor + UniC corrector, B(h) = e^h - 1 (1 NFE per step)",
-                       "Zhao et al. 2023, UniPC; diffusers UniPCMultistepScheduler", unipc<Variant::BH2>, false, true,
-                       3, {"unipc", "uni_pc_bh2"}});
+SamplerRegistrar reg1(SamplerInfo{"unipc-bh1", "UniPC: UniP-2 predictor + UniC corrector, B(h) = h (1 NFE per step)",
+                       "Zhao et al. 2023, UniPC; diffusers UniPCMultistepScheduler", unipc<Variant::BH1>}.ode(3).alias("uni_pc"));
+SamplerRegistrar reg2(SamplerInfo{"unipc-bh2", "UniPC: UniP-2 predictor + UniC corrector, B(h) = e^h - 1 (1 NFE per step)",
+                       "Zhao et al. 2023, UniPC; diffusers UniPCMultistepScheduler", unipc<Variant::BH2>}.ode(3).alias("unipc").alias("uni_pc_bh2"));
 
 }  // namespace
 }  // namespace tweedie

@@ -24,6 +24,7 @@
 #include "tweedie/models/clip_tokenizer.h"
 #include "tweedie/models/network_io.h"
 #include "tweedie/models/prompt_weighting.h"
+#include "tweedie/models/sd_checkpoint.h"
 #include "tweedie/models/sd_export.h"
 #include "tweedie/models/sd_network.h"
 #include "tweedie/nn/module_weights.h"
@@ -70,6 +71,7 @@ TrainConfig TrainConfig::parse(const std::string& text, const std::string& where
   c.data = r.string("data", c.data);
   c.vae = r.string("vae", c.vae);
   c.tokenizer = r.string("tokenizer", c.tokenizer);
+  c.init = r.string("init", c.init);
   c.pad = int(r.integer("pad", c.pad, 0));
   c.hflip = r.boolean("hflip", c.hflip);
   c.arch = r.string("arch", c.arch);
@@ -200,6 +202,29 @@ struct Trainer::Impl : detail::TrainLog {
     append_tensors(t);
     save_safetensors(out + "/checkpoint.safetensors", t, {{"tweedie.train_config", cfg.config_json}});
     save_model();
+  }
+
+  // Fine-tuning: the weights of an earlier model of the same architecture.
+  void load_init() {
+    torch::NoGradGuard ng;
+    if (cfg.arch != "sd") {
+      load_network_weights(cfg.init, *net);
+      return;
+    }
+    SdLoadOptions o;
+    o.dtype = torch::kFloat32;
+    SdCheckpoint c = load_sd_checkpoint(cfg.init, o);
+    auto& sdn = dynamic_cast<SdNetwork&>(*net);
+    check(c.unet_config.to_json() == sdn.config().unet.to_json(), cfg.init, ": its UNet ", c.unet_config.to_json(),
+          " differs from the config's ", sdn.config().unet.to_json());
+    check(c.text_encoders.size() == 1 && c.text_encoders[0].configured &&
+              c.text_encoders[0].config.to_json() == sdn.config().text.to_json() &&
+              c.text_encoders[0].layer == sdn.config().layer() &&
+              c.text_encoders[0].final_norm == sdn.config().final_norm,
+          cfg.init, ": its text encoder differs from the config's ", sdn.config().text.to_json());
+    load_module_weights(*sdn.unet(), c.unet, cfg.init);
+    ClipTextModel t = sdn.text();
+    load_module_weights(*t, c.text_encoders[0].weights, cfg.init);
   }
 
   void load_checkpoint() {
@@ -375,6 +400,7 @@ Trainer::Trainer(TrainConfig cfg, std::string out_dir, bool resume) : impl_(new 
   m.proc = make_process(m.cfg.process);
   torch::manual_seed(m.cfg.seed);  // network initialization and dropout
   m.net = make_network(m.cfg.arch, m.cfg.network_json);
+  if (!m.cfg.init.empty() && !resume) m.load_init();
   auto shape = m.net->sample_shape();
   if (canvas) {
     check(m.cfg.pad == 0 && !m.cfg.hflip, "pad and hflip do not apply to FashionCanvas (cells and captions are fixed)");

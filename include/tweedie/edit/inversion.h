@@ -43,6 +43,7 @@
 
 #include <torch/types.h>
 
+#include "tweedie/core/registry.h"
 #include "tweedie/models/denoiser.h"
 #include "tweedie/sample/sampler.h"
 
@@ -98,13 +99,18 @@ struct InversionMethodInfo {
   InvertFn invert;
   DecodeFn decode;
   bool exact = false;       // reconstructs to float precision (at every guidance scale)
+
+  InversionMethodInfo& reconstructs_exactly() { exact = true; return *this; }
 };
 
-const std::vector<InversionMethodInfo>& inversion_methods();
-const InversionMethodInfo& find_inversion_method(const std::string& name);  // Error listing the known names
-struct InversionMethodRegistrar {
-  explicit InversionMethodRegistrar(InversionMethodInfo info);
-};
+template <>
+Registry<InversionMethodInfo>& registry<InversionMethodInfo>();
+using InversionMethodRegistrar = Registrar<InversionMethodInfo>;
+inline const std::vector<InversionMethodInfo>& inversion_methods() { return registry<InversionMethodInfo>().all(); }
+// Error listing the known names.
+inline const InversionMethodInfo& find_inversion_method(const std::string& name) {
+  return registry<InversionMethodInfo>().find(name);
+}
 
 // find_inversion_method(method).invert / .decode, with the input validated
 // (finite, a batch, a condition of the batch's size, a schedule ending at 0).

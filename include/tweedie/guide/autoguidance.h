@@ -16,6 +16,7 @@
 #pragma once
 #include <string>
 
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/models/denoiser.h"
 
 namespace tweedie {
@@ -26,14 +27,13 @@ void check_guide_model(const Denoiser& model, const std::vector<int64_t>& model_
                        const Denoiser& guide, const std::vector<int64_t>& guide_shape, int64_t guide_classes,
                        const std::string& what);
 
-class AutoGuidanceDenoiser : public Denoiser {
+class AutoGuidanceDenoiser : public GuidanceRule {
  public:
   AutoGuidanceDenoiser(DenoiserPtr good, DenoiserPtr bad, double w);
-  const Process& process() const override { return good_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override;
 
  private:
-  DenoiserPtr good_, bad_;
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
+  DenoiserPtr bad_;
   double w_;
 };
 

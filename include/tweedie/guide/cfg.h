@@ -15,6 +15,7 @@
 #pragma once
 #include <functional>
 
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/models/denoiser.h"
 
 namespace tweedie {
@@ -29,15 +30,13 @@ struct CFGOptions {
   double rescale = 0.0;
 };
 
-class CFGDenoiser : public Denoiser {
+class CFGDenoiser : public GuidanceRule {
  public:
   CFGDenoiser(DenoiserPtr inner, double scale);
   CFGDenoiser(DenoiserPtr inner, CFGOptions opt);
-  const Process& process() const override { return inner_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override;
 
  private:
-  DenoiserPtr inner_;
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
   CFGOptions opt_;
 };
 

@@ -25,6 +25,7 @@
 #pragma once
 #include <memory>
 
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/models/classifier.h"
 #include "tweedie/models/denoiser.h"
 
@@ -32,20 +33,19 @@ namespace tweedie {
 
 // p with its score moved by scale * grad (grad = a gradient w.r.t. the
 // model-space state x_t of a log-density): Prediction of kind Score
-// p.score() + scale * grad; the renoise eps of p is kept if p set one.
+// p.score() + scale * grad (the rules that use it carry p's auxiliary
+// fields as every GuidanceRule does).
 Prediction add_score(const Prediction& p, const torch::Tensor& grad, double scale, const Process& proc);
 
-class ClassifierGuidanceDenoiser : public Denoiser {
+class ClassifierGuidanceDenoiser : public GuidanceRule {
  public:
   ClassifierGuidanceDenoiser(DenoiserPtr inner, std::shared_ptr<Classifier> classifier, double scale);
-  const Process& process() const override { return inner_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override;
 
   // grad_{x_t} sum_i log p(y_i | x_t_i, t) for rows with y_i >= 0 (0 elsewhere).
   torch::Tensor log_prob_gradient(const torch::Tensor& x, double s, const torch::Tensor& labels);
 
  private:
-  DenoiserPtr inner_;
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
   std::shared_ptr<Classifier> clf_;
   double scale_;
 };

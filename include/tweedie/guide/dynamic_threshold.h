@@ -12,10 +12,11 @@
 // DynamicThresholdDenoiser applies it to the x0 the sampler sees, so it goes
 // outermost, after guidance. eps is recomputed from the thresholded x0 (the
 // two stay consistent for every sampler); a renoise eps set by an inner
-// CFG++ rule is kept.
+// CFG++ rule is kept (GuidanceRule carries it).
 #pragma once
 #include <cmath>
 
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/models/denoiser.h"
 
 namespace tweedie {
@@ -23,14 +24,12 @@ namespace tweedie {
 // x0: [N, ...]; p in (0, 1); max_value >= 1.
 torch::Tensor dynamic_threshold(const torch::Tensor& x0, double p, double max_value = INFINITY);
 
-class DynamicThresholdDenoiser : public Denoiser {
+class DynamicThresholdDenoiser : public GuidanceRule {
  public:
   DynamicThresholdDenoiser(DenoiserPtr inner, double p, double max_value = INFINITY);
-  const Process& process() const override { return inner_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override;
 
  private:
-  DenoiserPtr inner_;
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
   double p_, max_;
 };
 

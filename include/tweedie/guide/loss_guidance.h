@@ -31,6 +31,7 @@
 #include <memory>
 #include <string>
 
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/models/classifier.h"
 #include "tweedie/models/denoiser.h"
 
@@ -45,14 +46,12 @@ GuidanceLoss brightness_loss(double target);
 // divides H and W. A flat sample shape [D] needs factor 1.
 GuidanceLoss reference_loss(const torch::Tensor& ref, int64_t factor = 1);
 
-class LossGuidanceDenoiser : public Denoiser {
+class LossGuidanceDenoiser : public GuidanceRule {
  public:
   LossGuidanceDenoiser(DenoiserPtr inner, GuidanceLoss loss, double scale);
-  const Process& process() const override { return inner_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override;
 
  private:
-  DenoiserPtr inner_;
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
   GuidanceLoss loss_;
   double scale_;
 };

@@ -33,12 +33,14 @@
 #include <string>
 #include <vector>
 
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/models/net_denoiser.h"
 
 namespace tweedie {
 
-// The middle self-attention of a network: "mid.attn.0" (UNet), "blocks.<depth/2>.attn" (DiT).
+// The network's default_attention_site() (its middle self-attention), or an
+// Error for networks without one.
 std::string middle_attention_site(const Network& net);
 
 // probs [B*heads, L, L] with the rows of batch items [first, B) set to the
@@ -50,17 +52,15 @@ struct PAGOptions {
   std::vector<std::string> sites;  // attention paths; empty = middle_attention_site
 };
 
-class PAGDenoiser : public Denoiser {
+class PAGDenoiser : public GuidanceRule {
  public:
   // inner: the denoiser to evaluate (the network with CADS, SAG or
   // AutoGuidance inside); net: the network whose attention is perturbed
   // (inner's own network). cfg: the CFG part (scale 1 = none).
   PAGDenoiser(DenoiserPtr inner, std::shared_ptr<NetDenoiser> net, PAGOptions opt, CFGOptions cfg = {});
-  const Process& process() const override { return inner_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override;
 
  private:
-  DenoiserPtr inner_;
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
   std::shared_ptr<NetDenoiser> net_;
   PAGOptions opt_;
   CFGOptions cfg_;

@@ -26,6 +26,7 @@
 #pragma once
 #include <string>
 
+#include "tweedie/guide/guidance_rule.h"
 #include "tweedie/models/net_denoiser.h"
 
 namespace tweedie {
@@ -44,14 +45,12 @@ struct SAGOptions {
   int64_t blur_kernel = 9;
 };
 
-class SAGDenoiser : public Denoiser {
+class SAGDenoiser : public GuidanceRule {
  public:
   SAGDenoiser(DenoiserPtr inner, std::shared_ptr<NetDenoiser> net, SAGOptions opt);
-  const Process& process() const override { return inner_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override;
 
  private:
-  DenoiserPtr inner_;
+  Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
   std::shared_ptr<NetDenoiser> net_;
   SAGOptions opt_;
 };

@@ -23,6 +23,11 @@ class Network : public torch::nn::Module {
   virtual std::string config_json() const = 0;  // the full config, every key explicit
   virtual std::vector<int64_t> sample_shape() const = 0;  // [C, H, W]
   virtual int64_t num_classes() const = 0;      // 0 = unconditional
+  // The self-attention hook site that PAG and SAG perturb or read when none
+  // is named: the middle block's ("mid.attn.0" in tweedie's UNet,
+  // "middle_block.1.transformer_blocks.0.attn1" in SD's, as diffusers' PAG,
+  // "blocks.<depth/2>.attn" in DiT); "" = none.
+  virtual std::string default_attention_site() const { return ""; }
   // Hook sites inside the network read and write through this (may be null).
   void set_hooks(Hooks* h) { hooks_ = h; }
   Hooks* hooks() const { return hooks_; }

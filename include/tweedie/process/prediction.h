@@ -65,6 +65,20 @@ class Prediction {
   const torch::Tensor& renoise_eps() const { return renoise_.defined() ? renoise_ : eps_; }
   void set_renoise_eps(torch::Tensor e) { renoise_ = std::move(e); }
 
+  // Auxiliary fields: what a guidance rule hands the sampler beside x0/eps
+  // (today the renoise eps). Every field lives here, so carry_aux moves all
+  // of them: GuidanceRule (guide/guidance_rule.h) carries an inner
+  // prediction's fields into its result where the rule set none of its own
+  // (detached from any graph; fields of another batch shape are not taken).
+  struct Aux {
+    torch::Tensor renoise;
+  };
+  Aux aux() const { return {renoise_}; }
+  void carry_aux(const Aux& from) {
+    if (!renoise_.defined() && from.renoise.defined() && from.renoise.sizes() == eps_.sizes())
+      renoise_ = from.renoise.detach();
+  }
+
  private:
   torch::Tensor x_, x0_, eps_, renoise_;
   double s_, a_, scale_;

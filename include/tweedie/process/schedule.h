@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tweedie/core/registry.h"
 #include "tweedie/process/process.h"
 
 namespace tweedie {
@@ -34,14 +35,14 @@ struct ScheduleInfo {
   ScheduleFn fn;
 };
 
-const std::vector<ScheduleInfo>& schedules();
-const ScheduleInfo& find_schedule(const std::string& name);  // throws Error listing the known names
+template <>
+Registry<ScheduleInfo>& registry<ScheduleInfo>();
+using ScheduleRegistrar = Registrar<ScheduleInfo>;
+inline const std::vector<ScheduleInfo>& schedules() { return registry<ScheduleInfo>().all(); }
+// Throws Error listing the known names.
+inline const ScheduleInfo& find_schedule(const std::string& name) { return registry<ScheduleInfo>().find(name); }
 // Build a schedule and validate it (steps >= 1, finite, strictly decreasing, ends at 0).
 std::vector<double> make_schedule(const std::string& name, const Process& p, int steps, const ScheduleOptions& o = {});
-
-struct ScheduleRegistrar {
-  explicit ScheduleRegistrar(ScheduleInfo info);
-};
 
 // Shared helpers for schedule files.
 namespace schedule_util {

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "tweedie/core/registry.h"
 #include "tweedie/restore/operator.h"
 #include "tweedie/sample/sampler.h"
 
@@ -71,14 +72,27 @@ struct RestoreSolverInfo {
   bool baseline = false;    // no denoiser: no steps, no NFE, the start state is ignored
   bool decoder = false;     // works on latent models: the operator acts through Measurement::decode
   bool needs_decoder = false;  // latent models only (PSLD, ReSample)
+
+  // Registrations name what they set: RestoreSolverInfo{...}.requires_svd().with_eta_b().
+  RestoreSolverInfo& requires_svd() { needs_svd = true; return *this; }
+  RestoreSolverInfo& with_time_travel() { time_travel = true; return *this; }
+  RestoreSolverInfo& with_eta_b() { uses_eta_b = true; return *this; }
+  RestoreSolverInfo& with_zeta() { uses_zeta = true; return *this; }
+  RestoreSolverInfo& for_masks_only() { masks_only = true; return *this; }
+  RestoreSolverInfo& with_sampler() { uses_sampler = true; return *this; }
+  RestoreSolverInfo& as_baseline() { baseline = true; return *this; }
+  RestoreSolverInfo& through_decoder() { decoder = true; return *this; }
+  RestoreSolverInfo& latent_only() { decoder = needs_decoder = true; return *this; }
 };
 
-const std::vector<RestoreSolverInfo>& restore_solvers();
-const RestoreSolverInfo& find_restore_solver(const std::string& name);  // Error listing the known names
-
-struct RestoreSolverRegistrar {
-  explicit RestoreSolverRegistrar(RestoreSolverInfo info);
-};
+template <>
+Registry<RestoreSolverInfo>& registry<RestoreSolverInfo>();
+using RestoreSolverRegistrar = Registrar<RestoreSolverInfo>;
+inline const std::vector<RestoreSolverInfo>& restore_solvers() { return registry<RestoreSolverInfo>().all(); }
+// Error listing the known names.
+inline const RestoreSolverInfo& find_restore_solver(const std::string& name) {
+  return registry<RestoreSolverInfo>().find(name);
+}
 
 // Validate (decreasing levels ending in 0, shapes of x and y against the
 // operator, sigma_y >= 0, options in range, an SVD where needed, a generator)

@@ -16,6 +16,7 @@
 
 #include <torch/types.h>
 
+#include "tweedie/core/registry.h"
 #include "tweedie/models/denoiser.h"
 
 namespace tweedie {
@@ -86,6 +87,9 @@ torch::Tensor ddim_step(const Process& p, const Prediction& pr, double s_to);
 
 using SamplerFn = torch::Tensor (*)(SamplerRun& run, torch::Tensor x);
 
+// A registration: SamplerInfo{name, description, reference, fn} and what it
+// is, by name: .ode(2) (deterministic, invertible, second order), .sde()
+// (stochastic), .deterministic(1) (not invertible), .alias("dpm_2").
 struct SamplerInfo {
   std::string name;          // k-diffusion / stable-diffusion.cpp style: euler-a, dpmpp-2m, ...
   std::string description;   // one line
@@ -95,14 +99,19 @@ struct SamplerInfo {
   bool invertible = false;   // deterministic and correct on an increasing level list
   int order = 1;             // convergence order of the deterministic update (0: stochastic)
   std::vector<std::string> aliases = {};
+
+  SamplerInfo& deterministic(int k) { stochastic = false, invertible = false, order = k; return *this; }
+  SamplerInfo& ode(int k) { deterministic(k).invertible = true; return *this; }
+  SamplerInfo& sde() { stochastic = true, invertible = false, order = 0; return *this; }
+  SamplerInfo& alias(std::string a) { aliases.push_back(std::move(a)); return *this; }
 };
 
-const std::vector<SamplerInfo>& samplers();
-const SamplerInfo& find_sampler(const std::string& name);  // throws Error listing the known names
-
-struct SamplerRegistrar {
-  explicit SamplerRegistrar(SamplerInfo info);
-};
+template <>
+Registry<SamplerInfo>& registry<SamplerInfo>();
+using SamplerRegistrar = Registrar<SamplerInfo>;
+inline const std::vector<SamplerInfo>& samplers() { return registry<SamplerInfo>().all(); }
+// Throws Error listing the known names.
+inline const SamplerInfo& find_sampler(const std::string& name) { return registry<SamplerInfo>().find(name); }
 
 // Run a sampler from x at sigmas[0] to sigmas.back(), validating the levels.
 torch::Tensor run_sampler(const SamplerInfo& info, SamplerRun& run, torch::Tensor x);

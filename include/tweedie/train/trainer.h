@@ -10,6 +10,8 @@
 //   vae             arch "sd": the frozen first stage (a train-autoencoder model.safetensors);
 //                   the network learns scaling_factor * posterior samples of the images
 //   tokenizer       arch "sd": folder with CLIP's vocab.json and merges.txt ("" = $TWEEDIE_TOKENIZER)
+//   init            fine-tuning: start from this earlier model of the same architecture (a tweedie
+//                   model file; arch "sd": the SD single file a previous run wrote), not at random
 //   pad             pixels of padding on each side (0)
 //   hflip           random horizontal flips (false)
 //   arch, network   the Network (make_network) and its config object
@@ -51,6 +53,7 @@ struct TrainConfig {
   std::string config_json;  // the config as given (normalized), stored in checkpoints
   std::string data = "fashion-mnist";
   std::string vae, tokenizer;  // arch "sd": the autoencoder file; CLIP tokenizer folder ("" = TWEEDIE_TOKENIZER)
+  std::string init;            // fine-tuning: the earlier model whose weights start training
   int pad = 0;
   bool hflip = false;
   std::string arch, network_json;
