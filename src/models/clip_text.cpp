@@ -299,33 +299,6 @@ ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& c) : cfg_(c) {
   if (c.projection_dim > 0)
     text_projection = register_module("text_projection",
                                       torch::nn::Linear(torch::nn::LinearOptions(c.width, c.projection_dim).bias(false)));
-  initialize();
-}
-
-// CLIP's initialization for training from scratch (Radford et al. 2021,
-// OpenAI CLIP's initialize_parameters; Hugging Face CLIPPreTrainedModel):
-// embeddings N(0, 0.02^2), attention and MLP input weights with std
-// width^-1/2 (2 layers)^-1/2 and (2 width)^-1/2, outputs width^-1/2 and
-// width^-1/2 (2 layers)^-1/2, biases 0. torch's defaults (N(0, 1)
-// embeddings) would make each token's own embedding dwarf what attention
-// adds, so the encoder could barely learn context (which item a position
-// word belongs to). Loading weights replaces all of this.
-void ClipTextModelImpl::initialize() {
-  torch::NoGradGuard g;
-  const double w = double(cfg_.width), n = double(cfg_.layers);
-  const double in_std = std::pow(w, -0.5) * std::pow(2 * n, -0.5), attn_out_std = std::pow(w, -0.5),
-               fc_std = std::pow(2 * w, -0.5);
-  token_embedding->weight.normal_(0, 0.02);
-  position_embedding->weight.normal_(0, 0.02);
-  for (auto& m : *layers) {
-    auto& l = *m->as<ClipEncoderLayerImpl>();
-    for (auto* lin : {&l.q_proj, &l.k_proj, &l.v_proj}) (*lin)->weight.normal_(0, in_std);
-    l.out_proj->weight.normal_(0, attn_out_std);
-    l.fc1->weight.normal_(0, fc_std);
-    l.fc2->weight.normal_(0, in_std);
-    for (auto* lin : {&l.q_proj, &l.k_proj, &l.v_proj, &l.out_proj, &l.fc1, &l.fc2}) (*lin)->bias.zero_();
-  }
-  if (text_projection) text_projection->weight.normal_(0, attn_out_std);
 }
 
 torch::ScalarType ClipTextModelImpl::dtype() const { return token_embedding->weight.scalar_type(); }

@@ -139,8 +139,6 @@ class ClipTextModelImpl : public torch::nn::Module {
   ClipTextOutput forward(const torch::Tensor& ids, int64_t clip_skip = 1, bool final_norm = true, bool pooled = false);
 
   const ClipTextConfig& config() const { return cfg_; }
-  // CLIP's from-scratch initialization (done by the constructor; clip_text.cpp).
-  void initialize();
   torch::ScalarType dtype() const;
   torch::Device device() const;
 
