@@ -58,6 +58,8 @@ TEST(FashionCanvasModel, ShippedFileIsAnSdSingleFileWithinTheBudget) {
   ASSERT_TRUE(meta.count("tweedie.training"));
   auto tr = nlohmann::json::parse(meta.at("tweedie.training"));
   EXPECT_EQ(tr["steps"].get<int64_t>(), tr["config"]["steps"].get<int64_t>());
+  // the last stage of its recipe (docs/fashion-canvas.md): the fine-tune from stage 2's model
+  EXPECT_EQ(tr["config"], nlohmann::json::parse(read_file(source_path("configs/fashion_canvas_ft.json"))));
   EXPECT_LE(tr["train_seconds"].get<double>(), 3 * 3600.0);
 }
 
