@@ -36,7 +36,7 @@ TEST(AttentionShare, ReadsConditionalRowsOfEveryCrossAttentionLayerPerStep) {
   // only to the top-left quarter of the grid, of the unconditional rows only
   // to the bottom-right quarter.
   int calls = 0;
-  ScopedHook fake(*net, "*attn2.probs", [&](const std::string&, const torch::Tensor& p, const HookContext& ctx) {
+  ScopedHook fake(net->hooks(), "*attn2.probs", [&](const std::string&, const torch::Tensor& p, const HookContext& ctx) {
     ++calls;
     const int64_t rows = p.size(0), Lq = p.size(1), side = int64_t(std::lround(std::sqrt(double(Lq))));
     auto out = torch::full_like(p, 1.0 / double(p.size(2)));
@@ -59,7 +59,7 @@ TEST(AttentionShare, ReadsConditionalRowsOfEveryCrossAttentionLayerPerStep) {
     StepScope step(5);
     Cond c;
     c.context = torch::randn({2 * n, 77, 32});
-    net->hooks()->ctx = current_hook_context(1.0, 2 * n);  // as NetDenoiser does for each call
+    net->hooks().ctx = current_hook_context(1.0, 2 * n);  // as NetDenoiser does for each call
     torch::NoGradGuard ng;
     net->forward(torch::randn({2 * n, 4, 16, 16}), torch::full({2 * n}, 500.0), c);
   }

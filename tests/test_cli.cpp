@@ -264,13 +264,13 @@ TEST(CLI, GuidanceFlagsBuildTheLibraryGuidance) {
   // the same run through the library
   auto d = std::make_shared<GMMDenoiser>(GaussianMixture::load(source_path("models/gmm/ring2d.json")), make_process("vp"));
   GuidanceOptions g;
-  g.cfg = 3;
-  g.negative_class = 6;
-  g.rescale = 0.5;
-  g.interval = {0.2, 6.0};
-  g.schedule = CFGSchedule::Cosine;
-  g.threshold = 0.9;
-  g.threshold_max = 1.5;
+  g.set("cfg", 3.0);
+  g.set("negative-class", "6");
+  g.set("cfg-rescale", 0.5);
+  g.set("guidance-interval", "0.2,6");
+  g.set("cfg-schedule", "cosine");
+  g.set("dynamic-threshold", 0.9);
+  g.set("dynamic-threshold-max", 1.5);
   auto guided = make_guidance(d, g);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   auto noise = at::randn({64, 2}, gen, torch::kFloat32);
@@ -327,14 +327,14 @@ TEST(CLI, GuidanceBadInputGetsOneClearError) {
   expect_error(g + "--guidance-interval -1,2 -o " + out, "LO must be >= 0", out);
   expect_error(g + "--cfg-rescale 2 -o " + out, "--cfg-rescale must be in [0, 1]", out);
   expect_error(g + "--cfg-schedule quadratic -o " + out, "--cfg-schedule: unknown schedule 'quadratic'", out);
-  expect_error(g + "--dynamic-threshold 1.5 -o " + out, "--dynamic-threshold must be a percentile in (0, 1)", out);
-  expect_error(g + "--dynamic-threshold 0 -o " + out, "--dynamic-threshold must be a percentile in (0, 1)", out);
+  expect_error(g + "--dynamic-threshold 1.5 -o " + out, "--dynamic-threshold must be in (0, 1)", out);
+  expect_error(g + "--dynamic-threshold 0 -o " + out, "--dynamic-threshold must be in (0, 1)", out);
   expect_error(g + "--dynamic-threshold 0.99 --dynamic-threshold-max 0.5 -o " + out, "must be >= 1", out);
   expect_error(g + "--dynamic-threshold-max 2 -o " + out, "--dynamic-threshold-max needs --dynamic-threshold", out);
   expect_error(g + "--cads-noise 0.25 -o " + out, "--cads-noise needs a network model", out);
   expect_error(g + "--cads-tau 0.5,0.9 -o " + out, "--cads-tau needs --cads-noise", out);
   expect_error("sample --class 1 --cfg 3 --cads-noise 0.2 --cads-tau 0.9,0.5 -o " + out, "0 <= TAU1 < TAU2 <= 1", out);
-  expect_error("sample --class 1 --cfg 3 --cads-noise -1 -o " + out, "--cads-noise must be positive", out);
+  expect_error("sample --class 1 --cfg 3 --cads-noise -1 -o " + out, "--cads-noise must be > 0", out);
   expect_error("sample --cads-noise 0.2 -o " + out, "--cads-noise needs --class", out);
   expect_error("eval -n 4 --negative-class 99", "--negative-class: unknown class '99'");
   expect_error("bench fid -n 4 --cfg-rescale 3", "--cfg-rescale must be in [0, 1]");

@@ -13,7 +13,9 @@
 #include "testing.h"
 #include "tweedie/core/error.h"
 #include "cli_testing.h"
+#include "tweedie/guide/apg.h"
 #include "tweedie/guide/autoguidance.h"
+#include "tweedie/guide/cfg_zero_star.h"
 #include "tweedie/io/npy.h"
 #include "tweedie/guide/cads.h"
 #include "tweedie/guide/cfg.h"
@@ -154,8 +156,8 @@ TEST(Guidance, IntervalSkipsTheNegativeBranchOutsideIt) {
   auto base = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
   auto counting = std::make_shared<Counting>(base);
   GuidanceOptions g;
-  g.cfg = 3;
-  g.interval = {0.5, 2.0};
+  g.set("cfg", 3.0);
+  g.set("guidance-interval", "0.5,2");
   auto guided = make_guidance(counting, g);
   auto x = points(4);
   auto c = labels({0, 1, 0, 1});
@@ -170,10 +172,10 @@ TEST(Guidance, IntervalSkipsTheNegativeBranchOutsideIt) {
     EXPECT_TRUE(torch::equal(out, inside ? cfg.predict(x, s, c).x0() : base->predict(x, s, c).x0())) << s;
   }
   // an interval covering every level is plain CFG
-  g.interval = {0.0, INFINITY};
+  g.set("guidance-interval", "0,inf");
   EXPECT_TRUE(torch::equal(make_guidance(base, g)->predict(x, 0.3, c).x0(), cfg.predict(x, 0.3, c).x0()));
   // over a whole run: 2N rows exactly at the levels inside the interval
-  g.interval = {0.3, 3.0};
+  g.set("guidance-interval", "0.3,3");
   counting->rows.clear(), counting->levels.clear();
   auto levels = make_schedule("karras", base->process(), 12);
   auto over_run = make_guidance(counting, g);
@@ -223,8 +225,8 @@ TEST(Guidance, SchedulesMatchTheirClosedForms) {
   auto c = labels({0, 1, 1});
   for (auto k : {CFGSchedule::Linear, CFGSchedule::Cosine}) {
     GuidanceOptions g;
-    g.cfg = 3;
-    g.schedule = k;
+    g.set("cfg", 3.0);
+    g.set("cfg-schedule", to_string(k));
     auto guided = make_guidance(d, g);
     for (double s : {0.2, 0.5, 0.8}) {
       const double tau = (s - flow->s_min()) / (flow->s_max() - flow->s_min());
@@ -236,7 +238,7 @@ TEST(Guidance, SchedulesMatchTheirClosedForms) {
   }
   // constant is plain CFG bit for bit
   GuidanceOptions g;
-  g.cfg = 3;
+  g.set("cfg", 3.0);
   EXPECT_TRUE(torch::equal(make_guidance(d, g)->predict(x, 0.5, c).x0(), CFGDenoiser(d, 3).predict(x, 0.5, c).x0()));
   EXPECT_EQ(cfg_schedule_from_string("cosine"), CFGSchedule::Cosine);
   EXPECT_NE(error_of([] { cfg_schedule_from_string("quadratic"); }).find("'quadratic'"), std::string::npos);
@@ -337,12 +339,12 @@ TEST(Guidance, ComposesInTheDocumentedOrder) {
   // neutral options: the base itself
   EXPECT_EQ(make_guidance(base, GuidanceOptions{}).get(), base.get());
   GuidanceOptions g;
-  g.cfg = 4;
-  g.negative_class = 0;
-  g.schedule = CFGSchedule::Cosine;
-  g.interval = {0.2, 5.0};
-  g.rescale = 0.5;
-  g.threshold = 0.5;
+  g.set("cfg", 4.0);
+  g.set("negative-class", "0");
+  g.set("cfg-schedule", "cosine");
+  g.set("guidance-interval", "0.2,5");
+  g.set("cfg-rescale", 0.5);
+  g.set("dynamic-threshold", 0.5);
   auto guided = make_guidance(base, g);
   auto x = points(6, 5, 2.0);
   auto c = labels({1, 1, 1, 1, 1, 1});
@@ -366,8 +368,8 @@ TEST(Guidance, ComposesInTheDocumentedOrder) {
   EXPECT_FALSE(same(guided->predict(x, 0.6, c).x0(), other, 1e-6));
   EXPECT_NE(g.describe().find("negative class 0"), std::string::npos);
   // CADS needs a network
-  g.cads = CADSOptions{};
-  EXPECT_NE(error_of([&] { make_guidance(base, g); }).find("CADS needs a network model"), std::string::npos);
+  g.set("cads-noise", 0.25);
+  EXPECT_NE(error_of([&] { make_guidance(base, g); }).find("--cads-noise needs a network model"), std::string::npos);
 }
 
 TEST(Guidance, EverySamplerRunsUnderTheComposedRules) {
@@ -376,15 +378,15 @@ TEST(Guidance, EverySamplerRunsUnderTheComposedRules) {
   Cond c = labels({0, 1, 0, 1, 0, 1, 0, 1});
   auto levels = make_schedule("karras", base->process(), 6);
   GuidanceOptions none;  // an interval no level reaches: exactly the conditional model
-  none.cfg = 3;
-  none.interval = {100.0, 200.0};
+  none.set("cfg", 3.0);
+  none.set("guidance-interval", "100,200");
   GuidanceOptions all;
-  all.cfg = 3;
-  all.negative_class = 0;
-  all.schedule = CFGSchedule::Linear;
-  all.interval = {0.05, 10.0};
-  all.rescale = 0.7;
-  all.threshold = 0.9;
+  all.set("cfg", 3.0);
+  all.set("negative-class", "0");
+  all.set("cfg-schedule", "linear");
+  all.set("guidance-interval", "0.05,10");
+  all.set("cfg-rescale", 0.7);
+  all.set("dynamic-threshold", 0.9);
   for (auto& info : samplers()) {
     auto run = [&](DenoiserPtr d) {
       SamplerRun r(*d, levels, c, {}, at::make_generator<at::CPUGeneratorImpl>(9));
@@ -456,7 +458,7 @@ TEST(Guidance, CADSNoisesTheClassEmbeddingOfRealClassesOnly) {
     // otherwise: the network with the noised class embedding on rows 0 and 2, the noise from the seed
     CADSDenoiser fresh(net, o, 7);
     auto got = fresh.predict(x, s_noisy, c).x0();
-    Hooks h;
+    Hooks& h = net->network().hooks();
     auto g7 = at::make_generator<at::CPUGeneratorImpl>(7);
     int fired = 0;
     h.add("label_emb", [&](const std::string&, const torch::Tensor& y, const HookContext&) {
@@ -465,9 +467,8 @@ TEST(Guidance, CADSNoisesTheClassEmbeddingOfRealClassesOnly) {
       auto noise = at::randn({2, y.size(1)}, g7, torch::kFloat32);
       return y.index_copy(0, rows, cads_noise_condition(y.index_select(0, rows), noise, gamma, 0.5, 0.5));
     });
-    net->network().set_hooks(&h);
     auto want = net->predict(x, s_noisy, c).x0();
-    net->network().set_hooks(nullptr);
+    h.clear();
     EXPECT_EQ(fired, 1);
     EXPECT_TRUE(torch::equal(got, want)) << arch;
     EXPECT_FALSE(torch::allclose(got, net->predict(x, s_noisy, c).x0())) << arch;
@@ -475,28 +476,206 @@ TEST(Guidance, CADSNoisesTheClassEmbeddingOfRealClassesOnly) {
     EXPECT_TRUE(torch::equal(got[1], net->predict(x, s_noisy, c).x0()[1])) << arch;
     // the network's own hooks are back in place and still run during the call
     int observed = 0;
-    Hooks mine;
+    Hooks& mine = net->network().hooks();
     mine.add("temb", [&](const std::string&, const torch::Tensor& v, const HookContext&) { ++observed; return v; });
-    net->network().set_hooks(&mine);
     CADSDenoiser(net, o, 7).predict(x, s_noisy, c);
     EXPECT_EQ(observed, 1);
-    EXPECT_EQ(net->network().hooks(), &mine);
-    net->network().set_hooks(nullptr);
+    EXPECT_EQ(mine.size(), 1u);  // CADS's own hook is gone again
+    mine.clear();
     // same seed, same answer
     EXPECT_TRUE(torch::equal(CADSDenoiser(net, o, 7).predict(x, s_noisy, c).x0(), got));
 
     // Under CFG the null branch is the plain network and the conditional
     // branch draws exactly what a conditional-only call draws.
-    GuidanceOptions g;
-    g.cfg = 3;
-    g.cads = o;
-    g.cads_seed = 7;
+    GuidanceOptions g(3);
+    g.set("cads-noise", o.noise_scale).set("cads-tau", std::to_string(o.tau1) + "," + std::to_string(o.tau2));
+    g.set("cads-psi", o.psi);
+    g.seed = 7;
     auto cc = labels({2, 1, 0});
     auto guided = make_guidance(net, g)->predict(x, s_noisy, cc).x0();
     auto xc = CADSDenoiser(net, o, 7).predict(x, s_noisy, cc).x0();
     auto xu = net->predict(x, s_noisy, cc.null_like()).x0();
     EXPECT_TRUE(torch::allclose(guided, xu + 3 * (xc - xu), 1e-5, 1e-5)) << arch;
   }
+}
+
+// ---- the guidance registry ----
+
+TEST(GuidanceRegistry, RulesDeclareTheirPlaceOptionsAndNeeds) {
+  std::vector<std::string> order;
+  std::set<std::string> flags;
+  for (const GuidanceRuleInfo* r : guidance_rules()) {
+    order.push_back(r->name);
+    ASSERT_FALSE(r->options.empty()) << r->name;
+    EXPECT_TRUE(r->build != nullptr && r->describe != nullptr) << r->name;
+    EXPECT_FALSE(r->reference.empty()) << r->name;
+    for (const MethodOption& o : r->options) {
+      EXPECT_TRUE(flags.insert(o.name).second) << "two rules declare --" << o.name;
+      EXPECT_FALSE(o.help.empty()) << o.name;
+      EXPECT_EQ(guidance_rule_of(o.name), r) << o.name;
+    }
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"cads", "sag", "autoguidance", "apg", "cfg", "cfg-zero-star", "pag",
+                                             "loss-guidance", "classifier-guidance", "dynamic-threshold"}));
+  EXPECT_EQ(guidance_rule_of("negative")->name, "cfg");  // an attachment
+  EXPECT_EQ(guidance_rule_of("nowhere"), nullptr);
+}
+
+TEST(GuidanceRegistry, ValuesAreCheckedWhereTheRuleDeclaresThem) {
+  auto base = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
+  GuidanceOptions g(3);
+  EXPECT_EQ(error_of([&] { g.set("cfg-rescal", 0.5); }), "unknown guidance option --cfg-rescal");
+  EXPECT_EQ(error_of([&] { g.set("cfg-rescale", 2.0); }), "--cfg-rescale must be in [0, 1] (got 2)");
+  EXPECT_EQ(error_of([&] { g.set("cfg-rescale", "x"); }), "--cfg-rescale expects a number, got 'x'");
+  EXPECT_EQ(error_of([&] { g.set("cfg-schedule", 1.0); }), "--cfg-schedule takes a word, not the number 1");
+  EXPECT_EQ(error_of([&] { g.set("negative", 1.0); }), "--negative takes an object (attach it), not a value");
+  EXPECT_EQ(error_of([&] { g.set("loss-factor", 1.5); }), "--loss-factor must be an integer >= 1 (got 1.5)");
+  g.set("dynamic-threshold", 0.9).set("dynamic-threshold-max", "inf");
+  EXPECT_EQ(g.number("dynamic-threshold-max"), INFINITY);
+  EXPECT_EQ(g.number("cads-psi"), 1.0);  // unset: the declared default
+  EXPECT_EQ(g.text("cads-tau"), "0.6,0.9");
+  // an option without its rule's switch
+  GuidanceOptions sites;
+  sites.set("pag-sites", "mid.attn.0");
+  EXPECT_EQ(error_of([&] { make_guidance(base, sites); }), "--pag-sites needs --pag");
+  GuidanceOptions rescale;
+  rescale.set("cfg-rescale", 0.5);
+  EXPECT_EQ(error_of([&] { make_guidance(base, rescale); }),
+            "--cfg-rescale has no effect without guidance: give --cfg other than 1");
+  // conditional samples
+  GuidanceOptions neg(3);
+  neg.set("negative-class", "2");
+  neg.conditional = false;
+  neg.condition_from = "--class";
+  EXPECT_EQ(error_of([&] { make_guidance(base, neg); }), "--negative-class needs --class");
+  // words a rule reads
+  GuidanceOptions words(3);
+  words.set("cfg-schedule", "quadratic");
+  EXPECT_EQ(error_of([&] { make_guidance(base, words); }),
+            "--cfg-schedule: unknown schedule 'quadratic' (constant, linear, cosine)");
+  words.set("cfg-schedule", "linear").set("guidance-interval", "5,1");
+  EXPECT_EQ(error_of([&] { make_guidance(base, words); }), "--guidance-interval: LO must be below HI (got 5,1)");
+  words.set("guidance-interval", "0.5,inf");
+  EXPECT_NE(make_guidance(base, words).get(), base.get());
+  // a negative class read by the library as an index (the CLI resolves names)
+  GuidanceOptions bad(3);
+  bad.set("negative-class", "tshirt");
+  EXPECT_EQ(error_of([&] { make_guidance(base, bad); }), "--negative-class: 'tshirt' is not a class index");
+  // an object of the wrong type
+  GuidanceOptions ag;
+  ag.set("autoguidance", 2.0).attach("guide-model", 3);
+  EXPECT_EQ(error_of([&] { make_guidance(base, ag); }), "--guide-model: the attached object has the wrong type");
+}
+
+// ---- CFG variants: APG, CFG-Zero* ----
+
+double row_norm_max(const torch::Tensor& t) { return t.flatten(1).norm(2, 1).max().item<double>(); }
+
+TEST(APG, ReducesToCFGAndProjectsAndClipsTheUpdate) {
+  auto d = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
+  auto x = points(6);
+  auto c = labels({0, 1, 1, 0, 1, 0});
+  const double s = 0.8;
+  CFGOptions cfg;
+  cfg.scale = 4;
+  auto plain = CFGDenoiser(d, cfg).predict(x, s, c).x0();
+  EXPECT_TRUE(same(APGDenoiser(d, cfg, {1.0, 0, 0}).predict(x, s, c).x0(), plain));
+  // eta = 0: the update (x0 - x0_cond) / (w - 1) is orthogonal to x0_cond, row by row
+  auto xc = d->predict(x, s, c).x0(), xu = d->predict(x, s, c.null_like()).x0();
+  auto upd = (APGDenoiser(d, cfg, {0.0, 0, 0}).predict(x, s, c).x0() - xc) / 3;
+  EXPECT_LT((upd * xc).sum(1).abs().max().item<double>(), 1e-12);
+  EXPECT_GT(row_norm_max(upd), 1e-3);
+  // ... and upd + its parallel part is CFG's update
+  auto u = xc / xc.norm(2, 1, true);
+  auto par = ((xc - xu) * u).sum(1, true) * u;
+  EXPECT_TRUE(same(upd + par, xc - xu));
+  // the clipped update's norm is r where CFG's is larger
+  const double r = 0.5 * row_norm_max(xc - xu);
+  auto clipped = (APGDenoiser(d, cfg, {1.0, 0, r}).predict(x, s, c).x0() - xc) / 3;
+  auto want = (xc - xu) * torch::clamp_max(r / (xc - xu).norm(2, 1, true), 1.0);
+  EXPECT_TRUE(same(clipped, want));
+  EXPECT_NEAR(row_norm_max(clipped), r, 1e-12);
+  // momentum: d_1 = d(s1) + beta d(s0) within a run, restarting with the next run
+  APGDenoiser m(d, cfg, {1.0, -0.5, 0});
+  const double s1 = 0.5;
+  auto d0 = xc - xu;
+  auto d1 = d->predict(x, s1, c).x0() - d->predict(x, s1, c.null_like()).x0();
+  torch::Tensor first, second, again;
+  {
+    StepScope st(0);
+    first = m.predict(x, s, c).x0();
+  }
+  {
+    StepScope st(1);
+    second = m.predict(x, s1, c).x0();
+  }
+  {
+    StepScope st(0);
+    again = m.predict(x, s, c).x0();
+  }
+  EXPECT_TRUE(same(first, plain));
+  EXPECT_TRUE(same(second, d->predict(x, s1, c).x0() + 3 * (d1 - 0.5 * d0), 1e-10));
+  EXPECT_TRUE(same(again, plain));
+  // through the registry: the same rule, and one CFG replacement at a time
+  GuidanceOptions g(4);
+  g.set("apg", 1.0);
+  EXPECT_TRUE(same(make_guidance(d, g)->predict(x, s, c).x0(), plain));
+  EXPECT_EQ(g.describe(), "cfg 4, APG eta 1");
+  g.set("cfg-zero-star", 0);
+  EXPECT_EQ(error_of([&] { make_guidance(d, g); }), "--apg and --cfg-zero-star both replace cfg; give one");
+  GuidanceOptions off;
+  off.set("apg", 0.0);
+  EXPECT_EQ(error_of([&] { make_guidance(d, off); }), "--apg needs guidance: give --cfg other than 1");
+}
+
+TEST(CFGZeroStar, MatchesItsFormulaInVelocityOrEpsForm) {
+  auto x = points(5);
+  auto c = labels({0, 1, 1, 0, 1});
+  // s* by hand: a multiple of u gives the multiple; an orthogonal one gives 0
+  auto u = torch::tensor({{1.0, 2.0}, {3.0, 0.0}}, torch::kFloat64);
+  auto v = torch::tensor({{2.0, 4.0}, {0.0, 5.0}}, torch::kFloat64);
+  EXPECT_TRUE(same(cfg_zero_star_scale(v, u), torch::tensor({2.0, 0.0}, torch::kFloat64)));
+  for (const char* name : {"flow", "vp"}) {
+    auto d = std::make_shared<GMMDenoiser>(test_mixture(), make_process(name));
+    const Process& p = d->process();
+    const double s = std::string(name) == "flow" ? 0.6 : 0.8;
+    const PredKind k = std::string(name) == "flow" ? PredKind::Velocity : PredKind::Eps;
+    CFGOptions cfg;
+    cfg.scale = 3;
+    auto pc = d->predict(x, s, c).as({k}), pu = d->predict(x, s, c.null_like()).as({k});
+    auto st = ((pc * pu).sum(1) / (pu * pu).sum(1)).unsqueeze(1);
+    auto want = Prediction({k}, pu * st + 3 * (pc - pu * st), x, s, p).x0();
+    EXPECT_TRUE(same(CFGZeroStarDenoiser(d, cfg, 0).predict(x, s, c).x0(), want, 1e-10)) << name;
+    EXPECT_FALSE(same(want, CFGDenoiser(d, cfg).predict(x, s, c).x0(), 1e-6)) << name;
+    // where s* = 1 (the unconditional branch is its own projection) it is CFG:
+    // here with the conditional branch as its own negative
+    CFGOptions self = cfg;
+    self.negative = [](const Cond& cc) { return cc; };
+    EXPECT_TRUE(same(CFGZeroStarDenoiser(d, self, 0).predict(x, s, c).x0(), d->predict(x, s, c).x0(), 1e-10)) << name;
+    // w = 1: the conditional model
+    EXPECT_TRUE(same(CFGZeroStarDenoiser(d, CFGOptions{1.0}, 0).predict(x, s, c).x0(), d->predict(x, s, c).x0()));
+  }
+  // zero-init on flow: the first K steps of a run keep the state (velocity 0)
+  auto d = std::make_shared<GMMDenoiser>(test_mixture(), make_process("flow"));
+  CFGOptions cfg;
+  cfg.scale = 3;
+  CFGZeroStarDenoiser z(d, cfg, 2);
+  for (int step : {0, 1, 2}) {
+    StepScope st(step);
+    Prediction pr = z.predict(x, 0.6, c);
+    if (step < 2) {
+      EXPECT_TRUE(same(pr.x0(), x)) << step;
+      EXPECT_LT(pr.velocity().abs().max().item<double>(), 1e-12);
+    } else {
+      EXPECT_TRUE(same(pr.x0(), CFGZeroStarDenoiser(d, cfg, 0).predict(x, 0.6, c).x0(), 1e-12));
+    }
+  }
+  auto vp = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
+  EXPECT_NE(error_of([&] { CFGZeroStarDenoiser(vp, cfg, 1); }).find("zero-init (1 steps) is for flow processes"),
+            std::string::npos);
+  GuidanceOptions g(3);
+  g.set("cfg-zero-star", 0);
+  EXPECT_TRUE(same(make_guidance(d, g)->predict(x, 0.6, c).x0(), CFGZeroStarDenoiser(d, cfg, 0).predict(x, 0.6, c).x0()));
 }
 
 // ---- Hooks: ids and scoped hooks ----
@@ -519,31 +698,27 @@ TEST(Hooks, IdsRemoveExactlyTheirHookAndScopedHooksCleanUpInAnyOrder) {
   EXPECT_EQ(h.apply("x", torch::zeros({1})).item<float>(), 1.f);
   EXPECT_EQ(seen, (std::vector<int>{1, 2, 2}));
 
+  // A network owns its hooks; scoped ones leave in any order, and the
+  // user's own hooks stay.
   auto net = tiny_net("unet");
   Network& n = net->network();
-  ASSERT_EQ(n.hooks(), nullptr);
-  auto one = std::make_unique<ScopedHook>(n, "temb", mark(3));
-  Hooks* installed = n.hooks();
-  ASSERT_NE(installed, nullptr);
-  auto two = std::make_unique<ScopedHook>(n, "temb", mark(4));
-  EXPECT_EQ(n.hooks(), installed);
-  EXPECT_EQ(installed->size(), 2u);
-  one.reset();  // not the last one created: the installed Hooks stays for `two`
-  EXPECT_EQ(n.hooks(), installed);
-  EXPECT_EQ(installed->size(), 1u);
-  two.reset();
-  EXPECT_EQ(n.hooks(), nullptr);
-  // on a user's Hooks object: added and removed, the user's own hook untouched
-  Hooks mine;
+  Hooks& mine = n.hooks();
+  ASSERT_TRUE(mine.empty());
   mine.add("temb", mark(5));
-  n.set_hooks(&mine);
-  {
-    ScopedHook s(n, "label_emb", mark(6));
-    EXPECT_EQ(mine.size(), 2u);
-  }
-  EXPECT_EQ(n.hooks(), &mine);
+  auto one = std::make_unique<ScopedHook>(n.hooks(), "temb", mark(3));
+  auto two = std::make_unique<ScopedHook>(n.hooks(), "temb", mark(4));
+  EXPECT_EQ(mine.size(), 3u);
+  seen.clear();
+  EXPECT_EQ(mine.apply("temb", torch::zeros({1})).item<float>(), 3.f);
+  EXPECT_EQ(seen, (std::vector<int>{5, 3, 4}));  // in the order added
+  one.reset();  // not the last one created
+  EXPECT_EQ(mine.size(), 2u);
+  seen.clear();
+  mine.apply("temb", torch::zeros({1}));
+  EXPECT_EQ(seen, (std::vector<int>{5, 4}));
+  two.reset();
   EXPECT_EQ(mine.size(), 1u);
-  n.set_hooks(nullptr);
+  mine.clear();
 }
 
 // ---- PAG ----
@@ -563,13 +738,12 @@ std::shared_ptr<NetDenoiser> attentive_net(const std::string& arch) {
 // The network with identity attention at `site` on every row.
 torch::Tensor perturbed_x0(const std::shared_ptr<NetDenoiser>& net, const std::string& site, const torch::Tensor& x,
                            double s, const Cond& c) {
-  Hooks h;
+  Hooks& h = net->network().hooks();
   h.add(site + ".probs", [&](const std::string&, const torch::Tensor& p, const HookContext&) {
     return identity_attention_rows(p, x.size(0), 0);
   });
-  net->network().set_hooks(&h);
   auto out = net->predict(x, s, c).x0();
-  net->network().set_hooks(nullptr);
+  h.clear();
   return out;
 }
 
@@ -584,7 +758,7 @@ TEST(PAG, IdentityAttentionMakesTheSiteIgnoreQueriesAndKeys) {
   auto c = labels({0, 2});
   // scramble the queries and keys of the site: the identity-attention output must not move
   auto run = [&](bool identity, bool scramble) {
-    Hooks h;
+    Hooks& h = net->network().hooks();
     if (scramble)
       for (const char* w : {".q", ".k"})
         h.add(site + w, [](const std::string&, const torch::Tensor& v, const HookContext&) { return v.flip(2) * 3; });
@@ -592,9 +766,8 @@ TEST(PAG, IdentityAttentionMakesTheSiteIgnoreQueriesAndKeys) {
       h.add(site + ".probs", [&](const std::string&, const torch::Tensor& p, const HookContext&) {
         return identity_attention_rows(p, 2, 0);
       });
-    net->network().set_hooks(&h);
     auto out = net->predict(x, 0.8, c).x0();
-    net->network().set_hooks(nullptr);
+    h.clear();
     return out;
   };
   EXPECT_TRUE(torch::equal(run(true, false), run(true, true)));
@@ -631,20 +804,20 @@ TEST(PAG, GuidedPredictionIsTheFormulaWithAndWithoutCFGInOneCall) {
     EXPECT_TRUE(torch::allclose(g.renoise_eps(), net->predict(x, s, c.null_like()).eps(), 1e-5, 1e-5)) << arch;
     // make_guidance builds the same rule, and the network's hooks are left as they were
     GuidanceOptions o;
-    o.cfg = 3;
-    o.pag = 2;
+    o.set("cfg", 3.0);
+    o.set("pag", 2.0);
     EXPECT_TRUE(torch::allclose(make_guidance(net, o)->predict(x, s, c).x0(), g.x0(), 1e-6, 1e-6)) << arch;
-    EXPECT_EQ(net->network().hooks(), nullptr);
-    o.pag_sites = {"nowhere.attn"};
+    EXPECT_TRUE(net->network().hooks().empty());
+    o.set("pag-sites", "nowhere.attn");
     EXPECT_NE(error_of([&] { make_guidance(net, o)->predict(x, s, c); }).find("no self-attention at 'nowhere.attn'"),
               std::string::npos);
-    EXPECT_EQ(net->network().hooks(), nullptr);
+    EXPECT_TRUE(net->network().hooks().empty());
   }
   // a network-free model is refused
   GuidanceOptions o;
-  o.pag = 1;
+  o.set("pag", 1.0);
   auto gmm = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
-  EXPECT_NE(error_of([&] { make_guidance(gmm, o); }).find("PAG needs a network model"), std::string::npos);
+  EXPECT_NE(error_of([&] { make_guidance(gmm, o); }).find("--pag needs a network model"), std::string::npos);
 }
 
 // ---- SAG ----
@@ -684,14 +857,13 @@ TEST(SAG, GuidedEpsIsTheFormulaOnEachRow) {
   const double s = 1.3;
   // by hand: the attention map of the plain pass, the mask, the degraded state, the second pass
   torch::Tensor probs;
-  Hooks h;
+  Hooks& h = net->network().hooks();
   h.add("mid.attn.0.probs", [&](const std::string&, const torch::Tensor& a, const HookContext&) {
     probs = a.clone();
     return a;
   });
-  net->network().set_hooks(&h);
   Prediction p = net->predict(x, s, c);
-  net->network().set_hooks(nullptr);
+  h.clear();
   auto mask = sag_mask(probs, 2, 8, 8);
   auto x0d = gaussian_blur(p.x0(), 9, 1.0) * mask + p.x0() * (1 - mask);
   auto ed = net->predict(net->process().add_noise(x0d, p.eps(), s), s, c).eps();
@@ -700,7 +872,7 @@ TEST(SAG, GuidedEpsIsTheFormulaOnEachRow) {
   auto got = sag.predict(x, s, c);
   EXPECT_TRUE(torch::allclose(got.eps(), want, 1e-5, 1e-5));
   EXPECT_FALSE(torch::allclose(got.eps(), p.eps(), 1e-4, 1e-4));
-  EXPECT_EQ(net->network().hooks(), nullptr);
+  EXPECT_TRUE(net->network().hooks().empty());
   // scale 0 is the inner denoiser, bit for bit (p above ran with a probs hook,
   // i.e. the explicit attention path; compare with an unhooked call)
   EXPECT_TRUE(torch::equal(SAGDenoiser(net, net, {0.0}).predict(x, s, c).x0(), net->predict(x, s, c).x0()));
@@ -721,9 +893,9 @@ TEST(AutoGuidance, FormulaSelfGuidanceAndMismatchedGuides) {
   for (double w : {1.0, 2.0, 4.0})
     EXPECT_TRUE(torch::equal(AutoGuidanceDenoiser(good, good, w).predict(x, s, c).x0(), xg)) << w;
   GuidanceOptions o;
-  o.autoguidance = 2.5;
-  EXPECT_NE(error_of([&] { make_guidance(good, o); }).find("needs a guide model"), std::string::npos);
-  o.guide_model = bad;
+  o.set("autoguidance", 2.5);
+  EXPECT_NE(error_of([&] { make_guidance(good, o); }).find("--autoguidance and --guide-model go together"), std::string::npos);
+  o.attach("guide-model", DenoiserPtr(bad));
   EXPECT_TRUE(torch::allclose(make_guidance(good, o)->predict(x, s, c).x0(), xb + 2.5 * (xg - xb), 1e-5, 1e-5));
   auto other = std::make_shared<NetDenoiser>(bad->network_ptr(), make_process("vp:cosine"), Parameterization{});
   EXPECT_NE(error_of([&] { AutoGuidanceDenoiser(good, other, 2); }).find("process vp:cosine differs"), std::string::npos);
@@ -879,14 +1051,12 @@ TEST(ShippedGuidance, ClassifierAndLossGuidanceRaiseTheTargetClassConfidence) {
   EXPECT_TRUE(torch::equal(r.sample(plain), x0));
   const double base = r.confidence(x0);
   GuidanceOptions cg;
-  cg.classifier_guidance = 2.0;
-  cg.guide_classifier =
-      as_classifier(load_network(source_path("models/fashion_mnist_noisy_classifier.safetensors")), "noisy");
+  cg.set("classifier-guidance", 2.0);
+  cg.attach("guide-classifier",
+            as_classifier(load_network(source_path("models/fashion_mnist_noisy_classifier.safetensors")), "noisy"));
   const double with_cg = r.confidence(r.sample(cg));
   GuidanceOptions lg;
-  lg.loss_guidance = 1.0;
-  lg.loss = classifier_loss(r.judge);
-  lg.loss_name = "classifier";
+  lg.set("loss-guidance", "classifier").attach("loss-classifier", r.judge);
   const double with_lg = r.confidence(r.sample(lg));
   std::printf("target-class confidence: plain %.3f, classifier guidance %.3f, loss guidance %.3f\n", base, with_cg,
               with_lg);
@@ -894,16 +1064,15 @@ TEST(ShippedGuidance, ClassifierAndLossGuidanceRaiseTheTargetClassConfidence) {
   EXPECT_GT(with_lg, base + 0.05);
   // the brightness loss moves the mean pixel toward its target
   GuidanceOptions bright;
-  bright.loss_guidance = 20.0;
-  bright.loss = brightness_loss(0.5);
+  bright.set("loss-guidance", "brightness").set("loss-target", 0.5).set("loss-scale", 20.0);
   const double m0 = x0.mean().item<double>(), m1 = r.sample(bright).mean().item<double>();
   std::printf("mean pixel: plain %.3f, brightness loss toward 0.5: %.3f\n", m0, m1);
   EXPECT_LT(std::abs(m1 - 0.5), std::abs(m0 - 0.5) - 0.1);
   // the reference loss (4x4 pooling) pulls every sample's layout toward one sample's
   auto ref = x0[3];
   GuidanceOptions toward;
-  toward.loss_guidance = 200.0;
-  toward.loss = reference_loss(ref, 4);
+  toward.set("loss-guidance", "reference").set("loss-factor", 4.0).set("loss-scale", 200.0);
+  toward.attach("loss-reference", torch::Tensor(ref.unsqueeze(0)));
   auto dist = [&](const torch::Tensor& xs) {
     auto d = torch::avg_pool2d(xs, {4, 4}) - torch::avg_pool2d(ref.unsqueeze(0), {4, 4});
     return d.pow(2).mean().item<double>();
@@ -916,19 +1085,17 @@ TEST(ShippedGuidance, ClassifierAndLossGuidanceRaiseTheTargetClassConfidence) {
 TEST(ShippedGuidance, PAGAndSAGChangeSamplesAndAreNeutralAtZero) {
   DefaultModelRun r;
   GuidanceOptions plain;
-  plain.cfg = 3;
+  plain.set("cfg", 3.0);
   auto x0 = r.sample(plain);
   GuidanceOptions zero = plain;
-  zero.pag = 0;
-  zero.sag = 0;
-  zero.autoguidance = 1;
-  zero.guide_model = r.model;
-  zero.classifier_guidance = 0;
-  zero.loss_guidance = 0;
+  zero.set("pag", 0.0);
+  zero.set("sag", 0.0);
+  zero.set("autoguidance", 1.0);
+  zero.set("classifier-guidance", 0.0);
   EXPECT_TRUE(torch::equal(r.sample(zero), x0));
   GuidanceOptions pag = plain, sag = plain;
-  pag.pag = 2;
-  sag.sag = 0.75;
+  pag.set("pag", 2.0);
+  sag.set("sag", 0.75);
   auto xp = r.sample(pag), xs = r.sample(sag);
   EXPECT_GT((xp - x0).abs().mean().item<double>(), 0.003);  // a real change (the pixel step is 2/255 = 0.008)
   EXPECT_GT((xs - x0).abs().mean().item<double>(), 0.01);
@@ -936,8 +1103,8 @@ TEST(ShippedGuidance, PAGAndSAGChangeSamplesAndAreNeutralAtZero) {
   EXPECT_GT(r.confidence(xs), 0.5);
   // AutoGuidance with the good model as its own guide is the good model
   GuidanceOptions self = plain;
-  self.autoguidance = 2;
-  self.guide_model = load_model_file(source_path("models/fashion_mnist.safetensors")).denoiser;
+  self.set("autoguidance", 2.0);
+  self.attach("guide-model", DenoiserPtr(load_model_file(source_path("models/fashion_mnist.safetensors")).denoiser));
   EXPECT_TRUE(torch::equal(r.sample(self), x0));
 }
 
@@ -947,22 +1114,21 @@ TEST(Guidance, EverySamplerRunsUnderAllTheNetworkRules) {
   Cond c = labels({0, 2});
   auto levels = make_schedule("karras", net->process(), 4);
   GuidanceOptions neutral;
-  neutral.autoguidance = 1;
-  neutral.guide_model = tiny_dit();
+  neutral.set("autoguidance", 1.0).set("pag", 0.0).set("sag", 0.0).set("classifier-guidance", 0.0);
   EXPECT_EQ(make_guidance(net, neutral), net);  // every rule at its neutral value: the base itself
   GuidanceOptions all;
-  all.cfg = 2;
-  all.pag = 1;
-  all.sag = 0.5;
-  all.autoguidance = 1.5;
-  all.guide_model = tiny_dit();
-  all.classifier_guidance = 0.5;
-  all.guide_classifier = tiny_classifier(true);
-  all.loss_guidance = 0.5;
-  all.loss = brightness_loss(0.2);
-  all.loss_name = "brightness 0.2";
+  all.set("cfg", 2.0);
+  all.set("pag", 1.0);
+  all.set("sag", 0.5);
+  all.set("autoguidance", 1.5);
+  all.attach("guide-model", DenoiserPtr(tiny_dit()));
+  all.set("classifier-guidance", 0.5);
+  all.attach("guide-classifier", std::shared_ptr<Classifier>(tiny_classifier(true)));
+  all.set("loss-scale", 0.5);
+  all.attach("loss", GuidanceLoss(brightness_loss(0.2)));
+  // cfg first, then the rules in composition order (inside out)
   EXPECT_EQ(all.describe(),
-            "cfg 2, PAG 1, SAG 0.5, AutoGuidance 1.5, loss guidance 0.5 (brightness 0.2), classifier guidance 0.5");
+            "cfg 2, SAG 0.5, AutoGuidance 1.5, PAG 1, loss guidance 0.5 (attached), classifier guidance 0.5");
   torch::NoGradGuard ng;
   for (auto& info : samplers()) {
     auto run = [&](DenoiserPtr d) {
@@ -972,7 +1138,7 @@ TEST(Guidance, EverySamplerRunsUnderAllTheNetworkRules) {
     auto out = run(make_guidance(net, all));
     EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << info.name;
     EXPECT_FALSE(torch::allclose(out, run(net), 1e-3, 1e-3)) << info.name;
-    EXPECT_EQ(net->network().hooks(), nullptr) << info.name;
+    EXPECT_TRUE(net->network().hooks().empty()) << info.name;
   }
 }
 
@@ -1072,13 +1238,13 @@ TEST(Hooks, ContextCarriesStepsAndBranchRowsThroughGuidedSampling) {
     int64_t rows;
   };
   std::vector<Seen> seen;
-  ScopedHook hook(net->network(), "temb", [&](const std::string&, const torch::Tensor& v, const HookContext& c) {
+  ScopedHook hook(net->network().hooks(), "temb", [&](const std::string&, const torch::Tensor& v, const HookContext& c) {
     seen.push_back({c.step, c.s, c.branches, v.size(0)});
     return v;
   });
   GuidanceOptions g;
-  g.cfg = 2;
-  g.pag = 1.5;
+  g.set("cfg", 2.0);
+  g.set("pag", 1.5);
   auto guided = make_guidance(net, g);
   const int n = 2, steps = 4;
   for (const char* name : {"euler", "heun", "dpmpp-2m"}) {
@@ -1109,7 +1275,7 @@ TEST(Hooks, ContextCarriesStepsAndBranchRowsThroughGuidedSampling) {
   // Outside sampling, and with CFG alone: step -1, two branches.
   seen.clear();
   GuidanceOptions c;
-  c.cfg = 3;
+  c.set("cfg", 3.0);
   make_guidance(net, c)->predict(torch::randn({n, 1, 8, 8}), 1.0, labels({1, 1}));
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen[0].step, -1);

@@ -396,7 +396,7 @@ TEST(NetworkHooks, ProbabilitiesAreSoftmaxRows) {
     perturb(*net);
     auto b = batch(*net, 2);
     auto plain = run(*net, b);
-    Hooks hooks;
+    Hooks& hooks = net->hooks();
     int calls = 0;
     hooks.add("*.probs", [&](const std::string& site, const torch::Tensor& p, const HookContext&) {
       ++calls;
@@ -406,9 +406,8 @@ TEST(NetworkHooks, ProbabilitiesAreSoftmaxRows) {
       EXPECT_GE(p.min().item<float>(), 0.f);
       return p;
     });
-    net->set_hooks(&hooks);
     auto hooked = run(*net, b);
-    net->set_hooks(nullptr);
+    hooks.clear();
     EXPECT_EQ(calls, n_attn) << arch;  // unet: down.1.attn.0, mid.attn.0, up.1.attn.{0,1}
     EXPECT_LT((hooked - plain).abs().max().item<float>(), 1e-5) << arch;
   }
@@ -422,11 +421,10 @@ TEST(NetworkHooks, ZeroAttentionOutputEqualsRemovedAttentionBranch) {
     perturb(*net);
     auto b = batch(*net, 2);
     auto plain = run(*net, b);
-    Hooks hooks;
+    Hooks& hooks = net->hooks();
     hooks.add(site, [](const std::string&, const torch::Tensor& v, const HookContext&) { return torch::zeros_like(v); });
-    net->set_hooks(&hooks);
     auto hooked = run(*net, b);
-    net->set_hooks(nullptr);
+    hooks.clear();
     // The same network with that attention's output projection zeroed: its branch adds exactly zero.
     auto removed = clone(*net);
     {
@@ -446,13 +444,12 @@ TEST(NetworkHooks, SkipTembBlockAndQKVSites) {
   perturb(*net);
   auto b = batch(*net, 2);
   auto plain = run(*net, b);
-  Hooks hooks;
+  Hooks& hooks = net->hooks();
   std::map<std::string, std::vector<int64_t>> seen;
   hooks.add("*", [&](const std::string& s, const torch::Tensor& v, const HookContext&) {
     seen[s] = v.sizes().vec();
     return v;
   });
-  net->set_hooks(&hooks);
   // Observing hooks change nothing beyond rounding (a probs hook makes the
   // attention take its explicit path instead of the fused kernel).
   EXPECT_TRUE(torch::allclose(run(*net, b), plain, 1e-5, 1e-6));
@@ -471,17 +468,15 @@ TEST(NetworkHooks, SkipTembBlockAndQKVSites) {
   hooks.clear();
   hooks.add("skip.3", [](const std::string&, const torch::Tensor& v, const HookContext&) { return v * 0.5; });
   EXPECT_GT((run(*net, b) - plain).abs().max().item<float>(), 1e-5);
-  net->set_hooks(nullptr);
+  hooks.clear();
 
   auto dit = make_network("dit", kDiT);
   perturb(*dit);
   seen.clear();
-  hooks.clear();
-  hooks.add("blocks.*", [&](const std::string& s, const torch::Tensor& v, const HookContext&) {
+  dit->hooks().add("blocks.*", [&](const std::string& s, const torch::Tensor& v, const HookContext&) {
     seen[s] = v.sizes().vec();
     return v;
   });
-  dit->set_hooks(&hooks);
   run(*dit, batch(*dit, 2));
   EXPECT_EQ(seen["blocks.2.out"], (std::vector<int64_t>{2, 49, 32}));
   EXPECT_EQ(seen["blocks.0.attn.k"], (std::vector<int64_t>{2, 4, 49, 8}));

@@ -62,7 +62,18 @@ TEST(Registry, ClashingNamesAreReportedOnUse) {
   Registry<Aliased> r("sampler");
   r.add({"euler", {"flow-euler"}});
   r.add({"flow-euler", {}});  // an alias of another entry
-  EXPECT_EQ(error_of([&] { r.all(); }), "sampler registry: the name 'flow-euler' is registered twice or empty");
+  EXPECT_EQ(error_of([&] { r.all(); }), "sampler registry: the name 'flow-euler' is registered twice");
+}
+
+TEST(Registry, AnEmptyNameIsReportedOnUse) {
+  Registry<Aliased> r("sampler");
+  r.add({"euler", {}});
+  EXPECT_NO_THROW(r.all());
+  r.add({"", {}});
+  EXPECT_EQ(error_of([&] { r.all(); }), "sampler registry: an entry has an empty name");
+  Registry<Aliased> a("sampler");
+  a.add({"heun", {""}});  // an empty alias
+  EXPECT_EQ(error_of([&] { a.find("heun"); }), "sampler registry: an entry has an empty name");
 }
 
 TEST(Registry, MethodRegistrationsDeclareWhatTheyAre) {
@@ -90,9 +101,9 @@ TEST(Registry, MethodRegistrationsDeclareWhatTheyAre) {
   EXPECT_TRUE(find_inversion_method("edict").exact);
   EXPECT_FALSE(find_inversion_method("ddim").exact);
   const RestoreSolverInfo& ddrm = find_restore_solver("ddrm");
-  EXPECT_TRUE(ddrm.needs_svd && ddrm.uses_eta_b && !ddrm.time_travel && !ddrm.baseline);
+  EXPECT_TRUE(ddrm.needs_svd && ddrm.declares("eta-b") && !ddrm.time_travel() && !ddrm.baseline);
   const RestoreSolverInfo& psld = find_restore_solver("psld");
-  EXPECT_TRUE(psld.uses_zeta && psld.decoder && psld.needs_decoder);
+  EXPECT_TRUE(psld.declares("zeta") && psld.decoder && psld.needs_decoder);
   const RestoreSolverInfo& tik = find_restore_solver("tikhonov");
   EXPECT_TRUE(tik.needs_svd && tik.baseline);
   EXPECT_EQ(error_of([] { find_schedule("nope"); }).rfind("unknown schedule 'nope' (known: ", 0), 0u);

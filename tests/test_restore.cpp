@@ -471,9 +471,10 @@ TEST(Restore, TimeTravelPathIsRePaints) {
   }
   EXPECT_EQ(down, 20 + 3 * 2 * 5);  // jumps at t = 0, 5, 10 (< 15), each 2 extra passes of 5 steps
   RestoreOptions o;
-  o.travel_length = 5, o.travel_repeat = 3;
+  o.set("travel-length", 5); o.set("travel-repeat", 3);
   EXPECT_EQ(restore_nfe(find_restore_solver("ddnm+"), 20, o), down);
-  EXPECT_EQ(restore_nfe(find_restore_solver("ddnm"), 20, o), 20);
+  EXPECT_EQ(restore_nfe(find_restore_solver("ddnm"), 20, {}), 20);
+  EXPECT_EQ(error_of([&] { restore_nfe(find_restore_solver("ddnm"), 20, o); }), "ddnm: --travel-length does not apply");
   EXPECT_THROW(time_travel_path(10, 0, 2), Error);
 }
 
@@ -580,11 +581,11 @@ TEST(Restore, DdnmPlusWithoutTimeTravelIsDdrmOnMasksAndIdentity) {
   auto prior = gaussian_prior(shape, 2);
   GMMDenoiser d(prior, make_process("vp:cosine"));
   RestoreOptions o;
-  o.travel_repeat = 1;
+  o.set("travel-repeat", 1);
   for (auto& op : {make_box_mask(shape), make_identity(shape)}) {
     const double sy = 0.2;
     auto y = op->measure(prior.sample(1, seeded(3)).to(torch::kFloat64), sy, seeded(4));
-    auto a = solve("ddnm+", d, op, y, sy, 16, 12, 5, o).x, b = solve("ddrm", d, op, y, sy, 16, 12, 5, o).x;
+    auto a = solve("ddnm+", d, op, y, sy, 16, 12, 5, o).x, b = solve("ddrm", d, op, y, sy, 16, 12, 5).x;
     EXPECT_LT((a - b).abs().max().item<double>(), 1e-10) << op->name();
     // Time travel changes the result.
     EXPECT_GT((solve("ddnm+", d, op, y, sy, 16, 12, 5).x - b).abs().max().item<double>(), 1e-3) << op->name();
@@ -652,7 +653,7 @@ TEST(Restore, DpsStepIsTheGradientOfTheResidual) {
   auto y = op->measure(randn({2}, shape, 15), 0.1, seeded(16));
   SamplerRun run(d, {s0, 0}, {}, {}, seeded(1));
   RestoreOptions o;
-  o.zeta = zeta;
+  o.set("zeta", zeta);
   auto out = run_restore(find_restore_solver("dps"), run, {op, y, 0.1}, x, o);
   auto k = (prior.variances[0] / (prior.variances[0] + s0 * s0)).reshape(shape);
   auto x0 = prior.means[0].reshape(shape) + k * (x - prior.means[0].reshape(shape));
@@ -670,7 +671,7 @@ TEST(Restore, DpsWithoutGuidanceIsDdpmAndWithItApproachesThePosterior) {
   auto y = op->measure(prior.sample(1, seeded(2)).to(torch::kFloat64), 0.1, seeded(3));
   // zeta = 0: DDIM with eta 1 (the DDPM posterior), bit for bit.
   RestoreOptions off;
-  off.zeta = 0;
+  off.set("zeta", 0);
   auto a = solve("dps", d, op, y, 0.1, 8, 10, 4, off).x;
   auto sig = make_schedule("karras", d.process(), 10);
   auto gen = seeded(4);
@@ -736,14 +737,14 @@ TEST(Restore, SolversRejectBadInput) {
   EXPECT_EQ(msg("ddnm+", 0), "");
   EXPECT_NE(msg("ddnm", -1).find("sigma_y must be >= 0"), std::string::npos);
   RestoreOptions bad;
-  bad.eta = 1.5;
+  bad.set("eta", 1.5);
   EXPECT_NE(msg("ddnm", 0, bad).find("eta must be in [0, 1]"), std::string::npos);
-  bad = {};
-  bad.eta_b = 2;
-  EXPECT_NE(msg("ddrm", 0, bad).find("eta_b must be in [0, 1]"), std::string::npos);
-  bad = {};
-  bad.travel_length = 0;
-  EXPECT_NE(msg("ddnm+", 0, bad).find("time-travel length must be >= 1"), std::string::npos);
+  bad = RestoreOptions{};
+  bad.set("eta-b", 2);
+  EXPECT_NE(msg("ddrm", 0, bad).find("ddrm: --eta-b must be in [0, 1] (got 2)"), std::string::npos);
+  bad = RestoreOptions{};
+  bad.set("travel-length", 0);
+  EXPECT_NE(msg("ddnm+", 0, bad).find("ddnm+: --travel-length must be an integer >= 1 (got 0)"), std::string::npos);
   EXPECT_NE([] {
     try {
       find_restore_solver("dps2");
@@ -827,7 +828,7 @@ TEST(Restore, RepaintResamplingApproachesTheMixturePosteriorMean) {
   std::vector<double> gaps;
   for (int r : {1, 3, 6}) {
     RestoreOptions o;
-    o.travel_length = 2, o.travel_repeat = r;
+    o.set("travel-length", 2); o.set("travel-repeat", r);
     Solved s = solve("repaint", d, op, y, 0, 4000, 20, 10, o);
     const double gap = (s.x.reshape({4000, -1}).mean(0) - exact).norm().item<double>() / base;
     std::printf("[ repaint r = %d: mean off by %.4f of the prior-to-posterior distance, %d NFE ]\n", r, gap, s.nfe);
@@ -848,8 +849,8 @@ TEST(Restore, RepaintWithoutResamplingIsBlendedDdimWithEtaOne) {
   auto op = make_random_mask(shape, 0.5, seeded(1));
   auto y = op->measure(randn({1}, shape, 3), 0.1, seeded(4));
   RestoreOptions rp, bl;
-  rp.travel_repeat = 1;
-  bl.sampler = "ddim", bl.eta = 1;
+  rp.set("travel-repeat", 1);
+  bl.set("sampler", "ddim"); bl.set("eta", 1);
   auto a = solve("repaint", d, op, y, 0.1, 8, 12, 5, rp), b = solve("blended", d, op, y, 0.1, 8, 12, 5, bl);
   EXPECT_TRUE(torch::equal(a.x, b.x));
   EXPECT_EQ(a.nfe, 12);
@@ -870,13 +871,13 @@ TEST(Restore, BlendedComposesWithEverySingleStepSampler) {
   auto y = op->A(randn({1}, shape, 3));
   for (std::string sampler : {"ddim", "euler", "heun", "euler-a", "dpmpp-2m"}) {
     RestoreOptions o;
-    o.sampler = sampler;
+    o.set("sampler", sampler);
     Solved s = solve("blended", d, op, y, 0, 4, 6, 5, o);
     EXPECT_EQ(s.nfe, restore_nfe(find_restore_solver("blended"), 6, o)) << sampler;
     EXPECT_LT((op->A(s.x) - y).abs().max().item<double>(), 1e-12) << sampler;
   }
   RestoreOptions heun;
-  heun.sampler = "heun";
+  heun.set("sampler", "heun");
   EXPECT_EQ(restore_nfe(find_restore_solver("blended"), 6, heun), 5 * 2 + 1);  // Euler on the last step
 }
 
@@ -936,15 +937,15 @@ TEST(Restore, InpaintingSolversRejectOtherOperatorsAndBadOptions) {
   auto box = make_box_mask(shape);
   auto yb = box->A(randn({1}, shape, 1));
   RestoreOptions bad;
-  bad.travel_length = 0;
-  EXPECT_NE(error_of([&] { solve("repaint", d, box, yb, 0, 1, 4, 3, bad); }).find("time-travel length must be >= 1"),
+  bad.set("travel-length", 0);
+  EXPECT_NE(error_of([&] { solve("repaint", d, box, yb, 0, 1, 4, 3, bad); }).find("repaint: --travel-length must be an integer >= 1"),
             std::string::npos);
-  bad = {};
-  bad.travel_repeat = 0;
-  EXPECT_NE(error_of([&] { solve("repaint", d, box, yb, 0, 1, 4, 3, bad); }).find("time-travel repeat must be >= 1"),
+  bad = RestoreOptions{};
+  bad.set("travel-repeat", 0);
+  EXPECT_NE(error_of([&] { solve("repaint", d, box, yb, 0, 1, 4, 3, bad); }).find("repaint: --travel-repeat must be an integer >= 1"),
             std::string::npos);
-  bad = {};
-  bad.sampler = "ddim9";
+  bad = RestoreOptions{};
+  bad.set("sampler", "ddim9");
   EXPECT_NE(error_of([&] { solve("blended", d, box, yb, 0, 1, 4, 3, bad); }).find("unknown sampler 'ddim9'"),
             std::string::npos);
   // A mask of the wrong size, and a measurement of another image size.
@@ -1011,7 +1012,7 @@ TEST(RestoreCLI, SuperResolutionDeblurAndSeeds) {
   EXPECT_EQ(read_png(sr).width, 28);
   // DDNM+ with time travel: the NFE follows the travel path; the same seed gives the same image.
   RestoreOptions o;
-  o.travel_length = 2, o.travel_repeat = 3;
+  o.set("travel-length", 2); o.set("travel-repeat", 3);
   const int nfe = restore_nfe(find_restore_solver("ddnm+"), 5, o);
   const std::string a = tmp("restore_a.png"), b = tmp("restore_b.png"), c = tmp("restore_c.png");
   const std::string cmd = "restore --task blur --solver ddnm+ --sigma-y 0.02 --steps 5 --schedule trailing "
@@ -1057,21 +1058,21 @@ TEST(RestoreCLI, BadInputGetsOneClearError) {
   expect_error("restore --task sr2 " + rgb + o, "restore_rgb.png: 3 channel(s), the model takes 1", out);
   expect_error("restore --task sr3 " + in + o, "unknown task 'sr3' (known: inpaint-box, inpaint-random, sr2", out);
   expect_error("restore --task sr2 --solver dps9 " + in + o, "unknown solver 'dps9' (known: bicubic, blended, ddnm, ddnm+, ddrm, dps, mcg", out);
-  expect_error("restore --task sr2 --sampler euler " + in + o, "--sampler applies to blended only, not ddnm", out);
+  expect_error("restore --task sr2 --sampler euler " + in + o, "tweedie restore: --sampler applies to blended only, not ddnm", out);
   expect_error("restore --task inpaint-box --solver blended --sampler eulerx " + in + o, "unknown sampler 'eulerx'", out);
   expect_error("restore --task blur --solver repaint " + in + o, "repaint works on inpainting masks only, not on 'blur'",
                out);
   expect_error("restore --task blur --solver bicubic " + in + o, "bicubic works on super-resolution operators only",
                out);
   expect_error("restore --task sr2 --sigma-y -0.1 " + in + o, "--sigma-y must be >= 0 (got -0.1)", out);
-  expect_error("restore --task sr2 --eta-b 0.5 " + in + o, "--eta-b applies to ddrm only, not ddnm", out);
-  expect_error("restore --task sr2 --solver ddrm --travel-length 3 " + in + o, "apply to ddnm+, repaint only, not ddrm", out);
+  expect_error("restore --task sr2 --eta-b 0.5 " + in + o, "tweedie restore: --eta-b applies to ddrm only, not ddnm", out);
+  expect_error("restore --task sr2 --solver ddrm --travel-length 3 " + in + o, "--travel-length applies to ddnm+, repaint only, not ddrm", out);
   expect_error("restore --task sr2 --eta 1.5 " + in + o, "--eta must be in [0, 1]", out);
   expect_error("restore --task sr2 --solver ddrm --eta-b 2 " + in + o, "--eta-b must be in [0, 1]", out);
-  expect_error("restore --task sr2 --solver ddnm+ --travel-repeat 0 " + in + o, "--travel-repeat must be >= 1", out);
-  expect_error("restore --task sr2 --solver ddnm+ --travel-length 0 " + in + o, "--travel-length must be >= 1", out);
+  expect_error("restore --task sr2 --solver ddnm+ --travel-repeat 0 " + in + o, "--travel-repeat must be an integer >= 1", out);
+  expect_error("restore --task sr2 --solver ddnm+ --travel-length 0 " + in + o, "--travel-length must be an integer >= 1", out);
   expect_error("restore --task sr2 --steps 0 " + in + o, "--steps must be >= 1", out);
-  expect_error("restore --task sr2 --zeta 0.5 " + in + o, "--zeta applies to dps, mcg, psld, resample only, not ddnm", out);
+  expect_error("restore --task sr2 --zeta 0.5 " + in + o, "tweedie restore: --zeta applies to dps, mcg, psld, resample only, not ddnm", out);
   expect_error("restore --task sr2 --solver dps --zeta -1 " + in + o, "--zeta must be >= 0", out);
   expect_error("restore --task sr2 --class hat " + in + o, "unknown class 'hat'", out);
   expect_error("restore --task sr2 -m gmm:models/gmm/ring2d.json " + in + o, "is not an image model", out);
@@ -1101,7 +1102,7 @@ TEST(RestoreCLI, NewTasksSolversAndBaselines) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_GT(number_after(r.out, "restored "), 12) << r.out;
   RestoreOptions o;
-  o.travel_length = 2, o.travel_repeat = 2;
+  o.set("travel-length", 2); o.set("travel-repeat", 2);
   const int nfe = restore_nfe(find_restore_solver("repaint"), 4, o);
   r = cli("restore --task inpaint-random --solver repaint --steps 4 --travel-length 2 --travel-repeat 2 -q " + in +
           " -o " + tmp("restore_rp.png"));
@@ -1245,7 +1246,7 @@ TEST(RestoreLatent, DpsThroughTheDecoderIsTheGradientAndPsldWithoutGluingIsIt) {
   auto z = randn({2}, t.latent, 14) * s0;
   auto y = op->A(randn({2}, t.pixels, 15));
   RestoreOptions o;
-  o.zeta = zeta;
+  o.set("zeta", zeta);
   SamplerRun run(d, {s0, 0}, {}, {}, seeded(1));
   auto out = run_restore(find_restore_solver("dps"), run, t.measurement(op, y, 0), z, o);
   auto k = (t.prior.variances[0] / (t.prior.variances[0] + s0 * s0)).reshape(t.latent);
@@ -1257,7 +1258,7 @@ TEST(RestoreLatent, DpsThroughTheDecoderIsTheGradientAndPsldWithoutGluingIsIt) {
   EXPECT_LT(rel(out, want), 1e-10);
   // PSLD with gamma = 0 is latent DPS, bit for bit, over a whole run.
   RestoreOptions p;
-  p.gamma = 0;
+  p.set("gamma", 0);
   EXPECT_TRUE(torch::equal(latent_solve(t, d, "psld", op, y.narrow(0, 0, 1), 3, 6, 7, p),
                            latent_solve(t, d, "dps", op, y.narrow(0, 0, 1), 3, 6, 7)));
 }
@@ -1291,10 +1292,10 @@ TEST(RestoreLatent, LatentSolversMeetTheMeasurementAndPixelSolversAreRefused) {
     return (op->A(t.decode(z)) - y.expand({z.size(0), -1, -1, -1})).pow(2).mean().sqrt().item<double>();
   };
   RestoreOptions off;
-  off.zeta = 0;
+  off.set("zeta", 0);
   const double free = fit(latent_solve(t, d, "dps", op, y, 16, 20, 3, off));
   RestoreOptions rs;
-  rs.every = 2, rs.opt_steps = 300, rs.opt_lr = 0.05;
+  rs.set("every", 2); rs.set("opt-steps", 300); rs.set("opt-lr", 0.05);
   const double dps = fit(latent_solve(t, d, "dps", op, y, 16, 20, 3)), psld = fit(latent_solve(t, d, "psld", op, y, 16, 20, 3)),
                resample = fit(latent_solve(t, d, "resample", op, y, 16, 20, 3, rs));
   std::printf("[ latent box inpainting, residual RMS: unguided %.4f, dps %.4f, psld %.4f, resample %.4f ]\n", free, dps,

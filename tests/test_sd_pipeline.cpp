@@ -223,33 +223,32 @@ TEST(SdPipeline, GuidanceRulesComposeWithThePromptCFG) {
   const auto plain = sd_generate_latents(sd, r);
   // A CFG interval that holds no level of the schedule is one conditional evaluation per step:
   // the cfg = 1 result, bit for bit; the whole range is plain CFG.
-  r.guidance.interval = {1e6, 1e7};
+  r.guidance.set("guidance-interval", "1e6,1e7");
   auto off = sd_generate_latents(sd, r);
   SdRequest one = small_request();
   one.cfg = 1;
   EXPECT_TRUE(torch::equal(off, sd_generate_latents(sd, one)));
-  r.guidance.interval = {0, INFINITY};
+  r.guidance.set("guidance-interval", "0,inf");
   EXPECT_TRUE(torch::equal(sd_generate_latents(sd, r), plain));
   // PAG and SAG on the SD UNet's middle self-attention, CFG-rescale: each changes the result, finitely;
   // at scale 0 they are not built.
   for (auto rule : {"pag", "sag", "rescale"}) {
     SdRequest q = small_request();
-    if (std::string(rule) == "pag") q.guidance.pag = 2;
-    if (std::string(rule) == "sag") q.guidance.sag = 1;
-    if (std::string(rule) == "rescale") q.guidance.rescale = 0.7;
+    if (std::string(rule) == "pag") q.guidance.set("pag", 2);
+    if (std::string(rule) == "sag") q.guidance.set("sag", 1);
+    if (std::string(rule) == "rescale") q.guidance.set("cfg-rescale", 0.7);
     auto x = sd_generate_latents(sd, q);
     EXPECT_TRUE(torch::isfinite(x).all().item<bool>()) << rule;
     EXPECT_GT((x - plain).abs().max().item<double>(), 1e-4) << rule;
   }
   SdRequest z = small_request();
-  z.guidance.pag = 0;
-  z.guidance.sag = 0;
+  z.guidance.set("pag", 0).set("sag", 0);
   EXPECT_TRUE(torch::equal(sd_generate_latents(sd, z), plain));
-  z.guidance.negative_class = 3;
-  EXPECT_ERROR(sd_generate_latents(sd, z), "negative prompt, not a negative class");
-  z.guidance.negative_class = -1;
-  z.guidance.pag = 1;
-  z.guidance.pag_sites = {"middle_block.1.transformer_blocks.0.attn2"};  // cross-attention: not perturbable
+  SdRequest n = small_request();
+  n.guidance.set("negative-class", "3");
+  EXPECT_ERROR(sd_generate_latents(sd, n), "negative prompt, not a negative class");
+  z.guidance.set("pag", 1);
+  z.guidance.set("pag-sites", "middle_block.1.transformer_blocks.0.attn2");  // cross-attention: not perturbable
   EXPECT_THROW(sd_generate_latents(sd, z), Error);
 }
 
@@ -360,7 +359,7 @@ TEST(SdPipeline, GenerateCommandWritesA1111Parameters) {
                    " -p \"a cat\" --steps 2 --cfg 4 -W 16 -H 16 --pag 1 --sag 0.5 --cfg-rescale 0.7 -q -o " + out);
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string pg = read_png(out).text["parameters"];
-  EXPECT_NE(pg.find("Guidance: \"cfg 4, rescale 0.7, PAG 1, SAG 0.5\""), std::string::npos) << pg;
+  EXPECT_NE(pg.find("Guidance: \"cfg 4, rescale 0.7, SAG 0.5, PAG 1\""), std::string::npos) << pg;
   EXPECT_EQ(p.find("Guidance"), std::string::npos) << p;  // plain CFG: no extra field
   // Two runs of two images: four numbered files.
   const std::string many = testing::tmp("sd_many.png");

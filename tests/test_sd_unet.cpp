@@ -402,13 +402,12 @@ TEST(SdUnet, ShapesConditioningAndErrors) {
 TEST(SdUnet, TimeEmbeddingIsLdmCosThenSin) {
   auto net = make_network("sd_unet", kTinySd1);
   perturb(*net);
-  Hooks hooks;
+  Hooks& hooks = net->hooks();
   torch::Tensor temb;
   hooks.add("temb", [&](const std::string&, const torch::Tensor& v, const HookContext&) {
     temb = v;
     return v;
   });
-  net->set_hooks(&hooks);
   auto in = inputs(parse(kTinySd1));
   run(*net, in);
   torch::NoGradGuard g;
@@ -507,13 +506,12 @@ TEST(SdUnet, HookSitesFireAndCrossAttentionProbsSteerTheOutput) {
   perturb(*net, 0.1);
   auto in = inputs(parse(kTinySd1));
   auto base = run(*net, in);
-  Hooks hooks;
+  Hooks& hooks = net->hooks();
   std::map<std::string, std::vector<int64_t>> shape;
   hooks.add("*", [&](const std::string& s, const torch::Tensor& v, const HookContext&) {
     shape[s] = v.sizes().vec();
     return v;
   });
-  net->set_hooks(&hooks);
   auto observed = run(*net, in);
   // Observing changes nothing beyond rounding (a probs hook makes the attention
   // take its explicit path instead of the fused kernel).
@@ -543,7 +541,7 @@ TEST(SdUnet, HookSitesFireAndCrossAttentionProbsSteerTheOutput) {
   hooks.clear();
   hooks.add("*.probs", [](const std::string&, const torch::Tensor& p, const HookContext&) { return p; });
   EXPECT_TRUE(run(*net, in).allclose(base, 1e-4, 1e-5));
-  net->set_hooks(nullptr);
+  hooks.clear();
 }
 
 // bf16 weights and activations (channels_last, float32 GroupNorm statistics)

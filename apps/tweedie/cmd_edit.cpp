@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "cli.h"
+#include "method_flags.h"
 #include "edit_common.h"
 #include "model_spec.h"
 #include "tweedie/core/error.h"
@@ -92,21 +93,10 @@ std::string methods_where(Pick pick) {
   return s;
 }
 
-// The registered methods' own options, one flag each (methods sharing an
-// option share the flag), help prefixed by the methods that take it.
-std::vector<Args::Opt> method_option_flags() {
-  std::vector<Args::Opt> out;
-  for (const EditMethodInfo& m : edit_methods())
-    for (const MethodOption& o : m.options) {
-      if (std::any_of(out.begin(), out.end(), [&](const Args::Opt& f) { return f.name == o.name; })) continue;
-      const std::string who = methods_where([&](const EditMethodInfo& k) {
-        return std::any_of(k.options.begin(), k.options.end(), [&](const MethodOption& x) { return x.name == o.name; });
-      });
-      const std::string range = o.range_text();
-      std::ostringstream dflt;
-      dflt << o.dflt;
-      out.push_back({o.name, "", false, who + ": " + o.help + (range.empty() ? "" : " (" + range + ")"), dflt.str()});
-    }
+// The registered methods' own options, one flag each (method_flags.h).
+DeclaredOptions declared_options() {
+  DeclaredOptions out;
+  for (const EditMethodInfo& m : edit_methods()) out.push_back({m.name, &m.options});
   return out;
 }
 
@@ -151,7 +141,7 @@ int run(int argc, char** argv) {
              {"target-prompt", "", false, "text models: what the edit should show", ""},
              {"negative-prompt", "", false, "text models: CFG's negative prompt", ""},
   };
-  const auto method_opts = method_option_flags(), text_opts = text_model_opts();
+  const auto method_opts = declared_option_flags(declared_options()), text_opts = text_model_opts();
   opts.insert(opts.end(), method_opts.begin(), method_opts.end());
   opts.insert(opts.end(), text_opts.begin(), text_opts.end());
   Args a("edit",

@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "cli.h"
+#include "method_flags.h"
 #include "model_spec.h"
 #include "tweedie/core/error.h"
 #include "tweedie/eval/image_metrics.h"
@@ -29,12 +30,11 @@ namespace {
 // Images in [-1, 1] -> [0, 1], clamped, for the metrics.
 torch::Tensor unit(const torch::Tensor& x) { return ((x + 1) / 2).clamp(0, 1); }
 
-// The solvers that take an option, for "--opt applies to a, b only".
-std::string solvers_with(bool RestoreSolverInfo::*flag) {
-  std::string names;
-  for (auto& s : restore_solvers())
-    if (s.*flag) names += (names.empty() ? "" : ", ") + s.name;
-  return names;
+// Every solver's own options (method_flags.h).
+DeclaredOptions declared_options() {
+  DeclaredOptions out;
+  for (const RestoreSolverInfo& s : restore_solvers()) out.push_back({s.name, &s.options});
+  return out;
 }
 
 int run(int argc, char** argv) {
@@ -54,13 +54,6 @@ int run(int argc, char** argv) {
                                     "(A^+ y where y is not an image: cs)", ""},
              {"steps", "s", false, "number of steps", "50"},
              {"schedule", "", false, "step schedule (see 'tweedie samplers')", "karras"},
-             {"eta", "", false, "fresh-noise fraction of each step, in [0, 1] (default: the solver's: 0.85 for "
-                                "ddnm, ddnm+ and ddrm, 1 for pigdm, dps and mcg; blended: the sampler's)", ""},
-             {"eta-b", "", false, "ddrm: weight of y on coordinates measured with less noise than the state", "1"},
-             {"travel-length", "", false, "ddnm+, repaint: time-travel (resampling) jump length L", "5"},
-             {"travel-repeat", "", false, "ddnm+, repaint: time-travel (resampling) repeats r (1 = none)", "2"},
-             {"zeta", "", false, "dps, mcg, psld, resample: step size of the measurement gradient", "1"},
-             {"sampler", "", false, "blended: the sampler of each step (see 'tweedie samplers')", "ddpm"},
              {"seed", "", false, "random seed (noise, random mask or projection, measurement noise)", "0"},
              {"quiet", "q", true, "no progress on stderr", ""},
              {"measured", "", false, "a real degraded image y instead of a clean IN.png to degrade: the low-resolution "
@@ -70,14 +63,10 @@ int run(int argc, char** argv) {
              {"prompt", "p", false, "text models: the prompt of the restoration", ""},
              {"negative-prompt", "", false, "text models: CFG's negative prompt", ""},
              {"cfg", "", false, "classifier-free guidance scale of the denoiser the solver runs (1 = none)", "1"},
-             {"gamma", "", false, "psld: weight of the gluing term", "0.1"},
-             {"resample-gamma", "", false, "resample: resampling variance in DDPM posterior variances", "40"},
-             {"every", "", false, "resample: hard data consistency every N steps (of the last two thirds)", "10"},
-             {"opt-steps", "", false, "resample: latent optimization iterations at most", "200"},
-             {"opt-lr", "", false, "resample: latent optimization learning rate", "0.005"},
   };
-  const auto text_opts = text_model_opts();
+  const auto text_opts = text_model_opts(), solver_opts = declared_option_flags(declared_options());
   opts.insert(opts.end(), text_opts.begin(), text_opts.end());
+  opts.insert(opts.end(), solver_opts.begin(), solver_opts.end());
   Args a("restore", "--task TASK [--solver SOLVER] [options] (IN.png | --measured Y.png [--mask M.png]) -o OUT.png",
          opts);
   if (!a.parse(argc, argv)) return 0;
@@ -95,43 +84,12 @@ int run(int argc, char** argv) {
   const RestoreSolverInfo& solver = find_restore_solver(a.str("solver"));
   const double sigma_y = a.number("sigma-y");
   check(std::isfinite(sigma_y) && sigma_y >= 0, "tweedie restore: --sigma-y must be >= 0 (got ", a.str("sigma-y"), ")");
-  RestoreOptions ro;
-  if (a.has("eta")) {
-    ro.eta = a.number("eta");
-    check(ro.eta >= 0 && ro.eta <= 1, "tweedie restore: --eta must be in [0, 1] (got ", a.str("eta"), ")");
-  }
-  check(!a.has("eta-b") || solver.uses_eta_b, "tweedie restore: --eta-b applies to ddrm only, not ", solver.name);
-  ro.eta_b = a.number("eta-b");
-  check(ro.eta_b >= 0 && ro.eta_b <= 1, "tweedie restore: --eta-b must be in [0, 1] (got ", a.str("eta-b"), ")");
-  check(!(a.has("travel-length") || a.has("travel-repeat")) || solver.time_travel,
-        "tweedie restore: --travel-length and --travel-repeat apply to ",
-        solvers_with(&RestoreSolverInfo::time_travel), " only, not ", solver.name);
-  ro.travel_length = a.integer("travel-length");
-  ro.travel_repeat = a.integer("travel-repeat");
-  check(ro.travel_length >= 1, "tweedie restore: --travel-length must be >= 1 (got ", ro.travel_length, ")");
-  check(ro.travel_repeat >= 1, "tweedie restore: --travel-repeat must be >= 1 (got ", ro.travel_repeat, ")");
-  check(!a.has("zeta") || solver.uses_zeta, "tweedie restore: --zeta applies to ",
-        solvers_with(&RestoreSolverInfo::uses_zeta), " only, not ", solver.name);
-  check(!a.has("sampler") || solver.uses_sampler, "tweedie restore: --sampler applies to ",
-        solvers_with(&RestoreSolverInfo::uses_sampler), " only, not ", solver.name);
-  check(!a.has("gamma") || solver.name == "psld", "tweedie restore: --gamma applies to psld only, not ", solver.name);
-  for (const char* k : {"resample-gamma", "every", "opt-steps", "opt-lr"})
-    check(!a.has(k) || solver.name == "resample", "tweedie restore: --", k, " applies to resample only, not ", solver.name);
-  ro.gamma = a.number("gamma");
-  ro.resample_gamma = a.number("resample-gamma");
-  ro.every = a.integer("every");
-  ro.opt_steps = a.integer("opt-steps");
-  ro.opt_lr = a.number("opt-lr");
-  check(std::isfinite(ro.gamma) && ro.gamma >= 0, "tweedie restore: --gamma must be >= 0");
-  check(std::isfinite(ro.resample_gamma) && ro.resample_gamma > 0, "tweedie restore: --resample-gamma must be positive");
-  check(ro.every >= 1 && ro.opt_steps >= 1 && ro.opt_lr > 0, "tweedie restore: --every and --opt-steps must be >= 1, "
-        "--opt-lr positive");
+  // The solver's own options, checked against its declarations before any work.
+  const RestoreOptions ro = given_option_values(a, declared_options(), solver.name, "tweedie restore");
+  const MethodValues solver_values = ro.values_for(solver.options, "tweedie restore --solver " + solver.name);
+  if (solver.uses_sampler()) find_sampler(solver_values.text("sampler"));
   const double cfg = a.number("cfg");
   check(std::isfinite(cfg), "tweedie restore: --cfg must be finite");
-  ro.sampler = a.str("sampler");
-  find_sampler(ro.sampler);
-  ro.zeta = a.number("zeta");
-  check(ro.zeta >= 0, "tweedie restore: --zeta must be >= 0 (got ", a.str("zeta"), ")");
   const int steps = a.integer("steps");
   check(steps >= 1, "tweedie restore: --steps must be >= 1 (got ", steps, ")");
   // Bad input fails before the model loads: the task's name, the images.

@@ -1,11 +1,8 @@
-// Guidance options shared by the subcommands that sample (sample, eval,
-// bench fid): --negative-class, --cfg-rescale, --guidance-interval,
-// --cfg-schedule, --dynamic-threshold, --dynamic-threshold-max, --cads-noise,
-// --cads-tau, --cads-psi, --pag, --pag-sites, --sag, --sag-site,
-// --autoguidance, --guide-model, --classifier-guidance, --guide-classifier,
-// --loss-guidance, --loss-scale, --loss-target, --loss-classifier. --cfg
-// itself stays each command's own option (the defaults differ). The rules
-// and their order: include/tweedie/guide/guidance.h.
+// Guidance flags shared by the subcommands that sample (sample, eval, bench
+// fid, generate): one per option of each registered guidance rule
+// (include/tweedie/guide/guidance.h), with the rule's help, range and
+// default; values are validated where the rule declares them. --cfg itself
+// stays each command's own option (the defaults differ).
 #pragma once
 #include <string>
 #include <vector>

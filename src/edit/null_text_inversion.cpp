@@ -41,36 +41,26 @@ namespace {
 
 // While alive: the network's "label_emb" rows equal to the null embedding are
 // replaced by embedding(s) [N, D] at the call's level s. Hooks that were
-// installed before keep running first.
+// added before keep running first.
 class NullEmbeddingSwap {
  public:
-  explicit NullEmbeddingSwap(const DenoiserPtr& model) {
-    net_ = std::dynamic_pointer_cast<NetDenoiser>(model);
-    check(net_ != nullptr && net_->network().num_classes() > 0,
-          "null-text inversion needs a class-conditional network model (its null class is optimized)");
-    Network& net = net_->network();
-    prev_ = net.hooks();
-    if (prev_)
-      hooks_.add("*", [p = prev_](const std::string& site, const torch::Tensor& v, const HookContext& ctx) {
-        p->ctx = ctx;
-        return p->apply(site, v);
-      });
-    hooks_.add("label_emb", [this](const std::string&, const torch::Tensor& y, const HookContext& ctx) {
-      if (capturing_) {  // null_embedding()'s call: its one row is the null class
-        null_ = y[0].detach().clone();
-        return y;
-      }
-      if (!embedding || !null_.defined()) return y;
-      auto rows = (y == null_).all(1);
-      const int64_t k = rows.sum().item<int64_t>();
-      if (k == 0) return y;
-      torch::Tensor e = embedding(ctx.s);
-      check(e.size(0) == k, "null-text inversion: ", k, " null-class rows in a call for ", e.size(0), " samples");
-      return y.index_put({rows}, e.to(y.dtype()));
-    });
-    net.set_hooks(&hooks_);
+  explicit NullEmbeddingSwap(const DenoiserPtr& model) : net_(checked(model)) {
+    hook_ = std::make_unique<ScopedHook>(
+        net_->network().hooks(), "label_emb",
+        [this](const std::string&, const torch::Tensor& y, const HookContext& ctx) {
+          if (capturing_) {  // null_embedding()'s call: its one row is the null class
+            null_ = y[0].detach().clone();
+            return y;
+          }
+          if (!embedding || !null_.defined()) return y;
+          auto rows = (y == null_).all(1);
+          const int64_t k = rows.sum().item<int64_t>();
+          if (k == 0) return y;
+          torch::Tensor e = embedding(ctx.s);
+          check(e.size(0) == k, "null-text inversion: ", k, " null-class rows in a call for ", e.size(0), " samples");
+          return y.index_put({rows}, e.to(y.dtype()));
+        });
   }
-  ~NullEmbeddingSwap() { net_->network().set_hooks(prev_); }
   NullEmbeddingSwap(const NullEmbeddingSwap&) = delete;
   NullEmbeddingSwap& operator=(const NullEmbeddingSwap&) = delete;
 
@@ -93,9 +83,14 @@ class NullEmbeddingSwap {
   std::function<torch::Tensor(double)> embedding;  // [N, D] at level s; empty: no swap
 
  private:
+  static std::shared_ptr<NetDenoiser> checked(const DenoiserPtr& model) {
+    auto net = std::dynamic_pointer_cast<NetDenoiser>(model);
+    check(net != nullptr && net->network().num_classes() > 0,
+          "null-text inversion needs a class-conditional network model (its null class is optimized)");
+    return net;
+  }
   std::shared_ptr<NetDenoiser> net_;
-  Hooks hooks_;
-  Hooks* prev_ = nullptr;
+  std::unique_ptr<ScopedHook> hook_;
   torch::Tensor null_;
   bool capturing_ = false;
 };

@@ -13,7 +13,7 @@ const std::string kSuffix = ".probs";
 
 AttentionShare::AttentionShare(Network& net, int64_t latent_h, int64_t latent_w) : lh_(latent_h), lw_(latent_w) {
   check(lh_ >= 1 && lw_ >= 1, "attention share: latent size must be positive");
-  hook_ = std::make_unique<ScopedHook>(net, "*attn2.probs", [this](const std::string& site, const torch::Tensor& p,
+  hook_ = std::make_unique<ScopedHook>(net.hooks(), "*attn2.probs", [this](const std::string& site, const torch::Tensor& p,
                                                                    const HookContext& ctx) {
     return observe(site, p, ctx);
   });

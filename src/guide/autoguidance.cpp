@@ -6,8 +6,10 @@
 #include "tweedie/guide/autoguidance.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "tweedie/core/error.h"
+#include "tweedie/guide/guidance.h"
 
 namespace tweedie {
 
@@ -37,4 +39,33 @@ Prediction AutoGuidanceDenoiser::guide(const torch::Tensor& x, double s, const C
   return Prediction::from_x0(bad + (good.x0() - bad) * w_, x, s, process());
 }
 
+}  // namespace tweedie
+
+namespace tweedie {
+namespace {
+
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
+  check(g.has("guide-model"), "--autoguidance and --guide-model go together");
+  return std::make_shared<AutoGuidanceDenoiser>(std::move(inner), g.object<DenoiserPtr>("guide-model"),
+                                                g.number("autoguidance"));
+}
+
+std::string describe(const GuidanceOptions& g) {
+  std::ostringstream o;
+  o << ", AutoGuidance " << g.number("autoguidance");
+  if (!g.text("guide-model").empty()) o << " from " << g.text("guide-model");
+  return o.str();
+}
+
+GuidanceRuleRegistrar reg(GuidanceRuleInfo{"autoguidance", "guidance by a weaker version of the model itself",
+                                           "Karras et al. 2024", 30, build, describe}
+                              .option(MethodOption{"autoguidance", 1,
+                                                   "AutoGuidance w: x0_bad + w (x0 - x0_bad); needs --guide-model"})
+                              .option(MethodOption::text("guide-model", "",
+                                                         "AutoGuidance's weaker model file (same process and sample shape)"))
+                              .loads("guide-model", GuidanceResource::Model)
+                              .off_at(1)
+                              .off_message("needs --autoguidance (--autoguidance and --guide-model go together)"));
+
+}  // namespace
 }  // namespace tweedie

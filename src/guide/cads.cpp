@@ -14,9 +14,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <sstream>
+#include <tuple>
 
 #include "tweedie/core/error.h"
 #include "tweedie/guide/cfg_schedule.h"
+#include "tweedie/guide/guidance.h"
 
 namespace tweedie {
 
@@ -61,7 +64,7 @@ Prediction CADSDenoiser::predict(const torch::Tensor& x, double s, const Cond& c
   // The class-embedding rewrite, added to the network's hooks for this call.
   Network& net = inner_->network();
   bool fired = false;
-  ScopedHook hook(net, "label_emb", [&](const std::string&, const torch::Tensor& y, const HookContext&) {
+  ScopedHook hook(net.hooks(), "label_emb", [&](const std::string&, const torch::Tensor& y, const HookContext&) {
     check(y.dim() == 2 && y.size(0) == c.labels.numel(), "CADS: class embedding of shape ", y.sizes(), " for ",
           c.labels.numel(), " labels");
     fired = true;
@@ -75,4 +78,47 @@ Prediction CADSDenoiser::predict(const torch::Tensor& x, double s, const Cond& c
   return out;
 }
 
+}  // namespace tweedie
+
+namespace tweedie {
+namespace {
+
+CADSOptions cads_options(const GuidanceOptions& g) {
+  CADSOptions c;
+  c.noise_scale = g.number("cads-noise");
+  const std::string t = g.text("cads-tau");
+  std::tie(c.tau1, c.tau2) = parse_number_pair(t, "cads-tau", false);
+  check(c.tau1 >= 0 && c.tau1 < c.tau2 && c.tau2 <= 1, "--cads-tau needs 0 <= TAU1 < TAU2 <= 1 (got ", t, ")");
+  c.psi = g.number("cads-psi");
+  return c;
+}
+
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>& net) {
+  check(inner == net, "CADS goes directly on the network");
+  return std::make_shared<CADSDenoiser>(net, cads_options(g), g.seed);
+}
+
+std::string describe(const GuidanceOptions& g) {
+  const CADSOptions c = cads_options(g);
+  std::ostringstream o;
+  o << ", CADS tau " << c.tau1 << "-" << c.tau2 << " noise " << c.noise_scale << " psi " << c.psi;
+  return o.str();
+}
+
+// Innermost: the noise goes on the network's class embedding in each call.
+GuidanceRuleRegistrar reg(GuidanceRuleInfo{"cads", "condition-annealed sampling: noise on the class embedding",
+                                           "Sadat et al. 2024", 10, build, describe}
+                              .option(MethodOption{"cads-noise", 0,
+                                                   "CADS condition annealing with this noise scale on the class "
+                                                   "embedding, e.g. 0.25 (network models)"}
+                                          .at_least(0, true))
+                              .option(MethodOption::text("cads-tau", "0.6,0.9",
+                                                         "CADS TAU1,TAU2: clean condition below TAU1, noise alone above "
+                                                         "TAU2, linear between (normalized model time, 1 = pure noise)"))
+                              .option(MethodOption{"cads-psi", 1, "CADS rescale mix psi (0 = no rescale)"}.in(0, 1))
+                              .needs_network("it noises the network's class embedding")
+                              .needs_condition()
+                              .on_class_labels());
+
+}  // namespace
 }  // namespace tweedie

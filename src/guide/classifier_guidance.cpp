@@ -8,8 +8,10 @@
 #include "tweedie/guide/classifier_guidance.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "tweedie/core/error.h"
+#include "tweedie/guide/guidance.h"
 
 namespace tweedie {
 
@@ -48,4 +50,33 @@ Prediction ClassifierGuidanceDenoiser::guide(const torch::Tensor& x, double s, c
   return add_score(p, log_prob_gradient(x, s, c.labels), scale_, process());
 }
 
+}  // namespace tweedie
+
+namespace tweedie {
+namespace {
+
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
+  return std::make_shared<ClassifierGuidanceDenoiser>(
+      std::move(inner), g.object<std::shared_ptr<Classifier>>("guide-classifier"), g.number("classifier-guidance"));
+}
+
+std::string describe(const GuidanceOptions& g) {
+  std::ostringstream o;
+  o << ", classifier guidance " << g.number("classifier-guidance");
+  return o.str();
+}
+
+// Outside loss guidance: no gradient through the denoiser.
+GuidanceRuleRegistrar reg(GuidanceRuleInfo{"classifier-guidance", "score + s grad log p(y | x_t) of a noisy classifier",
+                                           "Dhariwal & Nichol 2021", 60, build, describe}
+                              .option(MethodOption{"classifier-guidance", 0,
+                                                   "classifier guidance scale with a noise-conditional classifier"})
+                              .option(MethodOption::text("guide-classifier",
+                                                         "models/fashion_mnist_noisy_classifier.safetensors",
+                                                         "noise-conditional classifier for --classifier-guidance"))
+                              .loads("guide-classifier", GuidanceResource::NoisyClassifier)
+                              .needs_condition()
+                              .on_class_labels());
+
+}  // namespace
 }  // namespace tweedie

@@ -6,7 +6,11 @@
 // and as the outermost rule of make_guidance (it sees the rescaled CFG x0).
 #include "tweedie/guide/dynamic_threshold.h"
 
+#include <cmath>
+#include <sstream>
+
 #include "tweedie/core/error.h"
+#include "tweedie/guide/guidance.h"
 
 namespace tweedie {
 
@@ -37,4 +41,33 @@ Prediction DynamicThresholdDenoiser::guide(const torch::Tensor& x, double s, con
   return out;
 }
 
+}  // namespace tweedie
+
+namespace tweedie {
+namespace {
+
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
+  return std::make_shared<DynamicThresholdDenoiser>(std::move(inner), g.number("dynamic-threshold"),
+                                                    g.number("dynamic-threshold-max"));
+}
+
+std::string describe(const GuidanceOptions& g) {
+  std::ostringstream o;
+  o << ", dynamic threshold " << g.number("dynamic-threshold");
+  if (std::isfinite(g.number("dynamic-threshold-max"))) o << " max " << g.number("dynamic-threshold-max");
+  return o.str();
+}
+
+// Outermost: it acts on exactly the x0 the sampler sees.
+GuidanceRuleRegistrar reg(GuidanceRuleInfo{"dynamic-threshold", "clip x0 to its p-th percentile of |x0|, rescaled",
+                                           "Saharia et al. 2022 (Imagen)", 70, build, describe}
+                              .option(MethodOption{"dynamic-threshold", 0,
+                                                   "Imagen dynamic thresholding of x0 at this percentile p, e.g. 0.995"}
+                                          .in(0, 1, true, true))
+                              .option(MethodOption{"dynamic-threshold-max", INFINITY,
+                                                   "upper bound of the dynamic threshold (diffusers' sample_max_value)"}
+                                          .at_least(1)
+                                          .or_infinite()));
+
+}  // namespace
 }  // namespace tweedie

@@ -1,99 +1,197 @@
-// make_guidance: the guidance rules composed around a base Denoiser in the
-// order documented in guidance.h (CADS on the network, SAG, AutoGuidance,
-// CFG with negative class, interval-gated schedule and rescale (with PAG in
-// the same call), loss guidance, classifier guidance, dynamic thresholding).
+// The guidance registry, option values and make_guidance: the rules that are
+// on, composed around a base Denoiser in their registered order (guidance.h).
 // Verified in tests/test_guidance.cpp: neutral options return the base
 // itself, the composed x0 equals the rules applied by hand in that order on
-// the Gaussian mixture, and PAG + SAG + AutoGuidance + CFG + loss and
-// classifier guidance compose on a network with every sampler.
+// the Gaussian mixture, PAG + SAG + AutoGuidance + CFG + loss and classifier
+// guidance compose on a network with every sampler, and every registered
+// option is validated in one place (GuidanceRegistry*).
 #include "tweedie/guide/guidance.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
-#include "tweedie/core/error.h"
-#include "tweedie/guide/cfg.h"
-#include "tweedie/guide/autoguidance.h"
-#include "tweedie/guide/classifier_guidance.h"
-#include "tweedie/guide/dynamic_threshold.h"
-#include "tweedie/guide/pag.h"
-#include "tweedie/guide/sag.h"
+#include "tweedie/models/net_denoiser.h"
 
 namespace tweedie {
 
-std::string GuidanceOptions::describe() const {
-  std::ostringstream o;
-  o << "cfg " << cfg;
-  if (guides()) {
-    if (negative_class >= 0) o << ", negative class " << negative_class;
-    if (schedule != CFGSchedule::Constant) o << ", " << to_string(schedule) << " schedule";
-    if (!interval.everything()) o << ", interval (" << interval.lo << ", " << interval.hi << "]";
-    if (rescale > 0) o << ", rescale " << rescale;
-  }
-  if (pag != 0) o << ", PAG " << pag;
-  if (sag != 0) o << ", SAG " << sag;
-  if (autoguidance != 1.0) o << ", AutoGuidance " << autoguidance << (guide_model_name.empty() ? "" : " from ") << guide_model_name;
-  if (loss_guidance != 0) o << ", loss guidance " << loss_guidance << " (" << loss_name << ")";
-  if (classifier_guidance != 0) o << ", classifier guidance " << classifier_guidance;
-  if (cads) o << ", CADS tau " << cads->tau1 << "-" << cads->tau2 << " noise " << cads->noise_scale << " psi " << cads->psi;
-  if (threshold > 0) {
-    o << ", dynamic threshold " << threshold;
-    if (std::isfinite(threshold_max)) o << " max " << threshold_max;
-  }
-  return o.str();
+template <>
+Registry<GuidanceRuleInfo>& registry<GuidanceRuleInfo>() {
+  static Registry<GuidanceRuleInfo> r("guidance rule");
+  return r;
 }
+
+std::vector<const GuidanceRuleInfo*> guidance_rules() {
+  std::vector<const GuidanceRuleInfo*> out;
+  for (const auto& r : registry<GuidanceRuleInfo>().all()) out.push_back(&r);
+  std::stable_sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->order < b->order; });
+  return out;
+}
+
+const GuidanceRuleInfo* guidance_rule_of(const std::string& option) {
+  for (const auto& r : registry<GuidanceRuleInfo>().all()) {
+    if (r.find_option(option)) return &r;
+    if (std::find(r.attachments.begin(), r.attachments.end(), option) != r.attachments.end()) return &r;
+  }
+  return nullptr;
+}
+
+const MethodOption* GuidanceRuleInfo::find_option(const std::string& n) const {
+  for (const auto& o : options)
+    if (o.name == n) return &o;
+  return nullptr;
+}
+
+GuidanceResource GuidanceRuleInfo::resource(const std::string& option) const {
+  auto it = resources.find(option);
+  return it == resources.end() ? GuidanceResource::None : it->second;
+}
+
+bool GuidanceRuleInfo::active(const GuidanceOptions& g) const {
+  if (on) return on(g);
+  const MethodOption& s = options.front();
+  return s.words || on_given ? g.has(s.name) : g.number(s.name) != neutral;
+}
+
+// ---------------------------------------------------------------- values
+
+namespace {
+
+const MethodOption& declared(const std::string& option) {
+  const GuidanceRuleInfo* r = guidance_rule_of(option);
+  check(r != nullptr, "unknown guidance option --", option);
+  const MethodOption* o = r->find_option(option);
+  check(o != nullptr, "--", option, " takes an object (attach it), not a value");
+  return *o;
+}
+
+}  // namespace
+
+GuidanceOptions::GuidanceOptions(double cfg) {
+  if (cfg != 1.0) set("cfg", cfg);
+}
+
+GuidanceOptions& GuidanceOptions::set(const std::string& option, double v) {
+  const MethodOption& o = declared(option);
+  check(!o.words, "--", option, " takes a word, not the number ", v);
+  o.validate(v, "");
+  numbers_[option] = v;
+  return *this;
+}
+
+GuidanceOptions& GuidanceOptions::set(const std::string& option, const std::string& text) {
+  const MethodOption& o = declared(option);
+  if (!o.words) return set(option, o.parse(text, ""));
+  texts_[option] = text;
+  objects_.erase(option);  // a resolved object of an earlier text
+  return *this;
+}
+
+GuidanceOptions& GuidanceOptions::attach(const std::string& option, std::any object) {
+  check(guidance_rule_of(option) != nullptr, "unknown guidance option --", option);
+  objects_[option] = std::move(object);
+  return *this;
+}
+
+bool GuidanceOptions::has(const std::string& option) const {
+  return numbers_.count(option) || texts_.count(option) || objects_.count(option);
+}
+
+double GuidanceOptions::number(const std::string& option) const {
+  auto it = numbers_.find(option);
+  return it != numbers_.end() ? it->second : declared(option).dflt;
+}
+
+std::string GuidanceOptions::text(const std::string& option) const {
+  auto it = texts_.find(option);
+  return it != texts_.end() ? it->second : declared(option).text_dflt;
+}
+
+const std::any& GuidanceOptions::object_any(const std::string& option) const {
+  auto it = objects_.find(option);
+  if (it != objects_.end()) return it->second;
+  const GuidanceRuleInfo* r = guidance_rule_of(option);
+  check(r != nullptr, "unknown guidance option --", option);
+  const GuidanceResource kind = r->resource(option);
+  const std::string t = r->find_option(option) ? text(option) : "";
+  std::any made;
+  if (kind == GuidanceResource::ClassIndex && !resolve) {  // the library reads an index
+    size_t pos = 0;
+    long long k = -1;
+    try {
+      k = std::stoll(t, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    check(pos > 0 && pos == t.size() && k >= 0, "--", option, ": '", t, "' is not a class index");
+    made = int64_t(k);
+  } else {
+    check(kind != GuidanceResource::None && resolve && !t.empty(), "--", option, ": nothing given");
+    made = resolve(option, t, kind);
+  }
+  return objects_[option] = std::move(made);
+}
+
+bool GuidanceOptions::on(const std::string& rule) const {
+  return registry<GuidanceRuleInfo>().find(rule).active(*this);
+}
+
+std::string GuidanceOptions::describe() const {
+  std::string o;
+  for (const GuidanceRuleInfo* r : guidance_rules())
+    if (r->describe && (r->name == "cfg" || r->active(*this))) {
+      const std::string part = r->describe(*this);
+      o = r->name == "cfg" ? part + o : o + part;
+    }
+  return o;
+}
+
+std::pair<double, double> parse_number_pair(const std::string& v, const std::string& option, bool allow_inf) {
+  const auto comma = v.find(',');
+  auto num = [&](const std::string& t) {
+    if (allow_inf && t == "inf") return double(INFINITY);
+    try {
+      size_t pos = 0;
+      double x = std::stod(t, &pos);
+      if (pos == t.size() && std::isfinite(x)) return x;
+    } catch (const std::exception&) {
+    }
+    fail("--", option, " expects two numbers A,B, got '", v, "'");
+  };
+  if (comma == std::string::npos) fail("--", option, " expects two numbers A,B, got '", v, "'");
+  return {num(v.substr(0, comma)), num(v.substr(comma + 1))};
+}
+
+// ---------------------------------------------------------------- build
 
 DenoiserPtr make_guidance(DenoiserPtr base, const GuidanceOptions& g) {
   check(base != nullptr, "make_guidance: no base denoiser");
-  check(std::isfinite(g.cfg), "cfg scale must be finite (got ", g.cfg, ")");
-  check(g.negative_class >= -1, "negative class must be >= 0 (got ", g.negative_class, ")");
-  check(g.rescale >= 0 && g.rescale <= 1, "cfg rescale must be in [0, 1] (got ", g.rescale, ")");
-  g.interval.validate();
-  for (auto [v, name] : {std::pair{g.pag, "PAG"}, {g.sag, "SAG"}, {g.autoguidance, "AutoGuidance"},
-                         {g.classifier_guidance, "classifier guidance"}, {g.loss_guidance, "loss guidance"}})
-    check(std::isfinite(v), name, " scale must be finite (got ", v, ")");
   const auto net = std::dynamic_pointer_cast<NetDenoiser>(base);
+  const auto rules = guidance_rules();
+  // What the rules that are on take over.
+  std::map<std::string, std::string> absorbed;  // rule -> the rule doing its work
+  for (const GuidanceRuleInfo* r : rules)
+    if (!r->absorbs.empty() && r->active(g)) {
+      auto [it, fresh] = absorbed.emplace(r->absorbs, r->switch_name());
+      check(fresh, "--", it->second, " and --", r->switch_name(), " both replace ", r->absorbs, "; give one");
+    }
   DenoiserPtr d = std::move(base);
-  if (g.cads) {
-    check(net != nullptr, "CADS needs a network model (its noise goes on the network's class embedding)");
-    d = std::make_shared<CADSDenoiser>(net, *g.cads, g.cads_seed);
-  }
-  if (g.sag != 0) {
-    check(net != nullptr, "SAG needs a network model (it reads the network's attention)");
-    d = std::make_shared<SAGDenoiser>(d, net, SAGOptions{g.sag, g.sag_site});
-  }
-  if (g.autoguidance != 1.0) {
-    check(g.guide_model != nullptr, "AutoGuidance needs a guide model");
-    d = std::make_shared<AutoGuidanceDenoiser>(d, g.guide_model, g.autoguidance);
-  }
-  if (g.guides() || g.pag != 0) {
-    CFGOptions o;
-    o.scale = g.cfg;
-    check(!g.negative || g.negative_class < 0, "give a negative condition or a negative class, not both");
-    if (g.negative_class >= 0) o.negative = negative_class(g.negative_class);
-    if (g.negative) o.negative = g.negative;
-    o.rescale = g.rescale;
-    if (g.schedule != CFGSchedule::Constant || !g.interval.everything()) {
-      const Process* proc = &d->process();  // owned by d, which the CFGDenoiser keeps alive
-      o.scale_at = [proc, w = g.cfg, k = g.schedule, iv = g.interval](double s) {
-        return interval_cfg_scale(iv, scheduled_cfg_scale(k, w, *proc, s), s);
-      };
+  for (const GuidanceRuleInfo* r : rules) {
+    const bool on = r->active(g);
+    for (const MethodOption& o : r->options) {
+      if (!g.has(o.name) || o.name == "cfg") continue;
+      check(!r->conditional || g.conditional, "--", o.name, " needs ", g.condition_from);
+      if (!on && o.name != r->switch_name())
+        fail("--", o.name, " ",
+             r->off_hint.empty() ? "needs --" + r->switch_name() : r->off_hint);
     }
-    if (g.pag != 0) {
-      check(net != nullptr, "PAG needs a network model (it perturbs the network's attention)");
-      d = std::make_shared<PAGDenoiser>(d, net, PAGOptions{g.pag, g.pag_sites}, std::move(o));
-    } else {
-      d = std::make_shared<CFGDenoiser>(d, std::move(o));
-    }
+    if (!on) continue;
+    check(!r->conditional || g.conditional, "--", r->switch_name(), " needs ", g.condition_from);
+    check(r->network_reason.empty() || net != nullptr, "--", r->switch_name(), " needs a network model (",
+          r->network_reason, ")");
+    if (absorbed.count(r->name)) continue;
+    d = r->build(d, g, net);
   }
-  if (g.loss_guidance != 0) {
-    check(bool(g.loss), "loss guidance needs a loss");
-    d = std::make_shared<LossGuidanceDenoiser>(d, g.loss, g.loss_guidance);
-  }
-  if (g.classifier_guidance != 0) {
-    check(g.guide_classifier != nullptr, "classifier guidance needs a noise-conditional classifier");
-    d = std::make_shared<ClassifierGuidanceDenoiser>(d, g.guide_classifier, g.classifier_guidance);
-  }
-  if (g.threshold != 0) d = std::make_shared<DynamicThresholdDenoiser>(d, g.threshold, g.threshold_max);
   return d;
 }
 

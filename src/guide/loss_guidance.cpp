@@ -10,9 +10,11 @@
 #include "tweedie/guide/loss_guidance.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "tweedie/core/error.h"
 #include "tweedie/guide/classifier_guidance.h"
+#include "tweedie/guide/guidance.h"
 
 namespace tweedie {
 
@@ -82,4 +84,87 @@ Prediction LossGuidanceDenoiser::guide(const torch::Tensor& x, double s, const C
   return out;
 }
 
+}  // namespace tweedie
+
+namespace tweedie {
+namespace {
+
+// The loss the options name: an attached "loss", or --loss-guidance KIND
+// with the options that kind takes.
+GuidanceLoss loss_of(const GuidanceOptions& g) {
+  if (g.has("loss")) {
+    check(!g.has("loss-guidance"), "give --loss-guidance or an attached loss, not both");
+    return g.object<GuidanceLoss>("loss");
+  }
+  const std::string kind = g.text("loss-guidance");
+  auto only_for = [&](const char* option, const char* k) {
+    check(!g.has(option) || kind == k, "--", option, " is for --loss-guidance ", k);
+  };
+  only_for("loss-reference", "reference");
+  only_for("loss-factor", "reference");
+  only_for("loss-classifier", "classifier");
+  only_for("loss-target", "brightness");
+  if (kind == "classifier") {
+    check(g.conditional, "--loss-guidance classifier needs ", g.condition_from);
+    return classifier_loss(g.object<std::shared_ptr<Classifier>>("loss-classifier"));
+  }
+  if (kind == "brightness") return brightness_loss(g.number("loss-target"));
+  if (kind == "reference") {
+    check(g.has("loss-reference"), "--loss-guidance reference needs --loss-reference IMAGE");
+    const torch::Tensor ref = g.object<torch::Tensor>("loss-reference");
+    check(ref.dim() >= 1 && ref.size(0) == 1, "--loss-reference: give one image (", g.text("loss-reference"), " holds ",
+          ref.dim() ? ref.size(0) : 0, ")");
+    const int64_t f = int64_t(g.number("loss-factor"));
+    check(f == 1 || (ref.dim() == 4 && ref.size(2) % f == 0 && ref.size(3) % f == 0), "--loss-factor ", f,
+          " must divide the model's image size (", c10::IntArrayRef(ref.sizes()).slice(1), ")");
+    return reference_loss(ref[0], f);
+  }
+  fail("--loss-guidance: unknown loss '", kind, "' (classifier, brightness, reference)");
+}
+
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
+  return std::make_shared<LossGuidanceDenoiser>(std::move(inner), loss_of(g), g.number("loss-scale"));
+}
+
+std::string describe(const GuidanceOptions& g) {
+  std::ostringstream o;
+  o << ", loss guidance " << g.number("loss-scale") << " (";
+  const std::string kind = g.has("loss") ? "attached" : g.text("loss-guidance");
+  o << kind;
+  if (kind == "brightness") o << " " << g.number("loss-target");
+  if (kind == "reference") {
+    o << " " << g.text("loss-reference");
+    if (g.number("loss-factor") > 1) o << " pooled " << g.number("loss-factor");
+  }
+  o << ")";
+  return o.str();
+}
+
+bool on(const GuidanceOptions& g) { return g.has("loss-guidance") || g.has("loss"); }
+
+GuidanceRuleRegistrar reg(
+    GuidanceRuleInfo{"loss-guidance", "score - s grad_{x_t} L(x0_hat) through the denoiser",
+                     "Bansal et al. 2023 (universal guidance)", 50, build, describe}
+        .option(MethodOption::text("loss-guidance", "",
+                                   "loss guidance on x0_hat (universal guidance): classifier (cross-entropy for the "
+                                   "class), brightness (mean pixel -> --loss-target) or reference (squared distance to "
+                                   "--loss-reference after --loss-factor pooling)"))
+        .option(MethodOption{"loss-scale", 1, "loss guidance scale"})
+        .option(MethodOption{"loss-target", 0, "target mean pixel of --loss-guidance brightness"}.in(-1, 1))
+        .option(MethodOption::text("loss-classifier", "the evaluation classifier",
+                                   "classifier of clean images for --loss-guidance classifier"))
+        .option(MethodOption::text("loss-reference", "",
+                                   "reference image (.png or .npy [1, ...] of the model's sample shape) for "
+                                   "--loss-guidance reference"))
+        .option(MethodOption{"loss-factor", 1,
+                             "average-pooling factor of --loss-guidance reference (1 = the full image, 4 = its "
+                             "4x4-block layout)"}
+                    .at_least(1)
+                    .whole())
+        .attachment("loss")
+        .loads("loss-classifier", GuidanceResource::Classifier)
+        .loads("loss-reference", GuidanceResource::Image)
+        .on_when(on));
+
+}  // namespace
 }  // namespace tweedie

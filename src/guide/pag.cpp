@@ -9,11 +9,14 @@
 // alone, the user's hooks survive, and an unknown site is an Error.
 #include "tweedie/guide/pag.h"
 
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "tweedie/core/error.h"
 #include "tweedie/nn/hooks.h"
 #include "tweedie/guide/cfg_rescale.h"
+#include "tweedie/guide/guidance.h"
 
 namespace tweedie {
 
@@ -57,7 +60,7 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
     const std::string& site = opt_.sites[i];
     const bool prefix = !site.empty() && site.back() == '*';
     hooks.push_back(std::make_unique<ScopedHook>(
-        net_->network(), prefix ? site : site + ".probs",
+        net_->network().hooks(), prefix ? site : site + ".probs",
         [&, i](const std::string& at, const torch::Tensor& p, const HookContext&) {
           if (at.size() < 6 || at.compare(at.size() - 6, 6, ".probs") != 0) return p;
           ++fired[i];
@@ -86,4 +89,43 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
   return out;
 }
 
+}  // namespace tweedie
+
+namespace tweedie {
+namespace {
+
+std::vector<std::string> sites_of(const GuidanceOptions& g) {
+  std::vector<std::string> out;
+  if (!g.has("pag-sites")) return out;
+  std::stringstream ss(g.text("pag-sites"));
+  for (std::string site; std::getline(ss, site, ',');) {
+    check(!site.empty(), "--pag-sites: empty site in '", g.text("pag-sites"), "'");
+    out.push_back(site);
+  }
+  return out;
+}
+
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>& net) {
+  CFGOptions cfg = cfg_options(g, inner->process());
+  return std::make_shared<PAGDenoiser>(std::move(inner), net, PAGOptions{g.number("pag"), sites_of(g)}, std::move(cfg));
+}
+
+std::string describe(const GuidanceOptions& g) {
+  std::ostringstream o;
+  o << ", PAG " << g.number("pag");
+  return o.str();
+}
+
+// Same place as CFG: with PAG on, its one call does CFG's part too.
+GuidanceRuleRegistrar reg(GuidanceRuleInfo{"pag", "perturbed-attention guidance: away from identity self-attention",
+                                           "Ahn et al. 2024", 40, build, describe}
+                              .option(MethodOption{"pag", 0, "perturbed-attention guidance scale, e.g. 3 (network models)"})
+                              .option(MethodOption::text("pag-sites", "middle block",
+                                                         "attention paths PAG perturbs, comma-separated (e.g. "
+                                                         "mid.attn.0,up.2.attn.*)"))
+                              .needs_network("it works on the network's attention")
+                              .for_text_models()
+                              .does_the_work_of("cfg"));
+
+}  // namespace
 }  // namespace tweedie

@@ -8,9 +8,11 @@
 #include "tweedie/guide/sag.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "tweedie/core/error.h"
 #include "tweedie/nn/hooks.h"
+#include "tweedie/guide/guidance.h"
 #include "tweedie/guide/pag.h"
 
 namespace tweedie {
@@ -55,7 +57,7 @@ Prediction SAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
   check(x.dim() == 4, "SAG needs image-shaped samples [N, C, H, W], got ", x.sizes());
   torch::Tensor probs;
   Prediction p = [&] {
-    ScopedHook capture(net_->network(), opt_.site + ".probs",
+    ScopedHook capture(net_->network().hooks(), opt_.site + ".probs",
                        [&](const std::string&, const torch::Tensor& a, const HookContext&) {
                          if (!probs.defined()) probs = a.detach();  // this call's first pass through the site
                          return a;
@@ -75,4 +77,30 @@ Prediction SAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
   return Prediction({PredKind::Eps}, eps, x, s, process());
 }
 
+}  // namespace tweedie
+
+namespace tweedie {
+namespace {
+
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>& net) {
+  SAGOptions o;
+  o.scale = g.number("sag");
+  if (g.has("sag-site")) o.site = g.text("sag-site");
+  return std::make_shared<SAGDenoiser>(std::move(inner), net, o);
+}
+
+std::string describe(const GuidanceOptions& g) {
+  std::ostringstream o;
+  o << ", SAG " << g.number("sag");
+  return o.str();
+}
+
+GuidanceRuleRegistrar reg(GuidanceRuleInfo{"sag", "self-attention guidance: away from the blurred attended regions",
+                                           "Hong et al. 2023", 20, build, describe}
+                              .option(MethodOption{"sag", 0, "self-attention guidance scale, e.g. 0.75 (network models)"})
+                              .option(MethodOption::text("sag-site", "middle block", "attention path whose map SAG reads"))
+                              .needs_network("it works on the network's attention")
+                              .for_text_models());
+
+}  // namespace
 }  // namespace tweedie

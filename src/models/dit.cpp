@@ -196,7 +196,7 @@ class DiT : public Network {
     check(x.dim() == 4 && x.size(1) == cfg_.in_channels && x.size(2) == cfg_.height && x.size(3) == cfg_.width,
           "dit: input of shape ", x.sizes(), " does not match the model's [N, ", cfg_.in_channels, ", ",
           cfg_.height, ", ", cfg_.width, "]");
-    const Hooks* hk = hooks_ && !hooks_->empty() ? hooks_ : nullptr;
+    const Hooks* hk = hooks_->empty() ? nullptr : hooks_.get();
     const int64_t N = x.size(0), p = cfg_.patch_size, C = cfg_.out_channels;
     auto dtype = x_embedder->proj->weight.scalar_type();
     auto h = x_embedder->forward(x.to(dtype)) + pos_embed.to(dtype);  // [N, T, D]

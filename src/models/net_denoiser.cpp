@@ -19,7 +19,7 @@ Prediction NetDenoiser::predict(const torch::Tensor& x, double s, const Cond& c)
   const int64_t n = x.size(0);
   auto xin = x * (proc_->model_scale(s) * param_.c_in(s));
   auto t = torch::full({n}, proc_->t_of(s), x.options().dtype(torch::kFloat32));
-  if (net_->hooks()) net_->hooks()->ctx = current_hook_context(s, n);
+  net_->hooks().ctx = current_hook_context(s, n);
   torch::Tensor out;
   if (dtype_ == torch::kFloat32) {
     out = net_->forward(xin, t, c);

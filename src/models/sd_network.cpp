@@ -39,6 +39,7 @@ std::string SdNetworkConfig::to_json() const {
 SdNetwork::SdNetwork(const SdNetworkConfig& c) : cfg_(c) {
   unet_ = register_module("unet", make_sd_unet(c.unet));
   text_ = register_module("text", ClipTextModel(c.text));
+  share_hooks_with(*unet_);
 }
 
 torch::Tensor SdNetwork::encode(const torch::Tensor& ids) {
@@ -46,7 +47,6 @@ torch::Tensor SdNetwork::encode(const torch::Tensor& ids) {
 }
 
 torch::Tensor SdNetwork::forward(const torch::Tensor& x, const torch::Tensor& t, const Cond& c) {
-  unet_->set_hooks(hooks_);
   if (c.context.defined()) return unet_->forward(x, t, c);
   auto it = c.extra.find("input_ids");
   check(it != c.extra.end(), "sd network: give the prompt as extra[\"input_ids\"] (token ids) or as context");

@@ -299,7 +299,7 @@ class SdUNet : public Network {
   int64_t num_classes() const override { return 0; }
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const Cond& c) override {
-    const Hooks* hk = hooks_ && !hooks_->empty() ? hooks_ : nullptr;
+    const Hooks* hk = hooks_->empty() ? nullptr : hooks_.get();
     const auto dtype = conv_out_->weight.scalar_type();
     const int64_t N = x.size(0), f = int64_t(1) << (cfg_.channel_mult.size() - 1);
     check(x.dim() == 4 && x.size(2) % f == 0 && x.size(3) % f == 0,

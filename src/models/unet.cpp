@@ -241,7 +241,7 @@ class UNet : public Network {
     check(x.dim() == 4 && x.size(1) == cfg_.in_channels && x.size(2) == cfg_.height && x.size(3) == cfg_.width,
           "unet: input of shape ", x.sizes(), " does not match the model's [N, ", cfg_.in_channels, ", ",
           cfg_.height, ", ", cfg_.width, "]");
-    const Hooks* hk = hooks_ && !hooks_->empty() ? hooks_ : nullptr;
+    const Hooks* hk = hooks_->empty() ? nullptr : hooks_.get();
     const int64_t N = x.size(0);
     auto h = x.to(conv_in->weight.scalar_type());
 

@@ -1,12 +1,10 @@
 // Hook registry and ScopedHook (see hooks.h). Verified in
 // tests/test_guidance.cpp (Hooks suite): ids remove exactly their hook,
-// ScopedHooks install and remove a Hooks object in any order, and leave a
-// user's Hooks object in place with its own hooks.
+// ScopedHooks add and remove theirs in any order and leave the other hooks
+// of the network in place.
 #include "tweedie/nn/hooks.h"
 
 #include <algorithm>
-
-#include "tweedie/models/network.h"
 
 namespace tweedie {
 
@@ -42,23 +40,10 @@ torch::Tensor Hooks::apply(const std::string& site, torch::Tensor value) const {
   return value;
 }
 
-ScopedHook::ScopedHook(Network& net, const std::string& pattern, HookFn fn) : net_(net), hooks_(net.hooks()) {
-  if (!hooks_) {
-    hooks_ = new Hooks();
-    hooks_->scoped_ = true;
-    net_.set_hooks(hooks_);
-  }
-  ++hooks_->users_;
-  id_ = hooks_->add(pattern, std::move(fn));
-}
+ScopedHook::ScopedHook(Hooks& hooks, const std::string& pattern, HookFn fn)
+    : hooks_(hooks), id_(hooks.add(pattern, std::move(fn))) {}
 
-ScopedHook::~ScopedHook() {
-  hooks_->remove(id_);
-  if (--hooks_->users_ == 0 && hooks_->scoped_) {
-    if (net_.hooks() == hooks_) net_.set_hooks(nullptr);
-    delete hooks_;
-  }
-}
+ScopedHook::~ScopedHook() { hooks_.remove(id_); }
 
 // ---------------------------------------------------------------- context
 

@@ -329,9 +329,9 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
   }
 
   GuidanceOptions g = req.guidance;
-  g.cfg = req.cfg;
-  check(g.negative_class < 0, "Stable Diffusion guides with a negative prompt, not a negative class");
-  g.negative = [neg](const Cond&) { return neg; };
+  g.set("cfg", req.cfg);
+  check(!g.has("negative-class"), "Stable Diffusion guides with a negative prompt, not a negative class");
+  g.attach("negative", std::function<Cond(const Cond&)>([neg](const Cond&) { return neg; }));
   DenoiserPtr den = make_guidance(sd.denoiser(), g);
   std::vector<double> sigmas = make_schedule(req.schedule, proc, req.steps, req.schedule_options);
   const SamplerInfo& sampler = find_sampler(req.sampler);
@@ -352,7 +352,7 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
       if (req.progress) req.progress(++done, int(tail.size()) - 1);
     };
     RestoreOptions ro;
-    ro.sampler = req.sampler;
+    ro.set("sampler", req.sampler);
     const double s0 = tail[0];
     latents = run_restore(find_restore_solver("blended"), run, m, proc.add_noise(init_lat, noise, s0), ro);
   } else if (has_init && req.strength < 1.0) {
@@ -391,7 +391,7 @@ std::string a1111_parameters(const StableDiffusion& sd, const SdRequest& req, ui
   if (req.init.defined()) o << ", Denoising strength: " << req.strength;
   if (req.clip_skip > 1) o << ", Clip skip: " << req.clip_skip;
   GuidanceOptions g = req.guidance;
-  g.cfg = req.cfg;
+  g.set("cfg", req.cfg);
   std::ostringstream plain;
   plain << "cfg " << req.cfg;
   const std::string rules = g.describe();

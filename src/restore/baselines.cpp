@@ -17,11 +17,11 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor pinv(SamplerRun&, const Measurement& m, torch::Tensor x, const RestoreOptions&) {
+torch::Tensor pinv(SamplerRun&, const Measurement& m, torch::Tensor x, const MethodValues&) {
   return m.op->pinv(m.y.to(x.options()));
 }
 
-torch::Tensor bicubic(SamplerRun&, const Measurement& m, torch::Tensor x, const RestoreOptions&) {
+torch::Tensor bicubic(SamplerRun&, const Measurement& m, torch::Tensor x, const MethodValues&) {
   const int64_t f = m.op->sr_factor();
   check(f > 0, "bicubic works on super-resolution operators only, not on '", m.op->name(), "'");
   const auto& s = m.op->in_shape();

@@ -12,7 +12,7 @@
 // run of the sampler (run_sampler over {s, s'}), so single-step samplers
 // compose exactly and multistep ones restart their history every step. The
 // sampler's noise (eta, s_noise) comes from the run's SamplerOptions and
-// RestoreOptions::eta. Mask operators only (Operator::is_mask).
+// its --eta option. Mask operators only (Operator::is_mask).
 // Verified (tests/test_restore.cpp): with sigma_y = 0 the known region equals
 // y exactly; with sampler ddim and eta = 1 it equals RePaint without
 // resampling bit for bit; the NFE is the sampler's per step; non-mask
@@ -22,10 +22,10 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor blended(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
-  const SamplerInfo& sampler = find_sampler(o.sampler);
+torch::Tensor blended(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
+  const SamplerInfo& sampler = find_sampler(o.text("sampler"));
   SamplerOptions so = r.opt;
-  if (o.eta >= 0) so.eta = o.eta;
+  if (o.given("eta")) so.eta = o.number("eta");
   for (int i = 0; i < r.steps(); ++i) {
     SamplerRun one(r.model, {r.sigmas[i], r.sigmas[i + 1]}, r.cond, so, r.gen);
     torch::Tensor x0;
@@ -38,7 +38,11 @@ torch::Tensor blended(SamplerRun& r, const Measurement& m, torch::Tensor x, cons
 }
 
 RestoreSolverRegistrar reg(RestoreSolverInfo{"blended", "one sampler step (--sampler) blended with the noised known region",
-                            "Avrahami et al. 2022, Blended Diffusion", blended}.for_masks_only().with_sampler());
+                            "Avrahami et al. 2022, Blended Diffusion", blended}
+                               .for_masks_only()
+                               .option(MethodOption::text("sampler", "ddpm",
+                                                          "the sampler of each step (see 'tweedie samplers')"))
+                               .option(restore_eta_option(-1)));  // -1: the sampler's own default
 
 }  // namespace
 }  // namespace tweedie

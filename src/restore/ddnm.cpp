@@ -40,10 +40,10 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor ddnm_run(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o, bool plus) {
+torch::Tensor ddnm_run(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o, bool plus) {
   const Process& p = r.process();
   const Operator& A = *m.op;
-  const double eta = o.eta_or(0.85), keep = std::sqrt(1 - eta * eta);
+  const double eta = o.number("eta"), keep = std::sqrt(1 - eta * eta);
   const bool noisy = plus && m.sigma_y > 0;
   if (noisy) A.require_svd("ddnm+ with sigma_y > 0");
   const auto y = m.y.to(x.options());
@@ -54,7 +54,8 @@ torch::Tensor ddnm_run(SamplerRun& r, const Measurement& m, torch::Tensor x, con
     rstd = torch::where(obs, m.sigma_y / S, torch::zeros_like(S));
   }
   const std::vector<int> path =
-      plus ? time_travel_path(r.steps(), o.travel_length, o.travel_repeat) : time_travel_path(r.steps(), 1, 1);
+      plus ? time_travel_path(r.steps(), int(o.integer("travel-length")), int(o.integer("travel-repeat")))
+           : time_travel_path(r.steps(), 1, 1);
   for (size_t i = 1; i < path.size(); ++i) {
     const int k = path[i - 1], kn = path[i];
     const double s = r.sigmas[k], sn = r.sigmas[kn];
@@ -90,17 +91,20 @@ torch::Tensor ddnm_run(SamplerRun& r, const Measurement& m, torch::Tensor x, con
   return x;
 }
 
-torch::Tensor ddnm(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor ddnm(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   return ddnm_run(r, m, std::move(x), o, false);
 }
-torch::Tensor ddnm_plus(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor ddnm_plus(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   return ddnm_run(r, m, std::move(x), o, true);
 }
 
 RestoreSolverRegistrar reg1(RestoreSolverInfo{"ddnm", "null-space projection x0 <- A^+ y + (I - A^+ A) x0 each step (noiseless y)",
-                             "Wang et al. 2023, DDNM", ddnm});
+                             "Wang et al. 2023, DDNM", ddnm}
+                                .option(restore_eta_option(0.85)));
 RestoreSolverRegistrar reg2(RestoreSolverInfo{"ddnm+", "DDNM with noise-aware scaling for sigma_y > 0 (SVD) and time travel (L, r)",
-                             "Wang et al. 2023, DDNM", ddnm_plus}.with_time_travel());
+                             "Wang et al. 2023, DDNM", ddnm_plus}
+                                .option(restore_eta_option(0.85))
+                                .options_of(time_travel_options()));
 
 }  // namespace
 }  // namespace tweedie

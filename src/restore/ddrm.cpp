@@ -31,11 +31,11 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor ddrm(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor ddrm(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   const Process& p = r.process();
   const Operator& A = *m.op;
   A.require_svd("ddrm");
-  const double eta = o.eta_or(0.85), eta_b = o.eta_b, keep = std::sqrt(1 - eta * eta);
+  const double eta = o.number("eta"), eta_b = o.number("eta-b"), keep = std::sqrt(1 - eta * eta);
   const int64_t N = x.size(0), D = A.in_dim(), M = A.out_dim();
   auto S = A.spectral_singulars().to(x.options());  // [D]
   auto obs = S > 0;
@@ -84,7 +84,12 @@ torch::Tensor ddrm(SamplerRun& r, const Measurement& m, torch::Tensor x, const R
 }
 
 RestoreSolverRegistrar reg(RestoreSolverInfo{"ddrm", "variational posterior in the SVD basis of A, with eta and eta_b (needs an SVD)",
-                            "Kawar et al. 2022, DDRM", ddrm}.requires_svd().with_eta_b());
+                            "Kawar et al. 2022, DDRM", ddrm}
+                               .requires_svd()
+                               .option(restore_eta_option(0.85))
+                               .option(MethodOption{"eta-b", 1.0,
+                                                    "weight of y on coordinates measured with less noise than the state"}
+                                           .in(0, 1)));
 
 }  // namespace
 }  // namespace tweedie

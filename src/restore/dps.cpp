@@ -47,9 +47,9 @@ GuidedStep dps_step(SamplerRun& r, const Measurement& m, const torch::Tensor& x,
 
 namespace {
 
-torch::Tensor dps(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor dps(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   for (int i = 0; i < r.steps(); ++i) {
-    GuidedStep st = dps_step(r, m, x, i, o.eta_or(1.0), o.zeta, "dps");
+    GuidedStep st = dps_step(r, m, x, i, o.number("eta"), o.number("zeta"), "dps");
     x = st.x;
     r.report(i, x, st.x0);
   }
@@ -58,7 +58,10 @@ torch::Tensor dps(SamplerRun& r, const Measurement& m, torch::Tensor x, const Re
 
 RestoreSolverRegistrar reg(RestoreSolverInfo{"dps", "DDPM steps plus a gradient step on |y - A x0| through the denoiser (autograd); on "
                              "latent models through the decoder (latent DPS)",
-                      "Chung et al. 2023, DPS", dps}.with_zeta().through_decoder());
+                      "Chung et al. 2023, DPS", dps}
+                               .option(restore_eta_option(1.0))
+                               .option(restore_zeta_option())
+                               .through_decoder());
 
 }  // namespace
 }  // namespace tweedie

@@ -23,9 +23,9 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor mcg(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor mcg(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   for (int i = 0; i < r.steps(); ++i) {
-    GuidedStep st = dps_step(r, m, x, i, o.eta_or(1.0), o.zeta, "mcg");
+    GuidedStep st = dps_step(r, m, x, i, o.number("eta"), o.number("zeta"), "mcg");
     x = project_to_noised_measurement(r, m, st.x, r.sigmas[i + 1]);
     r.report(i, x, st.x0);
   }
@@ -33,7 +33,9 @@ torch::Tensor mcg(SamplerRun& r, const Measurement& m, torch::Tensor x, const Re
 }
 
 RestoreSolverRegistrar reg(RestoreSolverInfo{"mcg", "DPS's gradient step, then projection onto the noised measurement A x = y_t",
-                            "Chung et al. 2022, MCG", mcg}.with_zeta());
+                            "Chung et al. 2022, MCG", mcg}
+                               .option(restore_eta_option(1.0))
+                               .option(restore_zeta_option()));
 
 }  // namespace
 }  // namespace tweedie

@@ -30,10 +30,10 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor pigdm(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor pigdm(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   const Process& p = r.process();
   const Operator& A = *m.op;
-  const double eta = o.eta_or(1.0), sy2 = m.sigma_y * m.sigma_y;
+  const double eta = o.number("eta"), sy2 = m.sigma_y * m.sigma_y;
   const bool noisy = m.sigma_y > 0;
   if (noisy) A.require_svd("pigdm with sigma_y > 0");
   const auto y = m.y.to(x.options());
@@ -79,8 +79,10 @@ torch::Tensor pigdm(SamplerRun& r, const Measurement& m, torch::Tensor x, const 
   return x;
 }
 
-RestoreSolverRegistrar reg({"pigdm", "pseudoinverse guidance through the denoiser's Jacobian (autograd), DDIM steps",
-                            "Song et al. 2023, PiGDM", pigdm});
+RestoreSolverRegistrar reg(RestoreSolverInfo{"pigdm",
+                                             "pseudoinverse guidance through the denoiser's Jacobian (autograd), DDIM steps",
+                                             "Song et al. 2023, PiGDM", pigdm}
+                               .option(restore_eta_option(1.0)));
 
 }  // namespace
 }  // namespace tweedie

@@ -21,15 +21,16 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor psld(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor psld(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   const auto y = m.y.to(torch::kFloat32);
+  const double gamma = o.number("gamma");
   auto glue = [&](const torch::Tensor& z0) {
     const auto px = m.decode(z0);
     const auto glued = m.op->At(y.to(px.dtype())) + px - m.op->At(m.op->A(px));
-    return (z0 - m.encode(glued)).flatten(1).norm(2, 1).sum() * o.gamma;
+    return (z0 - m.encode(glued)).flatten(1).norm(2, 1).sum() * gamma;
   };
   for (int i = 0; i < r.steps(); ++i) {
-    GuidedStep st = dps_step(r, m, x, i, o.eta_or(1.0), o.zeta, "psld", o.gamma > 0 ? LossFn(glue) : LossFn{});
+    GuidedStep st = dps_step(r, m, x, i, o.number("eta"), o.number("zeta"), "psld", gamma > 0 ? LossFn(glue) : LossFn{});
     x = st.x;
     r.report(i, x, st.x0);
   }
@@ -37,7 +38,11 @@ torch::Tensor psld(SamplerRun& r, const Measurement& m, torch::Tensor x, const R
 }
 
 RestoreSolverRegistrar reg(RestoreSolverInfo{"psld", "latent DPS plus the gluing term |z0 - Enc(A^T y + (I - A^T A) Dec(z0))| (--gamma)",
-                      "Rout et al. 2023, PSLD", psld}.with_zeta().latent_only());
+                      "Rout et al. 2023, PSLD", psld}
+                               .option(restore_eta_option(1.0))
+                               .option(restore_zeta_option())
+                               .option(MethodOption{"gamma", 0.1, "weight of the gluing term"}.at_least(0))
+                               .latent_only());
 
 }  // namespace
 }  // namespace tweedie

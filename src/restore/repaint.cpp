@@ -27,9 +27,9 @@
 namespace tweedie {
 namespace {
 
-torch::Tensor repaint(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
+torch::Tensor repaint(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
   const Process& p = r.process();
-  const std::vector<int> path = time_travel_path(r.steps(), o.travel_length, o.travel_repeat);
+  const std::vector<int> path = time_travel_path(r.steps(), int(o.integer("travel-length")), int(o.integer("travel-repeat")));
   for (size_t i = 1; i < path.size(); ++i) {
     const int k = path[i - 1], kn = path[i];
     const double s = r.sigmas[k], sn = r.sigmas[kn];
@@ -46,7 +46,9 @@ torch::Tensor repaint(SamplerRun& r, const Measurement& m, torch::Tensor x, cons
 }
 
 RestoreSolverRegistrar reg(RestoreSolverInfo{"repaint", "DDPM steps pasting the noised known region, resampling with jumps (L, r)",
-                            "Lugmayr et al. 2022, RePaint", repaint}.with_time_travel().for_masks_only());
+                            "Lugmayr et al. 2022, RePaint", repaint}
+                               .options_of(time_travel_options())
+                               .for_masks_only());
 
 }  // namespace
 }  // namespace tweedie

@@ -51,25 +51,38 @@ torch::Tensor stochastic_resample(SamplerRun& r, const torch::Tensor& z0, const 
 
 namespace {
 
-torch::Tensor resample(SamplerRun& r, const Measurement& m, torch::Tensor x, const RestoreOptions& o) {
-  check(o.every >= 1, "resample: --every must be >= 1 (got ", o.every, ")");
-  check(o.opt_steps >= 1 && o.opt_lr > 0, "resample: --opt-steps must be >= 1 and --opt-lr positive");
-  check(std::isfinite(o.resample_gamma) && o.resample_gamma > 0, "resample: --resample-gamma must be positive");
+torch::Tensor resample(SamplerRun& r, const Measurement& m, torch::Tensor x, const MethodValues& o) {
+  const int every = int(o.integer("every")), opt_steps = int(o.integer("opt-steps"));
+  const double opt_lr = o.number("opt-lr"), gamma = o.number("resample-gamma");
   const int n = r.steps();
   for (int i = 0; i < n; ++i) {
-    GuidedStep st = dps_step(r, m, x, i, o.eta_or(0.0), o.zeta, "resample");
+    GuidedStep st = dps_step(r, m, x, i, o.number("eta"), o.number("zeta"), "resample");
     x = st.x;
     const double s = r.sigmas[i], sn = r.sigmas[i + 1];
-    if (sn > 0 && i >= n / 3 && (i - n / 3) % o.every == 0)
-      x = stochastic_resample(r, hard_data_consistency(m, st.x0, o.opt_steps, o.opt_lr), x, s, sn, o.resample_gamma);
+    if (sn > 0 && i >= n / 3 && (i - n / 3) % every == 0)
+      x = stochastic_resample(r, hard_data_consistency(m, st.x0, opt_steps, opt_lr), x, s, sn, gamma);
     r.report(i, x, st.x0);
   }
-  return hard_data_consistency(m, x, o.opt_steps, o.opt_lr);
+  return hard_data_consistency(m, x, opt_steps, opt_lr);
 }
 
 RestoreSolverRegistrar reg(RestoreSolverInfo{"resample", "latent DPS steps with hard data consistency (latent optimization) and stochastic "
                                   "resampling every --every steps of the last two thirds",
-                      "Song et al. 2024, ReSample", resample}.with_zeta().latent_only());
+                      "Song et al. 2024, ReSample", resample}
+                               .option(restore_eta_option(0.0))
+                               .option(restore_zeta_option())
+                               .option(MethodOption{"resample-gamma", 40,
+                                                    "resampling variance in units of the step's DDPM posterior variance"}
+                                           .at_least(0, true))
+                               .option(MethodOption{"every", 10,
+                                                    "hard data consistency every this many steps (of the last two thirds)"}
+                                           .at_least(1)
+                                           .whole())
+                               .option(MethodOption{"opt-steps", 200, "latent optimization iterations at most"}
+                                           .at_least(1)
+                                           .whole())
+                               .option(MethodOption{"opt-lr", 5e-3, "latent optimization learning rate"}.at_least(0, true))
+                               .latent_only());
 
 }  // namespace
 }  // namespace tweedie

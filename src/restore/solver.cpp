@@ -47,14 +47,35 @@ torch::Tensor project_to_noised_measurement(SamplerRun& run, const Measurement& 
   return x + A.pinv(ys - A.A(x));
 }
 
-int restore_nfe(const RestoreSolverInfo& info, int steps, const RestoreOptions& o) {
+MethodOption restore_eta_option(double dflt) {
+  return MethodOption{"eta", dflt, "fresh-noise fraction of each step (DDIM/DDRM eta)"}.in(0, 1);
+}
+
+MethodOption restore_zeta_option() {
+  return MethodOption{"zeta", 1, "step size zeta' of the measurement gradient (the step is zeta' / |y - A x0|)"}
+      .at_least(0);
+}
+
+std::vector<MethodOption> time_travel_options() {
+  return {MethodOption{"travel-length", 5, "time-travel (resampling) jump length L"}.at_least(1).whole(),
+          MethodOption{"travel-repeat", 2, "time-travel (resampling) repeats r (1 = none)"}.at_least(1).whole()};
+}
+
+bool RestoreSolverInfo::declares(const std::string& option) const {
+  for (const auto& o : options)
+    if (o.name == option) return true;
+  return false;
+}
+
+int restore_nfe(const RestoreSolverInfo& info, int steps, const RestoreOptions& opts) {
   if (info.baseline) return 0;
-  if (info.uses_sampler) {  // a fresh one-step run of the sampler per step
-    const SamplerInfo& s = find_sampler(o.sampler);
+  const MethodValues o = info.values(opts);
+  if (info.uses_sampler()) {  // a fresh one-step run of the sampler per step
+    const SamplerInfo& s = find_sampler(o.text("sampler"));
     return (steps - 1) * (nfe_of(s, 2) - nfe_of(s, 1)) + nfe_of(s, 1);
   }
-  if (!info.time_travel) return steps;
-  auto path = time_travel_path(steps, o.travel_length, o.travel_repeat);
+  if (!info.time_travel()) return steps;
+  auto path = time_travel_path(steps, int(o.integer("travel-length")), int(o.integer("travel-repeat")));
   int down = 0;
   for (size_t i = 1; i < path.size(); ++i) down += path[i] > path[i - 1];
   return down;
@@ -86,19 +107,15 @@ torch::Tensor run_restore(const RestoreSolverInfo& info, SamplerRun& run, const 
   m.op->check_y(m.y);
   check(m.y.size(0) == x.size(0), info.name, ": ", m.y.size(0), " measurements for ", x.size(0), " start states");
   check(std::isfinite(m.sigma_y) && m.sigma_y >= 0, info.name, ": sigma_y must be >= 0 (got ", m.sigma_y, ")");
-  check(o.eta < 0 || o.eta <= 1, info.name, ": eta must be in [0, 1] (got ", o.eta, ")");
-  check(std::isfinite(o.eta_b) && o.eta_b >= 0 && o.eta_b <= 1, info.name, ": eta_b must be in [0, 1] (got ", o.eta_b,
-        ")");
-  check(std::isfinite(o.zeta) && o.zeta >= 0, info.name, ": zeta must be >= 0 (got ", o.zeta, ")");
-  if (info.time_travel) time_travel_path(run.steps(), o.travel_length, o.travel_repeat);  // validates them
+  const MethodValues values = info.values(o);  // declared options, in range
   if (info.needs_svd) m.op->require_svd(info.name);
   check(!info.masks_only || m.op->is_mask(), info.name, " works on inpainting masks only, not on '", m.op->name(),
         "'");
-  if (info.uses_sampler) find_sampler(o.sampler);  // validates the name
+  if (info.uses_sampler()) find_sampler(values.text("sampler"));  // validates the name
   check(run.gen.defined(), info.name, ": restoration solvers are stochastic and need a generator");
   check(torch::isfinite(x).all().item<bool>(), info.name, ": the start state contains NaN or infinity");
   check(torch::isfinite(m.y).all().item<bool>(), info.name, ": the measurement contains NaN or infinity");
-  return info.fn(run, m, std::move(x), o);
+  return info.fn(run, m, std::move(x), values);
 }
 
 }  // namespace tweedie

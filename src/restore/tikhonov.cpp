@@ -67,7 +67,7 @@ torch::Tensor tikhonov_lambda(const Operator& op, const torch::Tensor& y, double
 
 namespace {
 
-torch::Tensor solve(SamplerRun&, const Measurement& m, torch::Tensor x, const RestoreOptions&) {
+torch::Tensor solve(SamplerRun&, const Measurement& m, torch::Tensor x, const MethodValues&) {
   return tikhonov(*m.op, m.y, tikhonov_lambda(*m.op, m.y, m.sigma_y)).to(x.options());
 }
 

@@ -40,13 +40,14 @@ class Registry {
   // static initialization would terminate before main).
   void add(Info info) {
     for (const std::string& n : names_of(info))
-      if (n.empty() || lookup(n)) clash_ = n;
+      if (n.empty() || lookup(n)) clash_ = true, clash_name_ = n;
     entries_.push_back(std::move(info));
     sorted_ = false;
   }
 
   const std::vector<Info>& all() const {
-    check(clash_.empty(), kind_, " registry: the name '", clash_, "' is registered twice or empty");
+    check(!clash_, kind_, " registry: ", clash_name_.empty() ? std::string("an entry has an empty name")
+                                                      : "the name '" + clash_name_ + "' is registered twice");
     if (!sorted_) {
       std::sort(entries_.begin(), entries_.end(), [](const Info& a, const Info& b) { return a.name < b.name; });
       sorted_ = true;
@@ -86,7 +87,8 @@ class Registry {
   std::string kind_;
   mutable std::vector<Info> entries_;
   mutable bool sorted_ = true;
-  std::string clash_;
+  bool clash_ = false;
+  std::string clash_name_;
 };
 
 // The registry of one kind; each kind specializes it in its own .cpp.

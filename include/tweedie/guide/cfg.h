@@ -35,6 +35,15 @@ class CFGDenoiser : public GuidanceRule {
   CFGDenoiser(DenoiserPtr inner, double scale);
   CFGDenoiser(DenoiserPtr inner, CFGOptions opt);
 
+ protected:
+  // The guided x0 from the two branches' x0 at scale w (here the CFG line
+  // x0_neg + w (x0_cond - x0_neg)). Variants that change only how the
+  // branches combine (APG, CFG-Zero*) override it and keep the rest: one
+  // batched call, the negative condition, the scale schedule and interval,
+  // CFG-rescale and the renoise eps.
+  virtual torch::Tensor combine(const torch::Tensor& x0_cond, const torch::Tensor& x0_neg, double w,
+                                const torch::Tensor& x, double s);
+
  private:
   Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
   CFGOptions opt_;
@@ -43,5 +52,12 @@ class CFGDenoiser : public GuidanceRule {
 // The negative condition "class k" for class-label models: every label
 // replaced by k (k = -1 is the null class, i.e. plain CFG).
 std::function<Cond(const Cond&)> negative_class(int64_t k);
+
+// The CFG part of guidance options (registered rule "cfg": --cfg,
+// --negative-class or the attached "negative" condition, --cfg-rescale,
+// --guidance-interval, --cfg-schedule) for a model of process p; PAG uses it
+// for the CFG it does in the same call. Errors name the option.
+class GuidanceOptions;
+CFGOptions cfg_options(const GuidanceOptions& g, const Process& p);
 
 }  // namespace tweedie

@@ -28,12 +28,15 @@ class Network : public torch::nn::Module {
   // "middle_block.1.transformer_blocks.0.attn1" in SD's, as diffusers' PAG,
   // "blocks.<depth/2>.attn" in DiT); "" = none.
   virtual std::string default_attention_site() const { return ""; }
-  // Hook sites inside the network read and write through this (may be null).
-  void set_hooks(Hooks* h) { hooks_ = h; }
-  Hooks* hooks() const { return hooks_; }
+  // The network's hooks: sites inside it read and write through these
+  // (add() / remove(), or a ScopedHook for a lifetime). Owned by the network.
+  Hooks& hooks() const { return *hooks_; }
 
  protected:
-  Hooks* hooks_ = nullptr;
+  // A network that runs another one inside (SD's text encoder + UNet) shares
+  // its hooks with it, so sites of both are one set.
+  void share_hooks_with(Network& inner) { inner.hooks_ = hooks_; }
+  std::shared_ptr<Hooks> hooks_ = std::make_shared<Hooks>();
 };
 
 using NetworkPtr = std::shared_ptr<Network>;

@@ -16,11 +16,10 @@
 // sees the call's context: the noise level, the sampler step in progress,
 // and which rows of the batch are which branch (HookContext below).
 //
-// Several users share one network's Hooks: add() returns an id that remove()
-// takes back, and ScopedHook adds one hook to a network for its own lifetime
-// (installing a Hooks object on the network while none is there), so
-// guidance rules (CADS, PAG, SAG) and user hooks coexist and leave the
-// network as they found it. Verified in tests/test_guidance.cpp (Hooks suite:
+// Each network owns its Hooks (Network::hooks()), shared by every user:
+// add() returns an id that remove() takes back, and ScopedHook adds one hook
+// for its own lifetime, so guidance rules (CADS, PAG, SAG) and user hooks
+// coexist and leave the network as they found it. Verified in tests/test_guidance.cpp (Hooks suite:
 // ids and scopes; branch paths of nested scopes; the step and branch rows a
 // hook sees along a CFG + PAG run with several samplers).
 #pragma once
@@ -88,16 +87,9 @@ HookContext current_hook_context(double s, int64_t rows);
 using HookFn = std::function<torch::Tensor(const std::string& site, const torch::Tensor& value, const HookContext& ctx)>;
 
 using HookId = uint64_t;
-class Network;
 
 class Hooks {
  public:
-  Hooks() = default;
-  Hooks(const Hooks& o) : ctx(o.ctx), entries_(o.entries_), next_id_(o.next_id_) {}  // not the ScopedHook count
-  Hooks& operator=(const Hooks& o) {
-    ctx = o.ctx, entries_ = o.entries_, next_id_ = o.next_id_;
-    return *this;
-  }
   // pattern: an exact site name, a prefix ending in '*' ("down.*"), or a
   // suffix starting with '*' ("*.probs"); "*" matches every site. Returns
   // the id of this hook for remove().
@@ -115,7 +107,6 @@ class Hooks {
   HookContext ctx;
 
  private:
-  friend class ScopedHook;
   struct Entry {
     std::string pattern;
     HookFn fn;
@@ -124,26 +115,20 @@ class Hooks {
   static bool match(const std::string& pattern, const std::string& site);
   std::vector<Entry> entries_;
   HookId next_id_ = 1;
-  bool scoped_ = false;  // installed by a ScopedHook, deleted when its last user goes
-  int users_ = 0;        // ScopedHooks holding an entry here
 };
 
-// One hook on a network for the lifetime of this object: added to the
-// network's Hooks (or to a Hooks object installed for as long as some
-// ScopedHook uses it, when the network has none) and removed on
-// destruction, in any order. The network's Hooks pointer must not be swapped
-// while ScopedHooks on it are alive.
+// One hook for the lifetime of this object: added to `hooks` (a network's,
+// Network::hooks()) and removed on destruction, in any order.
 class ScopedHook {
  public:
-  ScopedHook(Network& net, const std::string& pattern, HookFn fn);
+  ScopedHook(Hooks& hooks, const std::string& pattern, HookFn fn);
   ~ScopedHook();
   ScopedHook(const ScopedHook&) = delete;
   ScopedHook& operator=(const ScopedHook&) = delete;
-  Hooks& hooks() { return *hooks_; }
+  Hooks& hooks() { return hooks_; }
 
  private:
-  Network& net_;
-  Hooks* hooks_;
+  Hooks& hooks_;
   HookId id_;
 };
 

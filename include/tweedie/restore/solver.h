@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "tweedie/core/method_options.h"
 #include "tweedie/core/registry.h"
 #include "tweedie/restore/operator.h"
 #include "tweedie/sample/sampler.h"
@@ -41,22 +42,19 @@ struct Measurement {
   torch::Tensor measure(const torch::Tensor& x0) const { return op->A(decode ? decode(x0) : x0); }
 };
 
-struct RestoreOptions {
-  double eta = -1;         // fresh-noise fraction of each step (DDNM/DDRM eta); < 0: the solver's default
-  double eta_b = 1.0;      // DDRM eta_b: weight of y on coordinates measured with less noise than the state
-  int travel_length = 5;   // DDNM+ time travel: jump back L steps ...
-  int travel_repeat = 2;   // ... r - 1 times at every L-th step (1 = no time travel)
-  double zeta = 1.0;       // DPS / MCG step size zeta' (the step is zeta' / |y - A x0|)
-  std::string sampler = "ddpm";  // Blended Diffusion: the sampler of each step (sampler.h)
-  double gamma = 0.1;            // PSLD: weight of the gluing term
-  double resample_gamma = 40;    // ReSample: resampling variance in units of the step's DDPM posterior variance
-  int every = 10;                // ReSample: hard data consistency every this many steps (of the last two thirds)
-  int opt_steps = 200;           // ReSample: AdamW iterations of each latent optimization at most
-  double opt_lr = 5e-3;          // ReSample: their learning rate
-  double eta_or(double dflt) const { return eta >= 0 ? eta : dflt; }
-};
+// A solver's own options by name (--eta, --zeta, --travel-length, ...): each
+// solver declares the ones it takes, with default, help and range, in its
+// registration (RestoreSolverInfo::option); run_restore checks the given ones
+// against them ("ddrm: --zeta does not apply", "ddrm: --eta-b must be in
+// [0, 1] (got 2)") and hands the solver their values.
+using RestoreOptions = OptionValues;
 
-using RestoreFn = torch::Tensor (*)(SamplerRun& run, const Measurement& m, torch::Tensor x, const RestoreOptions& o);
+using RestoreFn = torch::Tensor (*)(SamplerRun& run, const Measurement& m, torch::Tensor x, const MethodValues& o);
+
+// Options several solvers declare, with the solver's default.
+MethodOption restore_eta_option(double dflt);  // "eta": fresh-noise fraction of each step, in [0, 1]
+MethodOption restore_zeta_option();            // "zeta": step size zeta' of the measurement gradient (1)
+std::vector<MethodOption> time_travel_options();  // "travel-length" L (5), "travel-repeat" r (2; 1 = none)
 
 struct RestoreSolverInfo {
   std::string name;         // ddnm, ddnm+, ddrm, ...
@@ -64,23 +62,26 @@ struct RestoreSolverInfo {
   std::string reference;    // paper
   RestoreFn fn;
   bool needs_svd = false;   // rejects operators without a known SVD
-  bool time_travel = false; // takes travel_length / travel_repeat
-  bool uses_eta_b = false;  // takes eta_b
-  bool uses_zeta = false;   // takes zeta
   bool masks_only = false;  // rejects operators that are not pixel masks (Operator::is_mask)
-  bool uses_sampler = false;  // takes sampler
   bool baseline = false;    // no denoiser: no steps, no NFE, the start state is ignored
   bool decoder = false;     // works on latent models: the operator acts through Measurement::decode
   bool needs_decoder = false;  // latent models only (PSLD, ReSample)
+  std::vector<MethodOption> options = {};  // its own options
 
-  // Registrations name what they set: RestoreSolverInfo{...}.requires_svd().with_eta_b().
+  // Registrations name what they set: RestoreSolverInfo{...}.requires_svd().option(restore_eta_option(0.85)).
   RestoreSolverInfo& requires_svd() { needs_svd = true; return *this; }
-  RestoreSolverInfo& with_time_travel() { time_travel = true; return *this; }
-  RestoreSolverInfo& with_eta_b() { uses_eta_b = true; return *this; }
-  RestoreSolverInfo& with_zeta() { uses_zeta = true; return *this; }
   RestoreSolverInfo& for_masks_only() { masks_only = true; return *this; }
-  RestoreSolverInfo& with_sampler() { uses_sampler = true; return *this; }
   RestoreSolverInfo& as_baseline() { baseline = true; return *this; }
+  RestoreSolverInfo& option(MethodOption o) { options.push_back(std::move(o)); return *this; }
+  RestoreSolverInfo& options_of(const std::vector<MethodOption>& os) {
+    options.insert(options.end(), os.begin(), os.end());
+    return *this;
+  }
+  bool declares(const std::string& option) const;
+  bool time_travel() const { return declares("travel-length"); }  // DDNM+, RePaint
+  bool uses_sampler() const { return declares("sampler"); }       // Blended Diffusion
+  // The given values checked against its options (errors begin "<name>: ").
+  MethodValues values(const RestoreOptions& o) const { return o.values_for(options, name); }
   RestoreSolverInfo& through_decoder() { decoder = true; return *this; }
   RestoreSolverInfo& latent_only() { decoder = needs_decoder = true; return *this; }
 };
