@@ -135,7 +135,7 @@ TEST(TCD, GammaZeroIsDDIM) {
       auto sig = make_schedule(sch, *p, 12);
       auto x = start(d, d.mixture(), 64, sig[0], 3);
       SamplerOptions g0;
-      g0.gamma = 0;
+      g0.own.set("gamma", 0);
       EXPECT_LT(max_diff(run("tcd", d, x, sig, 5, g0), run("ddim", d, x, sig, 5)), 1e-12) << spec << " " << sch;
     }
   }
@@ -148,7 +148,7 @@ TEST(TCD, GammaOneIsLCM) {
     auto sig = make_schedule("karras", *p, 8);
     auto x = start(d, d.mixture(), 64, sig[0], 3);
     SamplerOptions g1;
-    g1.gamma = 1;
+    g1.own.set("gamma", 1);
     EXPECT_LT(max_diff(run("tcd", d, x, sig, 5, g1), run("lcm", d, x, sig, 5)), 1e-12) << spec;
   }
 }
@@ -167,7 +167,7 @@ TEST(TCD, IntermediateLevelFollowsDiffusers) {
   std::vector<std::tuple<int, int, double>> cases = {{999, 759, 0.3}, {759, 499, 0.3}, {499, 259, 0.5}, {259, 19, 0.2}};
   for (auto [t, tn, gamma] : cases) {
     SamplerOptions o;
-    o.gamma = gamma;
+    o.own.set("gamma", gamma);
     const double s = p->s_at_timestep(t), sn = p->s_at_timestep(tn);
     auto y = run("tcd", d, torch::zeros({8, 1}, torch::kFloat64), {s, sn}, 4, o);
     auto z = at::randn({8, 1}, gen(4), torch::kFloat64);
@@ -181,9 +181,15 @@ TEST(TCD, RejectsGammaOutsideUnitInterval) {
   auto p = make_process("vp");
   GMMDenoiser d(test_mixture(), p);
   SamplerOptions o;
-  o.gamma = 1.5;
+  o.own.set("gamma", 1.5);
   auto sig = make_schedule("karras", *p, 4);
-  EXPECT_THROW(run("tcd", d, torch::zeros({2, 2}), sig, 1, o), Error);
+  EXPECT_EQ(error_of([&] { run("tcd", d, torch::zeros({2, 2}), sig, 1, o); }),
+            "sampler 'tcd': --gamma must be in [0, 1] (got 1.5)");
+  // an option another sampler declares
+  SamplerOptions other;
+  other.own.set("gamma", 0.5);
+  EXPECT_EQ(error_of([&] { run("euler", d, torch::zeros({2, 2}), sig, 1, other); }),
+            "sampler 'euler': --gamma does not apply");
 }
 
 TEST(LCM, OneStepIsTheDenoiser) {
@@ -238,7 +244,7 @@ TEST(DDPMLCMTCD, TCDWithTrajectoryConsistencyFunctionIsExact) {
     for (double gamma : {0.3, 0.7}) {
       TrajectoryGMM d(g, sig, {999, 749, 499, 249}, gamma);
       SamplerOptions o;
-      o.gamma = gamma;
+      o.own.set("gamma", gamma);
       auto x = start(g, g.mixture(), n, sig[0], 21);
       expect_moments(run("tcd", d, x, sig, 31, o).to(torch::kFloat64), g.mixture(), 0.005,
                      "tcd gamma " + std::to_string(gamma) + " on " + spec);

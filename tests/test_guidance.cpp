@@ -16,6 +16,7 @@
 #include "tweedie/guide/apg.h"
 #include "tweedie/guide/autoguidance.h"
 #include "tweedie/guide/cfg_zero_star.h"
+#include "tweedie/guide/tcfg.h"
 #include "tweedie/io/npy.h"
 #include "tweedie/guide/cads.h"
 #include "tweedie/guide/cfg.h"
@@ -29,6 +30,7 @@
 #include "tweedie/guide/loss_guidance.h"
 #include "tweedie/guide/pag.h"
 #include "tweedie/guide/sag.h"
+#include "tweedie/guide/seg.h"
 #include "tweedie/models/classifier.h"
 #include "tweedie/models/network_io.h"
 #include "tweedie/sample/generate.h"
@@ -516,7 +518,7 @@ TEST(GuidanceRegistry, RulesDeclareTheirPlaceOptionsAndNeeds) {
     }
   }
   EXPECT_EQ(order, (std::vector<std::string>{"cads", "sag", "autoguidance", "apg", "cfg", "cfg-zero-star", "pag",
-                                             "loss-guidance", "classifier-guidance", "dynamic-threshold"}));
+                                             "seg", "tcfg", "loss-guidance", "classifier-guidance", "dynamic-threshold"}));
   EXPECT_EQ(guidance_rule_of("negative")->name, "cfg");  // an attachment
   EXPECT_EQ(guidance_rule_of("nowhere"), nullptr);
 }
@@ -678,6 +680,42 @@ TEST(CFGZeroStar, MatchesItsFormulaInVelocityOrEpsForm) {
   EXPECT_TRUE(same(make_guidance(d, g)->predict(x, 0.6, c).x0(), CFGZeroStarDenoiser(d, cfg, 0).predict(x, 0.6, c).x0()));
 }
 
+TEST(TCFG, DampsTheTangentialPartOfTheUnconditionalEps) {
+  // The top right singular vector of M = [u; c] by hand: the top eigenvector
+  // (a, b) of the 2 x 2 Gram matrix G = M M^T, v1 = (a u + b c) / |a u + b c|.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  auto c = at::randn({3, 5}, gen, torch::kFloat64), u = at::randn({3, 5}, gen, torch::kFloat64);
+  auto damped = tangential_damping(c, u, 1.0), half = tangential_damping(c, u, 0.5);
+  for (int64_t i = 0; i < 3; ++i) {
+    const double guu = (u[i] * u[i]).sum().item<double>(), gcc = (c[i] * c[i]).sum().item<double>(),
+                 guc = (u[i] * c[i]).sum().item<double>();
+    const double l1 = 0.5 * (guu + gcc) + std::sqrt(0.25 * (guu - gcc) * (guu - gcc) + guc * guc);
+    auto v = u[i] * guc + c[i] * (l1 - guu);  // G (a, b) = l1 (a, b) with (a, b) = (guc, l1 - guu)
+    v = v / v.norm();
+    auto want = (u[i] * v).sum() * v;
+    EXPECT_TRUE(same(damped[i], want, 1e-10)) << i;
+    EXPECT_TRUE(same(half[i], (u[i] + want) / 2, 1e-10)) << i;
+  }
+  EXPECT_TRUE(same(tangential_damping(c, u, 0.0), u));
+  EXPECT_TRUE(same(tangential_damping(c, c * -2.0, 1.0), c * -2.0, 1e-10));  // parallel: nothing to damp
+  // as a rule: d = 0 is CFG; d = 1 differs
+  auto d = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
+  auto x = points(4);
+  auto cond = labels({0, 1, 1, 0});
+  CFGOptions cfg;
+  cfg.scale = 3;
+  auto plain = CFGDenoiser(d, cfg).predict(x, 0.8, cond).x0();
+  EXPECT_TRUE(same(TCFGDenoiser(d, cfg, 0.0).predict(x, 0.8, cond).x0(), plain, 1e-10));
+  auto ec = d->predict(x, 0.8, cond).eps(), eu = d->predict(x, 0.8, cond.null_like()).eps();
+  auto eu1 = tangential_damping(ec, eu, 1.0);
+  auto want = Prediction({PredKind::Eps}, eu1 + 3 * (ec - eu1), x, 0.8, d->process()).x0();
+  EXPECT_TRUE(same(TCFGDenoiser(d, cfg, 1.0).predict(x, 0.8, cond).x0(), want, 1e-10));
+  EXPECT_FALSE(same(want, plain, 1e-6));
+  GuidanceOptions g(3);
+  g.set("tcfg", 1.0);
+  EXPECT_TRUE(same(make_guidance(d, g)->predict(x, 0.8, cond).x0(), want, 1e-10));
+}
+
 // ---- Hooks: ids and scoped hooks ----
 
 TEST(Hooks, IdsRemoveExactlyTheirHookAndScopedHooksCleanUpInAnyOrder) {
@@ -818,6 +856,57 @@ TEST(PAG, GuidedPredictionIsTheFormulaWithAndWithoutCFGInOneCall) {
   o.set("pag", 1.0);
   auto gmm = std::make_shared<GMMDenoiser>(test_mixture(), make_process("vp"));
   EXPECT_NE(error_of([&] { make_guidance(gmm, o); }).find("--pag needs a network model"), std::string::npos);
+}
+
+// ---- SEG ----
+
+TEST(SEG, QueryBlurKeepsTheOtherRowsAndInfiniteBlurIsTheMeanQuery) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  auto q = at::randn({3, 2, 16, 4}, gen, torch::kFloat64);  // 4 x 4 token grid of an 8 x 8 image
+  auto mean = blur_queries(q, 3, 1, INFINITY, 8, 8);
+  EXPECT_TRUE(torch::equal(mean[0], q[0]));
+  for (int64_t b : {1, 2})
+    EXPECT_TRUE(same(mean[b], q[b].mean(1, true).expand_as(q[b]))) << b;
+  // a finite blur: the grid's Gaussian blur (sag.h) of the perturbed rows only; constants are fixed points
+  auto one = blur_queries(q, 3, 2, 1.0, 8, 8);
+  EXPECT_TRUE(torch::equal(one.narrow(0, 0, 2), q.narrow(0, 0, 2)));
+  auto grid = q[2].permute({0, 2, 1}).reshape({1, 8, 4, 4});
+  auto want = gaussian_blur(grid, 7, 1.0).reshape({2, 4, 16}).permute({0, 2, 1});
+  EXPECT_TRUE(same(one[2], want));
+  auto flat = torch::ones({2, 2, 16, 4}, torch::kFloat64) * 3;
+  EXPECT_TRUE(same(blur_queries(flat, 2, 0, 0.8, 8, 8), flat));
+  EXPECT_NE(error_of([&] { blur_queries(q, 3, 0, 1.0, 8, 6); }).find("do not tile"), std::string::npos);
+}
+
+TEST(SEG, GuidedPredictionIsTheFormulaInPAGsCall) {
+  torch::NoGradGuard ng;
+  auto net = attentive_net("dit");  // 16 tokens at its middle block (the tiny UNet's has 4, nearly one query)
+  const std::string site = middle_attention_site(net->network());
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
+  auto x = at::randn({2, 1, 8, 8}, gen, torch::kFloat32);
+  auto c = labels({0, 2});
+  const double s = 0.7;
+  auto xc = net->predict(x, s, c).x0(), xu = net->predict(x, s, c.null_like()).x0();
+  // the weak branch by hand: every row's queries replaced by their mean at the site
+  Hooks& h = net->network().hooks();
+  h.add(site + ".q", [](const std::string&, const torch::Tensor& q, const HookContext&) {
+    return q.mean(2, true).expand_as(q).contiguous();
+  });
+  auto xs = net->predict(x, s, c).x0();
+  h.clear();
+  EXPECT_GT((xs - xc).abs().max().item<double>(), 1e-4);
+  GuidanceOptions g(3);
+  g.set("seg", 2.0);
+  auto got = make_guidance(net, g)->predict(x, s, c).x0();
+  EXPECT_TRUE(torch::allclose(got, xu + 3 * (xc - xu) + 2 * (xc - xs), 1e-5, 1e-5));
+  EXPECT_TRUE(net->network().hooks().empty());
+  EXPECT_EQ(g.describe(), "cfg 3, SEG 2 sigma inf");
+  g.set("pag", 1.0);
+  EXPECT_EQ(error_of([&] { make_guidance(net, g); }), "--pag and --seg both replace cfg; give one");
+  GuidanceOptions nowhere;
+  nowhere.set("seg", 1.0).set("seg-sites", "nowhere.attn");
+  EXPECT_NE(error_of([&] { make_guidance(net, nowhere)->predict(x, s, c); }).find("SEG: the dit network has no self-attention at 'nowhere.attn'"),
+            std::string::npos);
 }
 
 // ---- SAG ----

@@ -121,9 +121,9 @@ TEST(Schedules, GITSTables) {
                              0.50118381,  0.32104823, 0.19894916, 0.09824532, 0};
   expect_rel(make_schedule("gits", *p, 10), row, 1e-4, "gits 1.20/10");
   ScheduleOptions o;
-  o.gits_coeff = 0.80;
+  o.own.set("gits-coeff", 0.80);
   expect_rel(make_schedule("gits", *p, 2, o), {14.61464119, 7.49001646, 0}, 1e-4, "gits 0.80/2");
-  o.gits_coeff = 1.50;
+  o.own.set("gits-coeff", 1.50);
   expect_rel(make_schedule("gits", *p, 20, o),
              {14.61464119, 2.45070267, 1.41535246, 0.95350921, 0.72133851, 0.57119018, 0.4783645,
               0.43325692,  0.38853383, 0.36617002, 0.34370604, 0.32104823, 0.29807833, 0.27464288,
@@ -132,9 +132,9 @@ TEST(Schedules, GITSTables) {
   // More than 20 steps interpolate the 20-step row: 40 steps put its levels at even positions.
   auto s40 = make_schedule("gits", *p, 40, o), s20 = make_schedule("gits", *p, 20, o);
   for (int i = 0; i < 20; ++i) EXPECT_NEAR(s40[2 * i] / s20[i], 1.0, 1e-9) << i;
-  o.gits_coeff = 0.83;
+  o.own.set("gits-coeff", 0.83);
   EXPECT_THROW(make_schedule("gits", *p, 10, o), Error);
-  o.gits_coeff = 1.55;
+  o.own.set("gits-coeff", 1.55);
   EXPECT_THROW(make_schedule("gits", *p, 10, o), Error);
   try {
     make_schedule("gits", *p, 1);
@@ -170,19 +170,17 @@ TEST(Schedules, BetaQuantiles) {
   auto p = make_process("vp");
   // Beta(2, 1) has CDF x^2, so the quantile of 1 - i/n is sqrt(1 - i/n).
   ScheduleOptions o;
-  o.beta_a = 2;
-  o.beta_b = 1;
+  o.own.set("beta-a", 2).set("beta-b", 1);
   auto t = timesteps(*p, make_schedule("beta", *p, 10, o));
   for (int i = 0; i < 10; ++i) EXPECT_NEAR(t[i], std::nearbyint(999 * std::sqrt(1 - i / 10.0)), 1e-6) << i;
   // Beta(1, 2): CDF 1 - (1-x)^2, quantile 1 - sqrt(i/n).
-  o.beta_a = 1;
-  o.beta_b = 2;
+  o.own.set("beta-a", 1).set("beta-b", 2);
   t = timesteps(*p, make_schedule("beta", *p, 8, o));
   for (int i = 0; i < 8; ++i) EXPECT_NEAR(t[i], std::nearbyint(999 * (1 - std::sqrt(i / 8.0))), 1e-6) << i;
   // Beta(a, a) is symmetric: t_i + t_{n-i} = 999, and the middle is 999/2 rounded to even.
   for (double a : {0.6, 0.3, 2.5}) {
     ScheduleOptions q;
-    q.beta_a = q.beta_b = a;
+    q.own.set("beta-a", a).set("beta-b", a);
     for (int n : {10, 16}) {
       t = timesteps(*p, make_schedule("beta", *p, n, q));
       EXPECT_NEAR(t[0], 999, 1e-6);
@@ -197,8 +195,9 @@ TEST(Schedules, BetaQuantiles) {
   t = timesteps(*p, s);
   for (double v : t) EXPECT_NEAR(v, std::round(v), 1e-6);
   ScheduleOptions bad;
-  bad.beta_a = 0;
-  EXPECT_THROW(make_schedule("beta", *p, 10, bad), Error);
+  bad.own.set("beta-a", 0);
+  EXPECT_EQ(tweedie::testing::error_of([&] { make_schedule("beta", *p, 10, bad); }), "schedule 'beta': --beta-a must be > 0 (got 0)");
+  EXPECT_EQ(tweedie::testing::error_of([&] { make_schedule("karras", *p, 10, bad); }), "schedule 'karras': --beta-a does not apply");
 }
 
 TEST(Schedules, BongTangentReference) {

@@ -48,7 +48,7 @@ OptionValues given_option_values(const Args& a, const DeclaredOptions& methods, 
           takers += (takers.empty() ? "" : ", ") + m;
           ok = ok || m == chosen;
         }
-    check(ok, who, ": --", f.name, " applies to ", takers, " only, not ", chosen);
+    check(ok, who.empty() ? "" : who + ": ", "--", f.name, " applies to ", takers, " only, not ", chosen);
     v.set(f.name, a.str(f.name));
   }
   return v;

@@ -1,12 +1,31 @@
 #include "sampling_args.h"
 
+#include "method_flags.h"
 #include "tweedie/core/error.h"
 #include "tweedie/sample/generate.h"
 
 namespace tweedie::cli {
 
+namespace {
+
+DeclaredOptions sampler_declared() {
+  DeclaredOptions out;
+  for (const SamplerInfo& s : samplers())
+    if (!s.options.empty()) out.push_back({s.name, &s.options});
+  return out;
+}
+
+DeclaredOptions schedule_declared() {
+  DeclaredOptions out;
+  for (const ScheduleInfo& s : schedules())
+    if (!s.options.empty()) out.push_back({s.name, &s.options});
+  return out;
+}
+
+}  // namespace
+
 std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& dsch, int dsteps) {
-  return {
+  std::vector<Args::Opt> out = {
       {"sampler", "", false, "sampler (see 'tweedie samplers')", ds},
       {"schedule", "", false, "step schedule (see 'tweedie samplers')", dsch},
       {"steps", "s", false, "number of steps", std::to_string(dsteps)},
@@ -16,16 +35,15 @@ std::vector<Args::Opt> sampling_opts(const std::string& ds, const std::string& d
       {"churn", "", false, "EDM S_churn for euler, heun and dpm2", "0"},
       {"s-tmin", "", false, "churn only for sigma >= this", "0"},
       {"s-tmax", "", false, "churn only for sigma <= this", "inf"},
-      {"gamma", "", false, "TCD gamma", "0.3"},
-      {"ge-gamma", "", false, "gradient-estimation gamma", "2"},
       {"rho", "", false, "karras/polyexponential rho (default: the schedule's)", ""},
       {"shift", "", false, "timestep shift (SD3/Flux flow shift; log-SNR shift by -log(shift))", "1"},
       {"sigma-min", "", false, "lowest nonzero noise level (default: the process's)", ""},
       {"sigma-max", "", false, "highest noise level (default: the process's; karras, exponential, kl-optimal and bong-tangent cap it at 80)", ""},
-      {"gits-coeff", "", false, "GITS table coefficient", "1.20"},
-      {"beta-a", "", false, "beta schedule alpha", "0.6"},
-      {"beta-b", "", false, "beta schedule beta", "0.6"},
   };
+  // the samplers' and schedules' own options (method_flags.h)
+  for (const auto& decl : {sampler_declared(), schedule_declared()})
+    for (auto& f : declared_option_flags(decl)) out.push_back(f);
+  return out;
 }
 
 int sampling_steps(const Args& a, const SamplerInfo& s) {
@@ -46,11 +64,11 @@ SamplerOptions sampler_options(const Args& a) {
   o.s_churn = a.number("churn");
   o.s_tmin = a.number("s-tmin");
   o.s_tmax = a.str("s-tmax") == "inf" ? INFINITY : a.number("s-tmax");
-  o.gamma = a.number("gamma");
-  o.ge_gamma = a.number("ge-gamma");
   check(o.s_noise >= 0, "--s-noise must be >= 0");
   check(o.s_churn >= 0, "--churn must be >= 0");
-  check(o.gamma >= 0 && o.gamma <= 1, "--gamma must be in [0, 1] (got ", o.gamma, ")");
+  const SamplerInfo& s = find_sampler(a.str("sampler"));
+  o.own = given_option_values(a, sampler_declared(), s.name, "");
+  o.own.values_for(s.options, "--sampler " + s.name);  // in range
   return o;
 }
 
@@ -60,10 +78,9 @@ ScheduleOptions schedule_options(const Args& a) {
   o.shift = a.number("shift");
   if (a.has("sigma-min")) o.s_min = a.number("sigma-min");
   if (a.has("sigma-max")) o.s_max = a.number("sigma-max");
-  o.gits_coeff = a.number("gits-coeff");
-  o.beta_a = a.number("beta-a");
-  o.beta_b = a.number("beta-b");
-  check(o.beta_a > 0 && o.beta_b > 0, "--beta-a and --beta-b must be positive");
+  const ScheduleInfo& s = find_schedule(a.str("schedule"));
+  o.own = given_option_values(a, schedule_declared(), s.name, "");
+  o.own.values_for(s.options, "--schedule " + s.name);  // in range
   check(!a.has("rho") || o.rho > 0, "--rho must be positive");
   check(!a.has("sigma-min") || o.s_min > 0, "--sigma-min must be positive");
   check(!a.has("sigma-max") || o.s_max > 0, "--sigma-max must be positive");

@@ -26,6 +26,17 @@ std::string middle_attention_site(const Network& net) {
   return site;
 }
 
+std::vector<std::string> attention_sites(const std::string& text, const std::string& option) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  for (std::string site; std::getline(ss, site, ',');) {
+    check(!site.empty(), "--", option, ": empty site in '", text, "'");
+    out.push_back(site);
+  }
+  check(!out.empty(), "--", option, ": no site in '", text, "'");
+  return out;
+}
+
 torch::Tensor identity_attention_rows(const torch::Tensor& probs, int64_t batch, int64_t first) {
   check(probs.dim() == 3 && probs.size(1) == probs.size(2) && batch > 0 && probs.size(0) % batch == 0,
         "identity attention: probabilities ", probs.sizes(), " are not self-attention of a batch of ", batch);
@@ -56,15 +67,17 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
 
   std::vector<int> fired(opt_.sites.size(), 0);
   std::vector<std::unique_ptr<ScopedHook>> hooks;
+  const AttentionPerturbation& pert = opt_.perturbation;
+  const std::string& suffix = pert.suffix;
   for (size_t i = 0; i < opt_.sites.size() && with_pag; ++i) {
     const std::string& site = opt_.sites[i];
     const bool prefix = !site.empty() && site.back() == '*';
     hooks.push_back(std::make_unique<ScopedHook>(
-        net_->network().hooks(), prefix ? site : site + ".probs",
-        [&, i](const std::string& at, const torch::Tensor& p, const HookContext&) {
-          if (at.size() < 6 || at.compare(at.size() - 6, 6, ".probs") != 0) return p;
+        net_->network().hooks(), prefix ? site : site + suffix,
+        [&, i](const std::string& at, const torch::Tensor& v, const HookContext&) {
+          if (at.size() < suffix.size() || at.compare(at.size() - suffix.size(), suffix.size(), suffix) != 0) return v;
           ++fired[i];
-          return identity_attention_rows(p, rows, rows - n);
+          return pert.apply ? pert.apply(v, rows, rows - n, x) : identity_attention_rows(v, rows, rows - n);
         }));
   }
   std::vector<std::string> names{"cond"};
@@ -75,7 +88,7 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
     return inner(torch::cat(std::vector<torch::Tensor>(rows / n, x)), s, all);
   }();
   for (size_t i = 0; i < hooks.size(); ++i)
-    check(fired[i] > 0, "PAG: the ", net_->network().arch(), " network has no self-attention at '", opt_.sites[i],
+    check(fired[i] > 0, pert.name, ": the ", net_->network().arch(), " network has no self-attention at '", opt_.sites[i],
           "' (sites are attention paths like mid.attn.0)");
   auto x0 = both.x0().split(n), eps = both.eps().split(n);
   const auto& cond = x0[0];
@@ -94,20 +107,10 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
 namespace tweedie {
 namespace {
 
-std::vector<std::string> sites_of(const GuidanceOptions& g) {
-  std::vector<std::string> out;
-  if (!g.has("pag-sites")) return out;
-  std::stringstream ss(g.text("pag-sites"));
-  for (std::string site; std::getline(ss, site, ',');) {
-    check(!site.empty(), "--pag-sites: empty site in '", g.text("pag-sites"), "'");
-    out.push_back(site);
-  }
-  return out;
-}
-
 DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>& net) {
   CFGOptions cfg = cfg_options(g, inner->process());
-  return std::make_shared<PAGDenoiser>(std::move(inner), net, PAGOptions{g.number("pag"), sites_of(g)}, std::move(cfg));
+  const auto sites = g.has("pag-sites") ? attention_sites(g.text("pag-sites"), "pag-sites") : std::vector<std::string>{};
+  return std::make_shared<PAGDenoiser>(std::move(inner), net, PAGOptions{g.number("pag"), sites}, std::move(cfg));
 }
 
 std::string describe(const GuidanceOptions& g) {

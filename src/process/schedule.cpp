@@ -21,7 +21,9 @@ std::vector<double> make_schedule(const std::string& name, const Process& p, int
   check(o.shift > 0 && std::isfinite(o.shift), "shift must be positive (got ", o.shift, ")");
   check(o.rho >= 0 && std::isfinite(o.rho), "rho must be positive (got ", o.rho, ")");
   check(o.s_min >= 0 && o.s_max >= 0, "sigma-min and sigma-max must be >= 0");
-  std::vector<double> s = info.fn(p, steps, o);
+  ScheduleOptions with = o;
+  with.values = o.own.values_for(info.options, "schedule '" + info.name + "'");
+  std::vector<double> s = info.fn(p, steps, with);
   check((int)s.size() == steps + 1, "schedule '", name, "' produced ", s.size(), " levels for ", steps, " steps");
   check(s.back() == 0, "schedule '", name, "' must end at 0");
   for (int i = 0; i < steps; ++i)

@@ -21,7 +21,7 @@ namespace {
 
 torch::Tensor gradient_estimation(SamplerRun& r, torch::Tensor x) {
   const Process& p = r.process();
-  const double gamma = r.opt.ge_gamma;
+  const double gamma = r.values.number("ge-gamma");
   torch::Tensor d_prev;
   for (int i = 0; i < r.steps(); ++i) {
     const double s = r.sigmas[i], sn = r.sigmas[i + 1];
@@ -43,7 +43,12 @@ SamplerRegistrar reg(SamplerInfo{"gradient-estimation",
                       "Euler with a momentum-corrected gradient estimate (--ge-gamma, default 2)",
                       "Permenter & Yuan 2024, Interpreting and Improving Diffusion Models from an Optimization "
                       "Perspective",
-                      gradient_estimation}.ode(1).alias("gradient_estimation"));
+                      gradient_estimation}
+                         .ode(1)
+                         .alias("gradient_estimation")
+                         .option(MethodOption{"ge-gamma", 2.0,
+                                              "gradient estimation's gamma: weight of the current derivative against "
+                                              "the previous one (1 = Euler)"}));
 
 }  // namespace
 }  // namespace tweedie

@@ -72,6 +72,7 @@ torch::Tensor run_sampler(const SamplerInfo& info, SamplerRun& run, torch::Tenso
         " is beyond the process's limit ", run.process().s_limit());
   check(!info.stochastic || run.gen.defined(), "sampler '", info.name, "' is stochastic and needs a generator");
   check(torch::isfinite(x).all().item<bool>(), "the start state contains NaN or infinity");
+  run.values = run.opt.own.values_for(info.options, "sampler '" + info.name + "'");
   return info.fn(run, std::move(x));
 }
 
@@ -93,6 +94,7 @@ torch::Tensor run_inversion(const SamplerInfo& info, SamplerRun& run, torch::Ten
   check(run.sigmas.back() <= run.process().s_limit(), "inversion target ", run.sigmas.back(),
         " is beyond the process's limit ", run.process().s_limit());
   check(torch::isfinite(x).all().item<bool>(), "the input contains NaN or infinity");
+  run.values = run.opt.own.values_for(info.options, "sampler '" + info.name + "'");
   return info.fn(run, std::move(x));
 }
 

@@ -47,8 +47,7 @@ double mid_level(const Process& p, double sn, double gamma) {
 
 torch::Tensor tcd(SamplerRun& r, torch::Tensor x) {
   const Process& p = r.process();
-  const double gamma = r.opt.gamma;
-  check(gamma >= 0 && gamma <= 1, "tcd: gamma must be in [0, 1] (got ", gamma, ")");
+  const double gamma = r.values.number("gamma");
   for (int i = 0; i < r.steps(); ++i) {
     const double s = r.sigmas[i], sn = r.sigmas[i + 1];
     Prediction pr = r.denoise(x, s);
@@ -64,7 +63,11 @@ torch::Tensor tcd(SamplerRun& r, torch::Tensor x) {
 }
 
 SamplerRegistrar reg(SamplerInfo{"tcd", "TCD: DDIM to timestep (1 - gamma) t', then fresh noise up to t' (--gamma, default 0.3)",
-                      "Zheng et al. 2024, Trajectory Consistency Distillation", tcd}.sde());
+                      "Zheng et al. 2024, Trajectory Consistency Distillation", tcd}
+                         .sde()
+                         .option(MethodOption{"gamma", 0.3,
+                                              "TCD gamma: the share of each step taken back by fresh noise (0 = DDIM)"}
+                                     .in(0, 1)));
 
 }  // namespace
 }  // namespace tweedie

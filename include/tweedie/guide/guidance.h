@@ -31,7 +31,8 @@
 //      std (cfg_rescale.h).
 //   40 PAG (pag.h): the same rule plus s_pag (x0(c) - x0_perturbed(c)), all
 //      branches in one network call; it absorbs CFG (does CFG's part) when on.
-//   40 APG (apg.h), CFG-Zero* (cfg_zero_star.h): CFG with another
+//   40 SEG (seg.h): PAG's call with the queries blurred instead.
+//   40 APG (apg.h), TCFG (tcfg.h), CFG-Zero* (cfg_zero_star.h): CFG with another
 //      combination of its two branches; like PAG they replace CFG when on
 //      (one of the three at a time).
 //   50 Loss guidance (loss_guidance.h): score - s grad_{x_t} L(x0_hat), the

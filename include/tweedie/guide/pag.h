@@ -30,6 +30,7 @@
 // "mid.attn.0"; DiT the block at depth/2). A site that never fires is an
 // Error naming it. Verified in tests/test_guidance.cpp (PAG suite).
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,13 +44,28 @@ namespace tweedie {
 // Error for networks without one.
 std::string middle_attention_site(const Network& net);
 
+// "a,b,c" -> attention paths; Error naming --option for an empty one.
+std::vector<std::string> attention_sites(const std::string& text, const std::string& option);
+
 // probs [B*heads, L, L] with the rows of batch items [first, B) set to the
 // identity (B = batch).
 torch::Tensor identity_attention_rows(const torch::Tensor& probs, int64_t batch, int64_t first);
 
+// How the perturbed branch's attention changes at each site: the hook-site
+// suffix it acts on and the change of batch rows [first, batch) of the
+// value there (x: the call's input, for image sizes). PAG's is the identity
+// attention on ".probs"; SEG's (seg.h) blurs the queries on ".q".
+struct AttentionPerturbation {
+  std::string name = "PAG";  // in errors
+  std::string suffix = ".probs";
+  std::function<torch::Tensor(const torch::Tensor& value, int64_t batch, int64_t first, const torch::Tensor& x)>
+      apply;  // empty: identity attention (PAG)
+};
+
 struct PAGOptions {
   double scale = 0.0;              // s_pag
   std::vector<std::string> sites;  // attention paths; empty = middle_attention_site
+  AttentionPerturbation perturbation = {};
 };
 
 class PAGDenoiser : public GuidanceRule {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tweedie/core/method_options.h"
 #include "tweedie/core/registry.h"
 #include "tweedie/process/process.h"
 
@@ -19,11 +20,13 @@ struct ScheduleOptions {
   double s_max = 0;      // 0: the process's s_max()
   double rho = 0;        // 0: the schedule's default (karras 7, polyexponential 1)
   double rho_or(double dflt) const { return rho > 0 ? rho : dflt; }
-  double beta_a = 0.6;   // beta schedule (Lee et al. 2024)
-  double beta_b = 0.6;
   double shift = 1.0;    // timestep shift (SD3/Flux flow shift, or any process): lambda -> lambda - log(shift)
-  double gits_coeff = 1.20;  // GITS table coefficient (0.80 .. 1.50 in steps of 0.05)
   int steps_offset = 1;  // diffusers "leading" spacing offset
+  // The schedule's own options by name (beta's "beta-a" and "beta-b", GITS's
+  // "gits-coeff"): declared in its registration (ScheduleInfo::option),
+  // checked by make_schedule, which hands their values on in `values`.
+  OptionValues own;
+  MethodValues values;  // set by make_schedule for the schedule it runs
 };
 
 using ScheduleFn = std::vector<double> (*)(const Process& p, int steps, const ScheduleOptions& o);
@@ -33,6 +36,8 @@ struct ScheduleInfo {
   std::string description;
   std::string reference;
   ScheduleFn fn;
+  std::vector<MethodOption> options = {};  // its own options (ScheduleOptions::own)
+  ScheduleInfo& option(MethodOption o) { options.push_back(std::move(o)); return *this; }
 };
 
 template <>

@@ -16,6 +16,7 @@
 
 #include <torch/types.h>
 
+#include "tweedie/core/method_options.h"
 #include "tweedie/core/registry.h"
 #include "tweedie/models/denoiser.h"
 
@@ -27,8 +28,10 @@ struct SamplerOptions {
   double s_churn = 0.0;    // Heun/Euler churn (EDM S_churn)
   double s_tmin = 0.0;     // churn only for s in [s_tmin, s_tmax]
   double s_tmax = std::numeric_limits<double>::infinity();
-  double gamma = 0.3;      // TCD gamma
-  double ge_gamma = 2.0;   // gradient-estimation Euler gamma
+  // The sampler's own options by name (TCD's "gamma", gradient estimation's
+  // "ge-gamma"): declared in its registration (SamplerInfo::option) and
+  // checked by run_sampler, which hands their values to the run.
+  OptionValues own;
   // eta if set, else the given default.
   double eta_or(double dflt) const { return eta >= 0 ? eta : dflt; }
 };
@@ -55,6 +58,7 @@ class SamplerRun {
   torch::Generator gen;
   StepCallback callback;
   int nfe = 0;
+  MethodValues values;  // the running sampler's own options (set by run_sampler from opt.own)
 
   const Process& process() const { return model.process(); }
   int steps() const { return static_cast<int>(sigmas.size()) - 1; }
@@ -99,11 +103,13 @@ struct SamplerInfo {
   bool invertible = false;   // deterministic and correct on an increasing level list
   int order = 1;             // convergence order of the deterministic update (0: stochastic)
   std::vector<std::string> aliases = {};
+  std::vector<MethodOption> options = {};  // its own options (SamplerOptions::own)
 
   SamplerInfo& deterministic(int k) { stochastic = false, invertible = false, order = k; return *this; }
   SamplerInfo& ode(int k) { deterministic(k).invertible = true; return *this; }
   SamplerInfo& sde() { stochastic = true, invertible = false, order = 0; return *this; }
   SamplerInfo& alias(std::string a) { aliases.push_back(std::move(a)); return *this; }
+  SamplerInfo& option(MethodOption o) { options.push_back(std::move(o)); return *this; }
 };
 
 template <>

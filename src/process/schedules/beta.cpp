@@ -3,7 +3,7 @@
 // beta (Lee, Lin & Wang 2024, "Beta Sampling is All You Need: Efficient Image
 // Generation Strategy for Diffusion Models using Stepwise Spectral Analysis";
 // ComfyUI beta_scheduler): timestep fractions are quantiles of Beta(a, b),
-//   f_i = I^-1(1 - i/n; a, b),  i = 0..n-1   (ScheduleOptions beta_a, beta_b; 0.6),
+//   f_i = I^-1(1 - i/n; a, b),  i = 0..n-1   (options --beta-a, --beta-b; 0.6),
 // which for a, b < 1 crowds steps at both ends of the trajectory. I^-1 is the
 // inverse regularized incomplete beta function: I_x(a, b) by its continued
 // fraction (modified Lentz), inverted by Newton's method safeguarded with
@@ -100,10 +100,9 @@ std::vector<double> at_timesteps(const Process& p, const std::vector<double>& f,
 }
 
 std::vector<double> beta(const Process& p, int n, const ScheduleOptions& o) {
-  check(o.beta_a > 0 && o.beta_b > 0 && std::isfinite(o.beta_a) && std::isfinite(o.beta_b),
-        "beta schedule: --beta-a and --beta-b must be positive (got ", o.beta_a, ", ", o.beta_b, ")");
+  const double a = o.values.number("beta-a"), b = o.values.number("beta-b");
   std::vector<double> f(n);
-  for (int i = 0; i < n; ++i) f[i] = inv_inc_beta(o.beta_a, o.beta_b, 1.0 - double(i) / n);
+  for (int i = 0; i < n; ++i) f[i] = inv_inc_beta(a, b, 1.0 - double(i) / n);
   return at_timesteps(p, f, true, o);
 }
 
@@ -116,8 +115,10 @@ std::vector<double> smoothstep(const Process& p, int n, const ScheduleOptions& o
   return at_timesteps(p, f, false, o);
 }
 
-ScheduleRegistrar reg1({"beta", "timesteps at Beta(a, b) quantiles (a = b = 0.6 by default)",
-                        "Lee et al. 2024, 'Beta Sampling is All You Need' (ComfyUI beta)", beta});
+ScheduleRegistrar reg1(ScheduleInfo{"beta", "timesteps at Beta(a, b) quantiles (a = b = 0.6 by default)",
+                                    "Lee et al. 2024, 'Beta Sampling is All You Need' (ComfyUI beta)", beta}
+                           .option(MethodOption{"beta-a", 0.6, "beta schedule alpha"}.at_least(0, true))
+                           .option(MethodOption{"beta-b", 0.6, "beta schedule beta"}.at_least(0, true)));
 ScheduleRegistrar reg2({"smoothstep", "timesteps at smoothstep(1 - i/n) of the training range",
                         "stable-diffusion.cpp SmoothStepScheduler", smoothstep});
 

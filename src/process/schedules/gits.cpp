@@ -139,9 +139,10 @@ const Process& sd15() {
 double at_fraction(const Process& p, double f) { return p.s_at_timestep(f * (p.timesteps() - 1)); }
 
 std::vector<double> gits(const Process& p, int n, const ScheduleOptions& o) {
-  const double k = (o.gits_coeff - 0.80) / 0.05;
+  const double coeff = o.values.number("gits-coeff");
+  const double k = (coeff - 0.80) / 0.05;
   const int c = (int)std::lround(k);
-  check(c >= 0 && c < kCoeffs && std::abs(k - c) < 1e-6, "gits: coefficient ", o.gits_coeff,
+  check(c >= 0 && c < kCoeffs && std::abs(k - c) < 1e-6, "gits: coefficient ", coeff,
         " is not in the published table (0.80 to 1.50 in steps of 0.05)");
   check(n >= 2, "gits: the published table starts at 2 steps (got ", n, ")");
   const int rn = std::min(n, kMaxSteps);
@@ -162,8 +163,11 @@ std::vector<double> gits(const Process& p, int n, const ScheduleOptions& o) {
   return schedule_util::finish(p, s, o);
 }
 
-ScheduleRegistrar reg({"gits", "GITS published SD1.5 steps (--gits-coeff 0.80..1.50; 2..20 steps, more interpolated)",
-                       "Chen et al. 2024, 'On the Trajectory Regularity of ODE-based Diffusion Sampling'", gits});
+ScheduleRegistrar reg(ScheduleInfo{"gits", "GITS published SD1.5 steps (--gits-coeff 0.80..1.50; 2..20 steps, more interpolated)",
+                                   "Chen et al. 2024, 'On the Trajectory Regularity of ODE-based Diffusion Sampling'", gits}
+                          .option(MethodOption{"gits-coeff", 1.20,
+                                               "GITS table coefficient (0.80 to 1.50 in steps of 0.05)"}
+                                      .in(0.8, 1.5)));
 
 }  // namespace
 }  // namespace tweedie
