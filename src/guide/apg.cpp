@@ -55,7 +55,6 @@ torch::Tensor APGDenoiser::combine(const torch::Tensor& x0_cond, const torch::Te
 namespace {
 
 DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
-  check(g.guides(), "--apg needs guidance: give --cfg other than 1");
   CFGOptions cfg = cfg_options(g, inner->process());
   return std::make_shared<APGDenoiser>(std::move(inner), std::move(cfg),
                                        APGOptions{g.number("apg"), g.number("apg-momentum"),
@@ -83,6 +82,7 @@ GuidanceRuleRegistrar reg(
         .option(MethodOption{"apg-norm-threshold", 0, "APG: clip the update's norm to this r (0 = off)"}.at_least(0))
         .on_when_given()
         .needs_condition()
+        .needs_guidance()
         .for_text_models()
         .does_the_work_of("cfg"));
 

@@ -49,7 +49,6 @@ torch::Tensor CFGZeroStarDenoiser::combine(const torch::Tensor& x0_cond, const t
 namespace {
 
 DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
-  check(g.guides(), "--cfg-zero-star needs guidance: give --cfg other than 1");
   CFGOptions cfg = cfg_options(g, inner->process());
   return std::make_shared<CFGZeroStarDenoiser>(std::move(inner), std::move(cfg), int(g.number("cfg-zero-star")));
 }
@@ -71,6 +70,7 @@ GuidanceRuleRegistrar reg(
                     .whole())
         .on_when_given()
         .needs_condition()
+        .needs_guidance()
         .for_text_models()
         .does_the_work_of("cfg"));
 

@@ -189,6 +189,7 @@ DenoiserPtr make_guidance(DenoiserPtr base, const GuidanceOptions& g) {
     check(!r->conditional || g.conditional, "--", r->switch_name(), " needs ", g.condition_from);
     check(r->network_reason.empty() || net != nullptr, "--", r->switch_name(), " needs a network model (",
           r->network_reason, ")");
+    check(!r->needs_cfg || g.guides(), "--", r->switch_name(), " needs guidance: give --cfg other than 1");
     if (absorbed.count(r->name)) continue;
     d = r->build(d, g, net);
   }

@@ -39,7 +39,6 @@ torch::Tensor TCFGDenoiser::combine(const torch::Tensor& x0_cond, const torch::T
 namespace {
 
 DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
-  check(g.guides(), "--tcfg needs guidance: give --cfg other than 1");
   CFGOptions cfg = cfg_options(g, inner->process());
   return std::make_shared<TCFGDenoiser>(std::move(inner), std::move(cfg), g.number("tcfg"));
 }
@@ -59,6 +58,7 @@ GuidanceRuleRegistrar reg(
                              "branches' principal direction (1 = the paper's TCFG, 0 = CFG)"}
                     .in(0, 1))
         .needs_condition()
+        .needs_guidance()
         .for_text_models()
         .does_the_work_of("cfg"));
 

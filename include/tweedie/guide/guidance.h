@@ -147,6 +147,7 @@ struct GuidanceRuleInfo {
   bool on_given = false;                   // on whenever its switch is given (at any value)
   std::string network_reason;              // non-empty: needs a network model, because ...
   bool conditional = false;                // its options need conditional samples
+  bool needs_cfg = false;                  // a CFG variant: on only with --cfg other than 1
   bool text_models = false;                // offered for prompt-conditioned latent models
   bool class_labels = false;               // acts on class labels (not prompts)
   std::string absorbs;                     // a rule whose work it does while on (PAG: cfg)
@@ -160,6 +161,7 @@ struct GuidanceRuleInfo {
   GuidanceRuleInfo& on_when_given() { on_given = true; return *this; }
   GuidanceRuleInfo& needs_network(std::string why) { network_reason = std::move(why); return *this; }
   GuidanceRuleInfo& needs_condition() { conditional = true; return *this; }
+  GuidanceRuleInfo& needs_guidance() { needs_cfg = true; return *this; }
   GuidanceRuleInfo& for_text_models() { text_models = true; return *this; }
   GuidanceRuleInfo& on_class_labels() { class_labels = true; return *this; }
   GuidanceRuleInfo& does_the_work_of(std::string rule) { absorbs = std::move(rule); return *this; }
