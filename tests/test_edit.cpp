@@ -288,7 +288,7 @@ TEST(EditDiffEdit, MaskSelectsTheCoordinatesWhereTheClassesDiffer) {
 TEST(EditMethods, RegistryRunsTheMethodsWithTheirDeclaredDefaults) {
   std::vector<std::string> names;
   for (const EditMethodInfo& m : edit_methods()) names.push_back(m.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"cycle", "ddib", "ddpm", "diffedit", "ilvr", "sdedit"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cycle", "ddib", "ddpm", "diffedit", "ilvr", "p2p", "sdedit"}));
   auto d = std::make_shared<GMMDenoiser>(testing::test_mixture(), make_process("vp:cosine"));
   auto x = d->mixture().sample(16, seeded(0), 1).to(torch::kFloat64);
   const Cond c1 = labels(16, 1), c0 = labels(16, 0);
@@ -330,6 +330,13 @@ TEST(EditMethods, RegistryRunsTheMethodsWithTheirDeclaredDefaults) {
   EditRequest nosrc = request(-1, 0);
   nosrc.source = Cond{};
   EXPECT_EQ(error_of([&] { run_edit_method(find_edit_method("ddib"), nosrc); }), "edit ddib needs the source condition");
+  // Prompt-to-Prompt acts on prompts' words; only it generates its source from noise
+  EXPECT_EQ(error_of([&] { run_edit_method(find_edit_method("p2p"), request(-1, 0)); }),
+            "edit p2p needs a text model and prompts");
+  EditRequest noise = request(-1, 0);
+  noise.from_noise = true;
+  EXPECT_EQ(error_of([&] { run_edit_method(find_edit_method("sdedit"), noise); }),
+            "edit sdedit edits images: give it an input (it cannot generate its source from a seed)");
   EditRequest euler_a = request(-1, 0);
   euler_a.sampler = "euler-a";
   EXPECT_NE(error_of([&] { run_edit_method(find_edit_method("diffedit"), euler_a); }).find("cannot invert"),

@@ -1,10 +1,13 @@
 // tweedie edit: change images with a training-free method (SDEdit, DDIB,
-// edit-friendly DDPM, CycleDiffusion, DiffEdit, ILVR; include/tweedie/edit/)
-// on a pretrained class-conditional model (--from/--to classes; the edits
-// are judged with the evaluation classifier) or a text-conditioned latent
-// model (--source-prompt/--target-prompt; images are encoded with its VAE,
-// edited as latents and decoded), and write source and edited images as a
-// grid (or a folder).
+// edit-friendly DDPM, CycleDiffusion, DiffEdit, ILVR, Prompt-to-Prompt;
+// include/tweedie/edit/) on a pretrained class-conditional model
+// (--from/--to classes; the edits are judged with the evaluation
+// classifier) or a text-conditioned latent model (--source-prompt/
+// --target-prompt; images are encoded with its VAE, edited as latents and
+// decoded, or, for methods that can, generated from --seed), and write
+// source and edited images as a grid (or a folder).
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
 #include <sstream>
 #include <cstdio>
@@ -55,28 +58,57 @@ void write_edits(const torch::Tensor& x, const torch::Tensor& edited, const torc
   if (!quiet) std::fprintf(stderr, "wrote %s\n", out.c_str());
 }
 
-// A text model: images -> latents (VAE), the edit between the prompts' conditions, latents -> images.
-int edit_text(const Args& a, const EditSettings& e, const LoadedModel& model, int steps, const std::string& out,
-              bool to_dir) {
+// A text model: images -> latents (VAE), the edit between the prompts'
+// conditions, latents -> images. Without --input (methods that generate
+// their source): the source is sampled from the seed's noise, as `tweedie
+// generate` draws it.
+int edit_text(const Args& a, const EditSettings& e, const EditMethodInfo& method, const LoadedModel& model, int steps,
+              const std::string& out, bool to_dir) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor images = load_input_images(a.str("input"), model, "tweedie edit");
-  const int64_t n = images.size(0);
-  const torch::Tensor x = model.encode(images);
+  const bool from_noise = !a.has("input");
+  torch::Tensor images, x;
+  int64_t n = 0, height = 0, width = 0;
+  if (from_noise) {
+    const std::vector<int64_t> shape = model.image_shape();
+    height = a.has("height") ? a.integer("height") : shape[1];
+    width = a.has("width") ? a.integer("width") : shape[2];
+    const int64_t step = model.size_multiple();
+    check(height >= step && width >= step && height % step == 0 && width % step == 0, "tweedie edit: --width and "
+          "--height must be positive multiples of ", step, " (got ", width, "x", height, ")");
+    n = a.integer("num");
+    check(n >= 1, "tweedie edit: -n must be >= 1 (got ", n, ")");
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t(a.integer("seed")));
+    const int64_t down = model.sd->downscale();
+    x = at::randn({n, model.sample_shape[0], height / down, width / down}, gen, torch::kFloat32);
+  } else {
+    images = load_input_images(a.str("input"), model, "tweedie edit");
+    n = images.size(0), height = images.size(2), width = images.size(3);
+    x = model.encode(images);
+  }
   const bool has_src = a.has("source-prompt");
   const auto conds = model.prompt_conditions({has_src ? a.str("source-prompt") : "", a.str("target-prompt")},
-                                             a.str("negative-prompt"), n, images.size(2), images.size(3));
+                                             a.str("negative-prompt"), n, height, width);
   const Cond src = has_src ? conds[0] : Cond{}, tgt = conds[1];
   const std::vector<double> sigmas = make_schedule(a.str("schedule"), model.denoiser->process(), steps);
   if (!a.has("quiet"))
-    std::fprintf(stderr, "edit %s: %ld image(s) %ldx%ld, '%s' -> '%s', %d steps...\n", e.method.c_str(), (long)n,
-                 (long)images.size(3), (long)images.size(2), a.str("source-prompt").c_str(), a.str("target-prompt").c_str(),
-                 steps);
-  EditOutput r = run_edit(e, model, sigmas, x, src, tgt, uint64_t(a.integer("seed")));
+    std::fprintf(stderr, "edit %s: %ld image(s) %ldx%ld%s, '%s' -> '%s', %d steps...\n", e.method.c_str(), (long)n,
+                 (long)width, (long)height, from_noise ? " generated" : "", a.str("source-prompt").c_str(),
+                 a.str("target-prompt").c_str(), steps);
+  EditWords words;
+  if (method.text_only) {
+    words.source = model.sd->word_positions(a.str("source-prompt"));
+    words.target = model.sd->word_positions(a.str("target-prompt"));
+  }
+  words.from_noise = from_noise;
+  EditOutput r = run_edit(e, model, sigmas, x, src, tgt, uint64_t(a.integer("seed")), words);
   check(torch::isfinite(r.edited).all().item<bool>(), "the edit produced non-finite values");
   const torch::Tensor edited = model.decode(r.edited);
-  const Difference d = difference(edited, images), dl = difference(r.edited, x);
+  if (from_noise) images = model.decode(r.source);
+  const Difference d = difference(edited, images), dl = difference(r.edited, from_noise ? r.source : x);
   std::printf("%s: %ld image(s) edited toward '%s'; RMSE to the source: images %.3f, latents %.3f\n", e.method.c_str(),
               (long)n, a.str("target-prompt").c_str(), d.rmse, dl.rmse);
+  if (r.mask.defined())
+    std::printf("%s: the mask covers %.1f%% of the latent\n", e.method.c_str(), 100.0 * r.mask.mean().item<double>());
   const std::string params = a.str("target-prompt") + "\nedit --method " + e.method +
                              (has_src ? " --source-prompt \"" + a.str("source-prompt") + "\"" : "") + " --cfg " +
                              a.str("cfg") + " --steps " + std::to_string(steps) + " --seed " + a.str("seed");
@@ -140,13 +172,18 @@ int run(int argc, char** argv) {
              {"source-prompt", "", false, "text models: what the input shows (needed by ddib, ddpm, cycle, diffedit)", ""},
              {"target-prompt", "", false, "text models: what the edit should show", ""},
              {"negative-prompt", "", false, "text models: CFG's negative prompt", ""},
+             {"num", "n", false, "text models without --input (" +
+                                     methods_where([](const EditMethodInfo& m) { return m.seeds; }) +
+                                     "): sources to generate from the seed", "1"},
+             {"width", "W", false, "text models without --input: image width (default: the model's native size)", ""},
+             {"height", "H", false, "text models without --input: image height (default: the model's native size)", ""},
   };
   const auto method_opts = declared_option_flags(declared_options()), text_opts = text_model_opts();
   opts.insert(opts.end(), method_opts.begin(), method_opts.end());
   opts.insert(opts.end(), text_opts.begin(), text_opts.end());
   Args a("edit",
          "--method M (--to CLASS [--from CLASS] | --target-prompt P [--source-prompt P]) (-i IN.png|DIR | --test-images "
-         "N) -o OUT.png|DIR/ [options]",
+         "N | a seed: " + methods_where([](const EditMethodInfo& m) { return m.seeds; }) + ") -o OUT.png|DIR/ [options]",
          opts);
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie edit: unexpected argument '", a.positional().empty() ? "" : a.positional()[0], "'");
@@ -166,13 +203,22 @@ int run(int argc, char** argv) {
     check(a.has("target-prompt"), "tweedie edit: --target-prompt is required (what the edit should show)");
     check(!method.source || a.has("source-prompt"), "tweedie edit: --method ", e.method,
           " needs --source-prompt (what the input shows)");
+    check(a.has("input") || method.seeds, "tweedie edit: --method ", e.method, " edits images: give --input (",
+          methods_where([](const EditMethodInfo& m) { return m.seeds; }), " can generate the source from --seed)");
+    check(!a.has("input") || (!a.has("num") && !a.has("width") && !a.has("height")),
+          "tweedie edit: -n, --width and --height size a generated source; with --input the images give them");
   } else {
+    check(!method.text_only, "tweedie edit: --method ", e.method, " edits by prompts' words and needs a text model (",
+          spec, " is not one)");
+    check(!a.has("num") && !a.has("width") && !a.has("height"), "tweedie edit: -n, --width and --height need a text "
+          "model");
     check(!a.has("source-prompt") && !a.has("target-prompt") && !a.has("negative-prompt"), "tweedie edit: prompts need "
           "a text model (", spec, " is not one)");
     check(a.has("to"), "tweedie edit: --to is required (the target class)");
     check(!method.source || a.has("from"), "tweedie edit: --method ", e.method, " needs --from (the source class)");
   }
-  check(a.has("input") != a.has("test-images"), "tweedie edit: give either --input or --test-images");
+  check(!(a.has("input") && a.has("test-images")), "tweedie edit: give either --input or --test-images");
+  check(text || a.has("input") || a.has("test-images"), "tweedie edit: give either --input or --test-images");
   check(!a.has("test-images") || a.has("from"), "tweedie edit: --test-images needs --from (the class of the images)");
   check(a.has("output"), "tweedie edit: --output is required (.png or DIR/)");
   const std::string out = a.str("output");
@@ -188,21 +234,17 @@ int run(int argc, char** argv) {
   e.sampler = a.str("sampler");
   if (!e.sampler.empty()) {
     const SamplerInfo& s = find_sampler(e.sampler);
-    if (method.sampler_must_invert) require_invertible(s);
+    if (method.sampler_must_invert && (a.has("input") || a.has("test-images"))) require_invertible(s);
     check(method.takes_sampler, "tweedie edit: --sampler does not apply to ", e.method,
           " (it decodes with its own noises)");
   }
-  e.options = method.values("tweedie edit");
-  for (const Args::Opt& o : method_opts)
-    if (a.has(o.name)) {
-      check(e.options.declares(o.name), "tweedie edit: --", o.name, " does not apply to ", e.method);
-      e.options.set(o.name, a.number(o.name));
-    }
+  e.options = given_option_values(a, declared_options(), e.method, "tweedie edit")
+                  .values_for(method.options, "tweedie edit --method " + e.method);
   const int steps = a.integer("steps");
   check(steps >= 1, "tweedie edit: --steps must be >= 1 (got ", steps, ")");
 
   LoadedModel model = load_model(spec, "", "", text_model_options(a));
-  if (text) return edit_text(a, e, model, steps, out, to_dir);
+  if (text) return edit_text(a, e, method, model, steps, out, to_dir);
   check(model.num_classes > 0, "tweedie edit: ", spec, " is not class-conditional");
   const int64_t to = class_labels(model, a.str("to"), 1)[0].item<int64_t>();
   const int64_t from = a.has("from") ? class_labels(model, a.str("from"), 1)[0].item<int64_t>() : -1;

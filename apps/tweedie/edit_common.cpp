@@ -81,7 +81,7 @@ Cond class_condition(int64_t k, int64_t n) {
 }
 
 EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::vector<double>& sigmas,
-                    const torch::Tensor& x, const Cond& src, const Cond& tgt, uint64_t seed) {
+                    const torch::Tensor& x, const Cond& src, const Cond& tgt, uint64_t seed, const EditWords& words) {
   EditRequest r;
   r.model = model.denoiser;
   r.sigmas = sigmas;
@@ -93,6 +93,9 @@ EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::
   r.sampler = e.sampler;
   r.options = e.options;
   r.gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  r.source_words = words.source;
+  r.target_words = words.target;
+  r.from_noise = words.from_noise;
   return run_edit_method(find_edit_method(e.method), std::move(r));
 }
 

@@ -47,8 +47,14 @@ using EditOutput = EditResult;
 
 // Edit x [N, ...] (states of the sampling space: latents for text models)
 // from condition `src` (empty: none) to `tgt` over the schedule.
+// Text models: the prompts' words (methods .for_text_models()) and whether
+// x is the noise a source is generated from (methods .from_seed()).
+struct EditWords {
+  std::vector<PromptWord> source, target;
+  bool from_noise = false;
+};
 EditOutput run_edit(const EditSettings& e, const LoadedModel& model, const std::vector<double>& sigmas,
-                    const torch::Tensor& x, const Cond& src, const Cond& tgt, uint64_t seed);
+                    const torch::Tensor& x, const Cond& src, const Cond& tgt, uint64_t seed, const EditWords& words = {});
 // The class conditions of a batch of n (-1: none, an empty Cond).
 Cond class_condition(int64_t k, int64_t n);
 

@@ -28,9 +28,12 @@ EditResult run_edit_method(const EditMethodInfo& m, EditRequest r) {
   if (r.strength < 0) r.strength = m.default_strength;
   check(r.strength <= 1, who, ": strength must be in [0, 1] (got ", r.strength, ")");
   check(!m.source || !r.source.empty(), who, " needs the source condition");
+  check(!m.text_only || (r.target.context.defined() && (!m.source || r.source.context.defined())), who,
+        " needs a text model and prompts");
+  check(!r.from_noise || m.seeds, who, " edits images: give it an input (it cannot generate its source from a seed)");
   if (r.sampler.empty()) r.sampler = m.sampler;
   const SamplerInfo& s = find_sampler(r.sampler);
-  if (m.sampler_must_invert) require_invertible(s);
+  if (m.sampler_must_invert && !r.from_noise) require_invertible(s);
   r.sampler = s.name;
   if (r.options.spec().empty() && !m.options.empty()) r.options = m.values(who);
   if (!r.gen.defined()) r.gen = at::make_generator<at::CPUGeneratorImpl>(0);

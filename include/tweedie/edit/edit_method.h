@@ -7,8 +7,9 @@
 //
 // with what it needs declared by name: .strength(s) its default share of the
 // schedule (.no_strength(): it samples from noise), .needs_source() it
-// inverts under the source condition, .invertible_sampler() its --sampler
-// must invert, .own_sampler() it takes no --sampler, .default_sampler(n),
+// inverts under the source condition, .for_text_models() it acts on
+// prompts' words, .from_seed() it can also generate its source from a seed
+// (no input), .invertible_sampler() its --sampler must invert (for inputs), .own_sampler() it takes no --sampler, .default_sampler(n),
 // and .option(MethodOption{...}) its own settings (core/method_options.h),
 // from which `tweedie edit` builds its flags and help. The CLI, `tweedie
 // bench edit` and the library call run_edit_method().
@@ -22,6 +23,7 @@
 #include "tweedie/core/method_options.h"
 #include "tweedie/core/registry.h"
 #include "tweedie/models/denoiser.h"
+#include "tweedie/models/prompt_weighting.h"
 
 namespace tweedie {
 
@@ -35,6 +37,12 @@ struct EditRequest {
   std::string sampler;          // the method's default when not given
   MethodValues options;         // the method's own options
   torch::Generator gen;
+  // Methods that generate their source (.from_seed()): x is unit noise and
+  // the source is sampled from it, not an image to invert.
+  bool from_noise = false;
+  // Text models: the prompts' words and their context positions
+  // (StableDiffusion::word_positions), for methods that act on words.
+  std::vector<PromptWord> source_words, target_words;
 
   // The model with CFG toward the target at `cfg` (the model itself at 1).
   DenoiserPtr guided() const;
@@ -42,7 +50,8 @@ struct EditRequest {
 
 struct EditResult {
   torch::Tensor edited;  // float32 [N, ...]
-  torch::Tensor mask;    // methods that compute one (DiffEdit)
+  torch::Tensor mask;    // methods that compute one (DiffEdit, P2P's local blending)
+  torch::Tensor source;  // methods that produce their source (P2P: the source branch); else undefined
 };
 
 using EditFn = EditResult (*)(const EditRequest& r);
@@ -59,6 +68,8 @@ struct EditMethodInfo {
   bool takes_sampler = true;
   std::string sampler = "ddim";    // default sampler
   std::vector<MethodOption> options = {};
+  bool text_only = false;          // acts on prompts' words: text models only
+  bool seeds = false;              // can generate its source from a seed (EditRequest::from_noise)
 
   EditMethodInfo& strength(double s) { default_strength = s; return *this; }
   EditMethodInfo& no_strength() { uses_strength = false; return *this; }
@@ -66,6 +77,8 @@ struct EditMethodInfo {
   EditMethodInfo& invertible_sampler() { sampler_must_invert = true; return *this; }
   EditMethodInfo& own_sampler() { takes_sampler = false; return *this; }
   EditMethodInfo& default_sampler(std::string s) { sampler = std::move(s); return *this; }
+  EditMethodInfo& for_text_models() { text_only = true; return *this; }
+  EditMethodInfo& from_seed() { seeds = true; return *this; }
   EditMethodInfo& option(MethodOption o) { options.push_back(std::move(o)); return *this; }
 
   // Empty values for its options, errors naming `who` (a command).

@@ -1,0 +1,497 @@
+// Prompt-to-Prompt (Hertz et al. 2023): the source's attention injected into
+// the target's sampling (edit/prompt_to_prompt.h has the math). Verified in
+// tests/test_prompt_to_prompt.cpp: the token maps on real prompts; with no
+// injection the two rows are exactly the two prompts' own generations; the
+// target's maps equal the source's mapped maps inside the windows and its
+// own outside; outside the blend mask the target is the source; direct
+// inversion gives the input back exactly.
+#include "tweedie/edit/prompt_to_prompt.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "tweedie/core/error.h"
+#include "tweedie/edit/edit_method.h"
+#include "tweedie/edit/inversion.h"
+#include "tweedie/guide/cfg.h"
+#include "tweedie/models/net_denoiser.h"
+#include "tweedie/nn/hooks.h"
+
+namespace tweedie {
+
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The last context position of the words (0 when there are none: only BOS),
+// checking that every word has tokens inside one window of `length`.
+int64_t last_word_position(const std::vector<PromptWord>& words, int64_t length, const char* which) {
+  int64_t last = 0;
+  for (const PromptWord& w : words) {
+    check(!w.positions.empty(), "p2p: the ", which, " word '", w.text, "' has no tokens of its own (plain words only)");
+    for (int64_t p : w.positions) last = std::max(last, p);
+  }
+  check(last + 1 < std::min<int64_t>(length, 77), "p2p: the ", which,
+        " prompt must fit one 77-token window (Prompt-to-Prompt maps token to token)");
+  return last;
+}
+
+// BOS to BOS, and the end tokens (EOS, padding) position to position after each prompt's last word.
+void map_ends(TokenMapping& m, int64_t last_src, int64_t last_tgt, int64_t length) {
+  auto M = m.mapper.accessor<float, 2>();
+  M[0][0] = 1;
+  for (int64_t j = last_tgt + 1; j < length; ++j) M[std::min(length - 1, last_src + 1 + (j - last_tgt - 1))][j] = 1;
+}
+
+TokenMapping empty_mapping(int64_t length) {
+  return {torch::zeros({length, length}), torch::ones({length})};
+}
+
+// Word k of the source onto word k of the target: one to one, or the source's mass spread evenly.
+void map_word(TokenMapping& m, const PromptWord& s, const PromptWord& t) {
+  auto M = m.mapper.accessor<float, 2>();
+  if (s.positions.size() == t.positions.size()) {
+    for (size_t i = 0; i < s.positions.size(); ++i) M[s.positions[i]][t.positions[i]] = 1;
+    return;
+  }
+  const float share = 1.0f / float(t.positions.size());
+  for (int64_t i : s.positions)
+    for (int64_t j : t.positions) M[i][j] = share;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) {
+    const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    out.push_back(a == std::string::npos ? "" : item.substr(a, b - a + 1));
+  }
+  return out;
+}
+
+}  // namespace
+
+TokenMapping p2p_word_swap(const std::vector<PromptWord>& source, const std::vector<PromptWord>& target,
+                           int64_t length) {
+  check(source.size() == target.size(), "p2p: a word swap needs prompts of the same number of words (source ",
+        source.size(), ", target ", target.size(), "); refinement (--p2p-mode refine) aligns prompts that add words");
+  const int64_t ls = last_word_position(source, length, "source"), lt = last_word_position(target, length, "target");
+  TokenMapping m = empty_mapping(length);
+  for (size_t k = 0; k < source.size(); ++k) map_word(m, source[k], target[k]);
+  map_ends(m, ls, lt, length);
+  return m;
+}
+
+TokenMapping p2p_refinement(const std::vector<PromptWord>& source, const std::vector<PromptWord>& target,
+                            int64_t length) {
+  const int64_t ls = last_word_position(source, length, "source"), lt = last_word_position(target, length, "target");
+  const size_t n = source.size(), m = target.size();
+  // Global alignment of the words (match +1, mismatch -1, gap 0).
+  std::vector<std::vector<int>> score(n + 1, std::vector<int>(m + 1, 0));
+  auto same = [&](size_t i, size_t j) { return lower(source[i].text) == lower(target[j].text); };
+  for (size_t i = 1; i <= n; ++i)
+    for (size_t j = 1; j <= m; ++j)
+      score[i][j] = std::max({score[i - 1][j - 1] + (same(i - 1, j - 1) ? 1 : -1), score[i - 1][j], score[i][j - 1]});
+  TokenMapping map = empty_mapping(length);
+  size_t i = n, j = m;
+  while (i > 0 && j > 0) {
+    if (same(i - 1, j - 1) && score[i][j] == score[i - 1][j - 1] + 1) {
+      map_word(map, source[i - 1], target[j - 1]);
+      --i, --j;
+    } else if (score[i][j] == score[i - 1][j]) {
+      --i;
+    } else {
+      --j;
+    }
+  }
+  auto A = map.alpha.accessor<float, 1>();
+  auto M = map.mapper.accessor<float, 2>();
+  for (const PromptWord& w : target)  // words with no counterpart keep their own maps
+    for (int64_t p : w.positions) {
+      bool mapped = false;
+      for (int64_t r = 0; r < length && !mapped; ++r) mapped = M[r][p] != 0;
+      if (!mapped) A[p] = 0;
+    }
+  map_ends(map, ls, lt, length);
+  return map;
+}
+
+torch::Tensor p2p_reweight(const std::vector<PromptWord>& target, const std::string& spec, int64_t length) {
+  torch::Tensor eq = torch::ones({length});
+  for (const std::string& item : split(spec, ',')) {
+    const size_t at = item.find('=');
+    check(at != std::string::npos && at > 0, "p2p: --p2p-reweight takes word=factor[,word=factor...], got '", item, "'");
+    const std::string word = lower(split(item.substr(0, at), ' ')[0]);
+    double factor = 0;
+    try {
+      size_t used = 0;
+      factor = std::stod(item.substr(at + 1), &used);
+      check(used == item.size() - at - 1, "");
+    } catch (...) {
+      throw Error("p2p: --p2p-reweight factor of '" + word + "' is not a number: '" + item.substr(at + 1) + "'");
+    }
+    check(std::isfinite(factor), "p2p: --p2p-reweight factor of '", word, "' must be finite");
+    bool found = false;
+    for (const PromptWord& w : target)
+      if (lower(w.text) == word) {
+        found = true;
+        for (int64_t p : w.positions) {
+          check(p < length, "p2p: the target prompt is longer than its context");
+          eq[p] = factor;
+        }
+      }
+    check(found, "p2p: --p2p-reweight word '", word, "' is not in the target prompt");
+  }
+  return eq;
+}
+
+std::vector<int64_t> p2p_word_tokens(const std::vector<PromptWord>& words, const std::string& names) {
+  std::vector<int64_t> out;
+  for (const std::string& name : split(names, ','))
+    for (const PromptWord& w : words)
+      if (!name.empty() && lower(w.text) == lower(name)) out.insert(out.end(), w.positions.begin(), w.positions.end());
+  return out;
+}
+
+namespace {
+
+// Rows of a call that hold one branch's conditional half: "source/cond",
+// or all of "source" when no CFG split the call (w = 1).
+std::vector<int64_t> cond_rows(const HookContext& ctx, const std::string& branch) {
+  std::vector<int64_t> rows = ctx.rows(branch);
+  const std::vector<int64_t> cond = ctx.rows("cond");
+  if (cond.empty() && ctx.rows("uncond").empty()) return rows;
+  std::vector<int64_t> out;
+  for (int64_t r : rows)
+    if (std::find(cond.begin(), cond.end(), r) != cond.end()) out.push_back(r);
+  return out;
+}
+
+torch::Tensor index(const std::vector<int64_t>& rows) { return torch::tensor(rows, torch::kInt64); }
+
+// The attention control: hooks on the network's attention probabilities
+// while it lives, and the local-blend maps they accumulate.
+class Control {
+ public:
+  using Observer = decltype(PromptToPromptOptions::on_attention);
+  Control(Network& net, TokenMapping map, torch::Tensor reweight, int cross_steps, int self_steps,
+          std::vector<std::string> self_sites, std::vector<int64_t> blend_src, std::vector<int64_t> blend_tgt,
+          int64_t latent_h, int64_t latent_w, Observer observe)
+      : observe_(std::move(observe)), map_(std::move(map)), eq_(std::move(reweight)), cross_steps_(cross_steps), self_steps_(self_steps),
+        blend_src_(std::move(blend_src)), blend_tgt_(std::move(blend_tgt)), lh_(latent_h), lw_(latent_w) {
+    hooks_.push_back(std::make_unique<ScopedHook>(
+        net.hooks(), "*attn2.probs",
+        [this](const std::string& site, const torch::Tensor& p, const HookContext& ctx) { return cross(site, p, ctx); }));
+    for (const std::string& site : self_sites)
+      hooks_.push_back(std::make_unique<ScopedHook>(
+          net.hooks(), site,
+          [this](const std::string& site, const torch::Tensor& p, const HookContext& ctx) { return self(site, p, ctx); }));
+  }
+  Control(const Control&) = delete;
+  Control& operator=(const Control&) = delete;
+
+  int cross_calls = 0;  // cross-attention sites edited (a model without them is an error)
+  // The blend words' maps [N, h, w] of the source and of the target, summed
+  // over layers and steps, at the resolution nearest a quarter of the
+  // latent's side (the paper's 16x16 for SD at 512; ties: the finer).
+  std::pair<torch::Tensor, torch::Tensor> blend_maps() const {
+    check(!maps_.empty(), "p2p --blend: no cross-attention maps were recorded");
+    const double want = std::log2(std::max(1.0, double(lh_) / 4));
+    auto best = maps_.begin();
+    for (auto it = maps_.begin(); it != maps_.end(); ++it)
+      if (std::abs(std::log2(double(it->first)) - want) <= std::abs(std::log2(double(best->first)) - want)) best = it;
+    return best->second;
+  }
+
+ private:
+  struct Rows {
+    torch::Tensor src, tgt;
+    int64_t B = 0;
+  };
+  static Rows rows(const HookContext& ctx) {
+    Rows r;
+    if (ctx.branches.empty()) return r;
+    const auto s = cond_rows(ctx, "source"), t = cond_rows(ctx, "target");
+    if (s.empty() || s.size() != t.size()) return r;
+    r.src = index(s), r.tgt = index(t), r.B = ctx.branches.back().end;
+    return r;
+  }
+
+  void record(const torch::Tensor& S, const torch::Tensor& T, int64_t Lq) {
+    if (blend_src_.empty() && blend_tgt_.empty()) return;
+    int64_t h = lh_, w = lw_;
+    while (h * w > Lq && h % 2 == 0 && w % 2 == 0) h /= 2, w /= 2;
+    if (h * w != Lq) return;  // not a downsampling of the latent grid
+    auto word_map = [&](const torch::Tensor& P, const std::vector<int64_t>& tokens) {
+      if (tokens.empty()) return torch::zeros({P.size(0), h, w});
+      return P.index_select(3, index(tokens)).sum(3).mean(1).view({P.size(0), h, w});
+    };
+    auto ms = word_map(S, blend_src_), mt = word_map(T, blend_tgt_);
+    auto& [a, b] = maps_[h];
+    a = a.defined() ? a + ms : ms;
+    b = b.defined() ? b + mt : mt;
+  }
+
+  torch::Tensor cross(const std::string& site, const torch::Tensor& probs, const HookContext& ctx) {
+    const Rows r = rows(ctx);
+    if (!r.src.defined()) return probs;
+    ++cross_calls;
+    const int64_t Lq = probs.size(1), Lk = probs.size(2);
+    check(Lk == map_.mapper.size(0), "p2p: cross-attention over ", Lk, " context tokens, the prompts have ",
+          map_.mapper.size(0));
+    auto p = probs.reshape({r.B, probs.size(0) / r.B, Lq, Lk});
+    auto S = p.index_select(0, r.src).to(torch::kFloat32), T = p.index_select(0, r.tgt).to(torch::kFloat32);
+    record(S, T, Lq);
+    if (ctx.step < 0 || ctx.step >= cross_steps_) {
+      if (observe_) observe_(site, ctx.step, true, S, T);
+      return probs;
+    }
+    auto edited = torch::matmul(S, map_.mapper) * map_.alpha + T * (1 - map_.alpha);
+    if (eq_.defined()) edited = edited * eq_;
+    if (observe_) observe_(site, ctx.step, true, S, edited);
+    auto out = p.clone();
+    out.index_copy_(0, r.tgt, edited.to(out.scalar_type()));
+    return out.view(probs.sizes());
+  }
+
+  torch::Tensor self(const std::string& site, const torch::Tensor& probs, const HookContext& ctx) {
+    const Rows r = rows(ctx);
+    if (!r.src.defined()) return probs;
+    auto p = probs.reshape({r.B, probs.size(0) / r.B, probs.size(1), probs.size(2)});
+    auto S = p.index_select(0, r.src);
+    if (ctx.step < 0 || ctx.step >= self_steps_) {
+      if (observe_) observe_(site, ctx.step, false, S, p.index_select(0, r.tgt));
+      return probs;
+    }
+    if (observe_) observe_(site, ctx.step, false, S, S);
+    auto out = p.clone();
+    out.index_copy_(0, r.tgt, S);
+    return out.view(probs.sizes());
+  }
+
+  Observer observe_;
+  TokenMapping map_;
+  torch::Tensor eq_;
+  int cross_steps_, self_steps_;
+  std::vector<int64_t> blend_src_, blend_tgt_;
+  int64_t lh_, lw_;
+  std::map<int64_t, std::pair<torch::Tensor, torch::Tensor>> maps_;  // by map height
+  std::vector<std::unique_ptr<ScopedHook>> hooks_;
+};
+
+// Evaluates [source rows; target rows] in one call of the inner model, named as branches.
+class PairDenoiser : public Denoiser {
+ public:
+  explicit PairDenoiser(DenoiserPtr inner) : inner_(std::move(inner)) {}
+  const Process& process() const override { return inner_->process(); }
+  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override {
+    BranchScope branches({"source", "target"});
+    return inner_->predict(x, s, c);
+  }
+
+ private:
+  DenoiserPtr inner_;
+};
+
+// The self-attention sites strictly below the latent's resolution, found by one observing call.
+std::vector<std::string> coarse_self_attention_sites(NetDenoiser& net, const torch::Tensor& x, double s,
+                                                     const Cond& c) {
+  const int64_t latent_tokens = x.size(2) * x.size(3);
+  std::vector<std::string> sites;
+  {
+    ScopedHook seen(net.network().hooks(), "*attn1.q",
+                    [&](const std::string& site, const torch::Tensor& q, const HookContext&) {
+                      if (q.dim() == 4 && q.size(2) * 4 <= latent_tokens)
+                        sites.push_back(site.substr(0, site.size() - 2) + ".probs");
+                      return q;
+                    });
+    torch::NoGradGuard ng;
+    Cond one = c;
+    if (one.context.defined()) one.context = one.context.slice(0, 0, 1);
+    for (auto& [k, v] : one.extra)
+      if (v.size(0) == c.context.size(0)) v = v.slice(0, 0, 1);
+    net.predict(x.slice(0, 0, 1).to(torch::kFloat32), s, one);
+  }
+  std::sort(sites.begin(), sites.end());
+  sites.erase(std::unique(sites.begin(), sites.end()), sites.end());
+  return sites;
+}
+
+}  // namespace
+
+PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vector<double>& sigmas,
+                                      const torch::Tensor& x, bool from_noise, const Cond& source, const Cond& target,
+                                      const std::vector<PromptWord>& source_words,
+                                      const std::vector<PromptWord>& target_words, const PromptToPromptOptions& o,
+                                      torch::Generator gen) {
+  auto net = std::dynamic_pointer_cast<NetDenoiser>(model);
+  check(net != nullptr, "p2p needs a network model with cross-attention (a Stable Diffusion UNet)");
+  check(x.dim() == 4, "p2p: the latents must be [N, C, h, w], got ", x.sizes());
+  check(source.context.defined() && target.context.defined(), "p2p needs a source and a target prompt");
+  const int64_t N = x.size(0), L = target.context.size(1);
+  check(source.context.size(0) == N && target.context.size(0) == N && source.context.size(1) == L,
+        "p2p: the prompts' contexts must be [N, L, D] for the ", N, " latents, with one L");
+  check(o.cross_replace >= 0 && o.cross_replace <= 1, "p2p: --cross-replace must be in [0, 1] (got ", o.cross_replace, ")");
+  check(o.self_replace >= 0 && o.self_replace <= 1, "p2p: --self-replace must be in [0, 1] (got ", o.self_replace, ")");
+  check(o.mode == "auto" || o.mode == "replace" || o.mode == "refine", "p2p: --p2p-mode must be auto, replace or refine (got '",
+        o.mode, "')");
+  check(o.inversion == "direct" || o.inversion == "ddim" || o.inversion == "null-text" || o.inversion == "negative-prompt",
+        "p2p: --p2p-inversion must be direct, ddim, null-text or negative-prompt (got '", o.inversion, "')");
+
+  const bool swap = o.mode == "replace" || (o.mode == "auto" && source_words.size() == target_words.size());
+  TokenMapping map = swap ? p2p_word_swap(source_words, target_words, L) : p2p_refinement(source_words, target_words, L);
+  torch::Tensor eq = o.reweight.empty() ? torch::Tensor() : p2p_reweight(target_words, o.reweight, L);
+  std::vector<int64_t> blend_src, blend_tgt;
+  if (!o.blend.empty()) {
+    blend_src = p2p_word_tokens(source_words, o.blend), blend_tgt = p2p_word_tokens(target_words, o.blend);
+    for (const std::string& w : split(o.blend, ','))
+      check(!p2p_word_tokens(source_words, w).empty() || !p2p_word_tokens(target_words, w).empty(),
+            "p2p: the blend word '", w, "' is in neither prompt");
+  }
+
+  // The levels to run and the state to start from.
+  std::vector<double> levels = sigmas;
+  torch::Tensor start;
+  Inversion inv;
+  const Cond both = source.concat(target);
+  if (from_noise) {
+    start = (x.to(torch::kFloat64) * sigmas.front());
+  } else {
+    levels = schedule_tail(sigmas, o.strength);
+    if (levels.size() < 2) return {x.to(torch::kFloat64), x.to(torch::kFloat64), {}};
+    require_invertible(find_sampler(o.sampler));
+    InversionOptions io;
+    io.sampler = o.sampler;
+    io.cfg = o.inversion == "null-text" ? o.cfg : 1.0;
+    io.lr = 0.01;  // the paper's rate for CLIP text embeddings
+    inv = invert(o.inversion == "null-text" ? "null-text" : "ddim", model, levels, x, source, io);
+    levels = inv.sigmas;
+    start = inv.latent;
+  }
+  const int steps = int(levels.size()) - 1;
+  if (steps < 1) return {start, start, {}};
+
+  // CFG around the pair, with the negative branch the inversion asks for.
+  CFGOptions g;
+  g.scale = o.cfg;
+  if (o.inversion == "negative-prompt" && !from_noise) {
+    const Cond src2 = source.concat(source);
+    g.negative = [src2](const Cond&) { return src2; };
+  } else if (o.inversion == "null-text" && !from_noise) {
+    g.negative = [&inv](const Cond& pos) {
+      const int k = current_hook_context(0, 0).step;
+      check(k >= 0 && k < int(inv.null_embeddings.size()), "p2p: no null-text embedding for step ", k);
+      Cond n = pos.null_like();
+      const auto& e = inv.null_embeddings[size_t(k)];
+      n.context = torch::cat({e, e}).to(pos.context.scalar_type());
+      return n;
+    };
+  }
+  DenoiserPtr guided = o.cfg == 1.0 && !g.negative ? model : std::make_shared<CFGDenoiser>(model, g);
+  PairDenoiser pair(guided);
+
+  const int cross_steps = int(std::floor(o.cross_replace * steps + 1e-9));
+  const int self_steps = int(std::floor(o.self_replace * steps + 1e-9));
+  const int blend_after = int(std::floor(o.blend_start * steps + 1e-9));
+  const int64_t h = x.size(2), w = x.size(3);
+  const auto self_sites = self_steps > 0 ? coarse_self_attention_sites(*net, start, levels.front(), source)
+                                         : std::vector<std::string>{};
+  Control control(net->network(), map, eq, cross_steps, self_steps, self_sites, blend_src, blend_tgt, h, w,
+                  o.on_attention);
+
+  torch::Tensor mask;
+  auto step_edit = [&](int i, const torch::Tensor& y) {
+    torch::Tensor out = y;
+    if (!from_noise && o.inversion == "direct") {
+      out = y.clone();
+      out.slice(0, 0, N).copy_(inv.trajectory[size_t(i + 1)]);
+    }
+    if (!o.blend.empty() && i + 1 > blend_after) {
+      const auto [map_src, map_tgt] = control.blend_maps();
+      auto one = [&](const torch::Tensor& m) {
+        auto pooled = torch::max_pool2d(m.unsqueeze(1), {3, 3}, {1, 1}, {1, 1});
+        auto up = torch::upsample_nearest2d(pooled, {h, w});
+        auto peak = std::get<0>(up.flatten(1).max(1)).clamp_min(1e-30).view({-1, 1, 1, 1});
+        return (up / peak).gt(o.blend_threshold);
+      };
+      mask = torch::logical_or(one(map_src), one(map_tgt)).to(torch::kFloat64);
+      if (out.is_same(y)) out = y.clone();
+      auto src = out.slice(0, 0, N), tgt = out.slice(0, N, 2 * N);
+      out.slice(0, N, 2 * N).copy_(src + mask * (tgt - src));
+    }
+    return out;
+  };
+
+  torch::NoGradGuard ng;
+  SamplerRun run(pair, levels, both, {}, gen);
+  torch::Tensor X = torch::cat({start, start});
+  const SamplerInfo& sampler = find_sampler(o.sampler);
+  const bool edits_steps = (!from_noise && o.inversion == "direct") || !o.blend.empty();
+  torch::Tensor out = edits_steps ? edit_detail::run_with_step_edit(sampler, run, X, step_edit)
+                                  : run_sampler(sampler, run, X);
+  check(control.cross_calls > 0, "p2p: the model has no cross-attention layers to control");
+  PromptToPromptResult r;
+  r.source = out.slice(0, 0, N).to(torch::kFloat64);
+  r.edited = out.slice(0, N, 2 * N).to(torch::kFloat64);
+  r.mask = mask;
+  return r;
+}
+
+namespace {
+
+EditResult p2p_edit(const EditRequest& r) {
+  PromptToPromptOptions o;
+  o.mode = r.options.text("p2p-mode");
+  o.cross_replace = r.options.number("cross-replace");
+  o.self_replace = r.options.number("self-replace");
+  o.reweight = r.options.text("p2p-reweight");
+  o.blend = r.options.text("blend");
+  o.blend_threshold = r.options.number("blend-threshold");
+  o.blend_start = r.options.number("blend-start");
+  o.inversion = r.options.text("p2p-inversion");
+  o.cfg = r.cfg, o.sampler = r.sampler, o.strength = r.strength;
+  PromptToPromptResult p = prompt_to_prompt(r.model, r.sigmas, r.x, r.from_noise, r.source, r.target, r.source_words,
+                                            r.target_words, o, r.gen);
+  EditResult out;
+  out.edited = p.edited;
+  out.source = p.source;
+  out.mask = p.mask;
+  return out;
+}
+
+EditMethodRegistrar reg(
+    EditMethodInfo{"p2p",
+                   "Prompt-to-Prompt: source and target sampled together, the target taking the source's cross- and "
+                   "self-attention maps (word swap, refinement, reweighting, local blending)",
+                   "Hertz et al. 2023, Prompt-to-Prompt", p2p_edit}
+        .needs_source()
+        .for_text_models()
+        .from_seed()
+        .invertible_sampler()
+        .option(MethodOption::text("p2p-mode", "auto", "replace (word swap: same word count), refine (aligned words, "
+                                                       "added words keep their maps) or auto (replace if the counts agree)"))
+        .option(MethodOption{"cross-replace", 0.8, "share of the steps the source's cross-attention is injected"}.in(0, 1))
+        .option(MethodOption{"self-replace", 0.4, "share of the steps the source's self-attention is injected (below "
+                                                  "the latent resolution)"}
+                    .in(0, 1))
+        .option(MethodOption::text("p2p-reweight", "", "word=factor[,word=factor...]: scale the target words' "
+                                                       "cross-attention"))
+        .option(MethodOption::text("blend", "", "local blending: words (w1,w2) whose attention masks the edit; "
+                                                "outside it the target is the source"))
+        .option(MethodOption{"blend-threshold", 0.3, "local blending: mask threshold on the max-scaled maps"}.in(0, 1, true, true))
+        .option(MethodOption{"blend-start", 0.2, "local blending: share of the steps before it starts"}.in(0, 1))
+        .option(MethodOption::text("p2p-inversion", "direct",
+                                   "input images: direct (the source kept on the DDIM inversion path, exact), ddim, "
+                                   "null-text or negative-prompt")));
+
+}  // namespace
+
+}  // namespace tweedie

@@ -1,0 +1,310 @@
+// Prompt-to-Prompt (edit/prompt_to_prompt.h) on a tiny SD1-structured model:
+// the token maps of word swap, refinement and reweighting on real prompts;
+// with nothing injected the two rows are exactly the two prompts' own CFG
+// generations from the same noise; inside the windows the target's maps are
+// the source's mapped maps (self-attention only below the latent's
+// resolution) and outside them its own; local blending leaves the target
+// equal to the source outside its mask; direct inversion returns the input
+// exactly; the CLI generates a source from a seed as `generate` does and
+// refuses bad words by name.
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "cli_testing.h"
+#include "sd_testing.h"
+#include "testing.h"
+#include "tweedie/core/error.h"
+#include "tweedie/edit/prompt_to_prompt.h"
+#include "tweedie/guide/cfg.h"
+#include "tweedie/io/image.h"
+#include "tweedie/models/clip_tokenizer.h"
+#include "tweedie/models/sd_export.h"
+#include "tweedie/pipelines/stable_diffusion.h"
+#include "tweedie/process/schedule.h"
+#include "tweedie/sample/sampler.h"
+
+namespace tweedie {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string& model_dir() {
+  static const std::string dir = [] {
+    const std::string d = ::testing::TempDir() + "/p2p_model_" + std::to_string(::getpid());
+    fs::remove_all(d);
+    SdSaveOptions so;
+    so.tokenizer = testing::kTokenizer;
+    save_sd_checkpoint(testing::tiny_sd("sd1", 31), d, SdForm::Diffusers, so);
+    return d;
+  }();
+  return dir;
+}
+
+StableDiffusion& pipeline() {
+  static StableDiffusion sd(model_dir());
+  return sd;
+}
+
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const std::string kSource = "a red coat at the top left", kTarget = "a blue coat at the top left";
+
+struct Pair {
+  Cond src, tgt;
+  std::vector<PromptWord> ws, wt;
+};
+Pair prompts(const std::string& a, const std::string& b, int64_t n) {
+  StableDiffusion& sd = pipeline();
+  auto c = sd.conditions({a, b}, "", n, 16, 16);
+  return {c[0], c[1], sd.word_positions(a), sd.word_positions(b)};
+}
+
+torch::Tensor noise(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randn({n, 4, 8, 8});
+}
+
+TEST(P2PTokenMaps, WordSwapRefinementAndReweightOnRealPrompts) {
+  const ClipTokenizer tok(testing::kTokenizer);
+  const int64_t L = 77;
+  auto words = [&](const std::string& p) { return prompt_word_positions(tok, p); };
+  // The same prompt maps every position to itself.
+  const TokenMapping same = p2p_word_swap(words(kSource), words(kSource), L);
+  EXPECT_TRUE(torch::equal(same.mapper, torch::eye(L)));
+  EXPECT_TRUE(torch::equal(same.alpha, torch::ones({L})));
+  // A swap: unchanged words one to one, the swapped word's mass kept whole.
+  const auto ws = words(kSource), wt = words(kTarget);
+  const TokenMapping swap = p2p_word_swap(ws, wt, L);
+  for (size_t k = 0; k < ws.size(); ++k) {
+    if (ws[k].text == wt[k].text) {
+      for (size_t t = 0; t < ws[k].positions.size(); ++t)
+        EXPECT_EQ(swap.mapper[ws[k].positions[t]][wt[k].positions[t]].item<float>(), 1.0f) << ws[k].text;
+    } else {
+      for (int64_t i : ws[k].positions) EXPECT_NEAR(swap.mapper[i].sum().item<float>(), 1.0, 1e-6) << ws[k].text;
+      for (int64_t j : wt[k].positions) EXPECT_GT(swap.mapper.select(1, j).sum().item<float>(), 0) << wt[k].text;
+    }
+  }
+  // BOS to BOS, EOS to EOS, and every source token below the end keeps its whole mass.
+  EXPECT_EQ(swap.mapper[0][0].item<float>(), 1.0f);
+  const int64_t eos_s = ws.back().positions.back() + 1, eos_t = wt.back().positions.back() + 1;
+  EXPECT_EQ(swap.mapper[eos_s][eos_t].item<float>(), 1.0f);
+  for (int64_t i = 0; i < L - std::max<int64_t>(0, eos_t - eos_s); ++i)
+    EXPECT_NEAR(swap.mapper[i].sum().item<float>(), 1.0, 1e-6) << "source token " << i;
+  EXPECT_NE(error_of([&] { p2p_word_swap(ws, words("a red wool coat at the top left"), L); })
+                .find("a word swap needs prompts of the same number of words (source 7, target 8)"),
+            std::string::npos);
+
+  // Refinement: an added word keeps its own map (alpha 0), the aligned words map token to token.
+  const auto wr = words("a red wool coat at the top left");
+  const TokenMapping refine = p2p_refinement(ws, wr, L);
+  std::set<int64_t> wool(wr[2].positions.begin(), wr[2].positions.end());
+  for (int64_t j = 0; j < L; ++j) EXPECT_EQ(refine.alpha[j].item<float>(), wool.count(j) ? 0.0f : 1.0f) << j;
+  for (size_t t = 0; t < ws[2].positions.size(); ++t)  // "coat"
+    EXPECT_EQ(refine.mapper[ws[2].positions[t]][wr[3].positions[t]].item<float>(), 1.0f);
+  EXPECT_EQ(refine.mapper[eos_s][wr.back().positions.back() + 1].item<float>(), 1.0f);
+  // A removed word: every target token has a source.
+  const TokenMapping fewer = p2p_refinement(ws, words("a coat at the top left"), L);
+  EXPECT_TRUE(torch::equal(fewer.alpha, torch::ones({L})));
+  EXPECT_TRUE((fewer.mapper.sum(0) > 0).all().item<bool>());
+
+  // Reweighting the target's words.
+  const torch::Tensor eq = p2p_reweight(wt, "blue=2, coat=0.5", L);
+  for (int64_t j = 0; j < L; ++j) {
+    const bool blue = std::count(wt[1].positions.begin(), wt[1].positions.end(), j) > 0;
+    const bool coat = std::count(wt[2].positions.begin(), wt[2].positions.end(), j) > 0;
+    EXPECT_EQ(eq[j].item<float>(), blue ? 2.0f : coat ? 0.5f : 1.0f) << j;
+  }
+  EXPECT_EQ(error_of([&] { p2p_reweight(wt, "red=2", L); }), "p2p: --p2p-reweight word 'red' is not in the target prompt");
+  EXPECT_EQ(error_of([&] { p2p_reweight(wt, "blue", L); }),
+            "p2p: --p2p-reweight takes word=factor[,word=factor...], got 'blue'");
+  EXPECT_EQ(error_of([&] { p2p_reweight(wt, "blue=x2", L); }), "p2p: --p2p-reweight factor of 'blue' is not a number: 'x2'");
+  std::vector<int64_t> both = ws[1].positions;
+  both.insert(both.end(), ws[2].positions.begin(), ws[2].positions.end());
+  EXPECT_EQ(p2p_word_tokens(ws, "red, COAT"), both);
+  EXPECT_TRUE(p2p_word_tokens(ws, "blue").empty());
+}
+
+// Sample with P2P from unit noise.
+PromptToPromptResult run(const Pair& p, const torch::Tensor& z, const std::vector<double>& sig, PromptToPromptOptions o) {
+  torch::NoGradGuard ng;
+  return prompt_to_prompt(pipeline().denoiser(), sig, z, true, p.src, p.tgt, p.ws, p.wt, o);
+}
+
+TEST(P2P, WithNothingInjectedTheRowsAreTheTwoPromptsOwnGenerations) {
+  const Pair p = prompts(kSource, kTarget, 2);
+  const auto z = noise(2, 3);
+  const auto sig = make_schedule("karras", pipeline().process(), 5);
+  PromptToPromptOptions o;
+  o.cfg = 3, o.cross_replace = 0, o.self_replace = 0;
+  const PromptToPromptResult r = run(p, z, sig, o);
+  torch::NoGradGuard ng;
+  auto own = [&](const Cond& c) {
+    CFGDenoiser d(pipeline().denoiser(), 3.0);
+    SamplerRun sr(d, sig, c);
+    return run_sampler(find_sampler("ddim"), sr, z.to(torch::kFloat64) * sig.front());
+  };
+  EXPECT_LT((r.source - own(p.src)).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((r.edited - own(p.tgt)).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((r.edited - r.source).abs().max().item<double>(), 1e-2);  // the prompts differ
+  EXPECT_FALSE(r.mask.defined());
+}
+
+TEST(P2P, TheTargetTakesTheSourceMapsInsideTheWindowsOnly) {
+  const Pair p = prompts(kSource, kTarget, 2);
+  const auto z = noise(2, 4);
+  const auto sig = make_schedule("karras", pipeline().process(), 5);
+  const TokenMapping map = p2p_word_swap(p.ws, p.wt, p.src.context.size(1));
+  PromptToPromptOptions o;
+  o.cfg = 3, o.cross_replace = 0.6, o.self_replace = 0.4;  // steps 0-2 and 0-1 of 5
+  std::map<std::pair<bool, bool>, int> seen;  // (cross, inside) -> calls
+  std::set<int64_t> self_sizes, cross_sizes;
+  o.on_attention = [&](const std::string& site, int step, bool cross, const torch::Tensor& S, const torch::Tensor& T) {
+    ASSERT_EQ(S.size(0), 2) << site;
+    const bool inside = step < (cross ? 3 : 2);
+    ++seen[{cross, inside}];
+    (cross ? cross_sizes : self_sizes).insert(S.size(2));
+    const torch::Tensor want = cross ? torch::matmul(S, map.mapper) : S;
+    const double d = (T - want).abs().max().item<double>();
+    if (inside)
+      EXPECT_LT(d, 1e-6) << site << " step " << step;
+    else
+      EXPECT_GT(d, 1e-4) << site << " step " << step;
+  };
+  const PromptToPromptResult r = run(p, z, sig, o);
+  EXPECT_GT((seen[{true, true}]), 0);
+  EXPECT_GT((seen[{true, false}]), 0);
+  EXPECT_GT((seen[{false, true}]), 0);
+  EXPECT_GT((seen[{false, false}]), 0);
+  // Cross-attention is controlled at every resolution (8x8 and 4x4 here), self-attention below the latent's (4x4).
+  EXPECT_EQ(cross_sizes, (std::set<int64_t>{16, 64}));
+  EXPECT_EQ(self_sizes, (std::set<int64_t>{16}));
+  // The injection changes the target and leaves the source as it was.
+  PromptToPromptOptions none;
+  none.cfg = 3, none.cross_replace = 0, none.self_replace = 0;
+  const PromptToPromptResult plain = run(p, z, sig, none);
+  EXPECT_LT((r.source - plain.source).abs().max().item<double>(), 1e-4);  // (explicit vs chunked attention)
+  EXPECT_GT((r.edited - plain.edited).abs().max().item<double>(), 1e-3);
+  // Reweighting scales the target's columns of the word (here the same prompt twice).
+  const Pair same = prompts(kTarget, kTarget, 1);
+  PromptToPromptOptions rw;
+  rw.cfg = 3, rw.reweight = "blue=3";
+  rw.on_attention = [&](const std::string& site, int step, bool cross, const torch::Tensor& S, const torch::Tensor& T) {
+    if (!cross || step >= 4) return;
+    for (int64_t j : same.wt[1].positions)
+      EXPECT_LT((T.select(3, j) - 3 * S.select(3, j)).abs().max().item<double>(), 1e-6) << site;
+    EXPECT_LT((T.select(3, 0) - S.select(3, 0)).abs().max().item<double>(), 1e-6) << site;
+  };
+  run(same, noise(1, 5), sig, rw);
+}
+
+TEST(P2P, LocalBlendingMasksWhereTheWordsAttendAndKeepsTheSourceOutside) {
+  const Pair p = prompts(kSource, kTarget, 2);
+  const auto sig = make_schedule("karras", pipeline().process(), 5);
+  // The random model's maps are nearly flat; a hook added before P2P's makes
+  // the colour word ("red" / "blue", word 1 of both prompts) attend only to
+  // the first query of the 4x4 layers (the maps nearest a quarter of the
+  // 8x8 latent). Max-pooled 3x3 that is the top-left 2x2 of the 4x4 map,
+  // the top-left 4x4 of the latent.
+  const std::vector<int64_t> word = p.ws[1].positions;
+  ScopedHook focus(pipeline().denoiser()->network().hooks(), "*attn2.probs",
+                   [&](const std::string&, const torch::Tensor& probs, const HookContext&) {
+                     if (probs.size(1) != 16) return probs;
+                     auto out = probs.clone();
+                     for (int64_t t : word) {
+                       out.select(2, t).zero_();
+                       out.select(2, t).select(1, 0).fill_(0.5);
+                     }
+                     return out;
+                   });
+  PromptToPromptOptions o;
+  o.cfg = 3, o.blend = "red,blue";
+  const PromptToPromptResult r = run(p, noise(2, 6), sig, o);
+  ASSERT_TRUE(r.mask.defined());
+  auto want = torch::zeros({2, 1, 8, 8}, torch::kFloat64);
+  want.slice(2, 0, 4).slice(3, 0, 4).fill_(1);
+  EXPECT_TRUE(torch::equal(r.mask, want)) << r.mask;
+  EXPECT_EQ(((r.edited - r.source) * (1 - r.mask)).abs().max().item<double>(), 0.0);
+  EXPECT_GT(((r.edited - r.source) * r.mask).abs().max().item<double>(), 1e-3);
+  PromptToPromptOptions bad = o;
+  bad.blend = "red,green";
+  EXPECT_EQ(error_of([&] { run(p, noise(2, 6), sig, bad); }), "p2p: the blend word 'green' is in neither prompt");
+}
+
+TEST(P2P, RealImagesDirectInversionReturnsTheInputExactly) {
+  const Pair p = prompts(kSource, kTarget, 2);
+  torch::manual_seed(7);
+  const auto x = torch::randn({2, 4, 8, 8}, torch::kFloat64);
+  const auto sig = make_schedule("karras", pipeline().process(), 6);
+  torch::NoGradGuard ng;
+  auto edit = [&](const std::string& inversion) {
+    PromptToPromptOptions o;
+    o.cfg = 5, o.inversion = inversion;
+    return prompt_to_prompt(pipeline().denoiser(), sig, x, false, p.src, p.tgt, p.ws, p.wt, o);
+  };
+  const PromptToPromptResult direct = edit("direct"), ddim = edit("ddim");
+  const double e_direct = (direct.source - x).abs().max().item<double>(), e_ddim = (ddim.source - x).abs().max().item<double>();
+  EXPECT_LT(e_direct, 1e-9);
+  EXPECT_GT(e_ddim, 1e-3);  // DDIM inversion at w = 1 decoded at w = 5 drifts
+  EXPECT_GT((direct.edited - x).abs().max().item<double>(), 1e-3);
+  for (const char* inv : {"null-text", "negative-prompt"}) {
+    const PromptToPromptResult r = edit(inv);
+    EXPECT_TRUE(torch::isfinite(r.edited).all().item<bool>()) << inv;
+    EXPECT_LT((r.source - x).abs().max().item<double>(), e_ddim) << inv;  // both follow the w = 1 path better
+  }
+  PromptToPromptOptions bad;
+  bad.inversion = "edict";
+  EXPECT_EQ(error_of([&] { prompt_to_prompt(pipeline().denoiser(), sig, x, false, p.src, p.tgt, p.ws, p.wt, bad); }),
+            "p2p: --p2p-inversion must be direct, ddim, null-text or negative-prompt (got 'edict')");
+}
+
+TEST(P2PCLI, GeneratesTheSourceAsGenerateDoesAndRefusesBadWords) {
+  using testing::cli;
+  using testing::expect_error;
+  const std::string out = ::testing::TempDir() + "/p2p_cli.png", gen = ::testing::TempDir() + "/p2p_gen.png";
+  const std::string common = " -m " + model_dir() + " --sampler ddim --schedule karras -s 4 --cfg 3 --seed 5 -W 16 -H 16 -q ";
+  auto r = cli("edit" + common + "--method p2p --source-prompt \"" + kSource + "\" --target-prompt \"" + kTarget +
+               "\" -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto g = cli("generate" + common + "-p \"" + kSource + "\" -o " + gen);
+  ASSERT_EQ(g.code, 0) << g.out;
+  const Image grid = read_png(out), img = read_png(gen);
+  ASSERT_EQ(grid.width, 16 + 2 * 2);
+  ASSERT_EQ(grid.height, 2 * 16 + 3 * 2);  // source row, edited row
+  int worst = 0;
+  for (int y = 0; y < 16; ++y)
+    for (int x = 0; x < 16; ++x)
+      for (int c = 0; c < 3; ++c)
+        worst = std::max(worst, std::abs(int(grid.pixels[size_t(((y + 2) * grid.width + x + 2) * grid.channels + c)]) -
+                                         int(img.pixels[size_t((y * img.width + x) * img.channels + c)])));
+  EXPECT_LE(worst, 1);
+  r = cli("edit" + common + "--method p2p --source-prompt \"" + kSource + "\" --target-prompt \"" + kTarget +
+          "\" --blend red,blue -n 2 -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("the mask covers"), std::string::npos) << r.out;
+  EXPECT_EQ(read_png(out).height, 3 * 16 + 4 * 2);  // source, edited, mask
+  const std::string m = "edit -m " + model_dir() + " --source-prompt \"" + kSource + "\" --target-prompt \"" + kTarget +
+                        "\" -o " + out + " ";
+  expect_error(m + "--method p2p --p2p-reweight coat=2,hat=3", "p2p: --p2p-reweight word 'hat' is not in the target prompt");
+  expect_error(m + "--method p2p --blend hat", "p2p: the blend word 'hat' is in neither prompt");
+  expect_error(m + "--method p2p --cross-replace 2", "--cross-replace must be in [0, 1] (got 2)");
+  expect_error(m + "--method p2p --p2p-mode swap", "--p2p-mode must be auto, replace or refine (got 'swap')");
+  expect_error(m + "--method sdedit", "--method sdedit edits images: give --input (p2p can generate the source from --seed)");
+  expect_error(m + "--method sdedit --blend red -i /nonexistent.png", "--blend applies to p2p only, not sdedit");
+  expect_error("edit --method p2p --to 1 -o " + out, "needs a text model");
+}
+
+}  // namespace
+}  // namespace tweedie
