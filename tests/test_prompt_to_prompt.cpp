@@ -216,8 +216,9 @@ TEST(P2P, LocalBlendingMasksWhereTheWordsAttendAndKeepsTheSourceOutside) {
   // The random model's maps are nearly flat; a hook added before P2P's makes
   // the colour word ("red" / "blue", word 1 of both prompts) attend only to
   // the first query of the 4x4 layers (the maps nearest a quarter of the
-  // 8x8 latent). Max-pooled 3x3 that is the top-left 2x2 of the 4x4 map,
-  // the top-left 4x4 of the latent.
+  // 8x8 latent). Bilinear to 8x8, the profile along each axis is
+  // 1, .75, .25, 0, ...; max-pooled 3x3 (k = 1 at side 8) 1, 1, .75, .25,
+  // 0, ...; above 0.3 in both: the top-left 3x3 of the latent.
   const std::vector<int64_t> word = p.ws[1].positions;
   ScopedHook focus(pipeline().denoiser()->network().hooks(), "*attn2.probs",
                    [&](const std::string&, const torch::Tensor& probs, const HookContext&) {
@@ -234,7 +235,7 @@ TEST(P2P, LocalBlendingMasksWhereTheWordsAttendAndKeepsTheSourceOutside) {
   const PromptToPromptResult r = run(p, noise(2, 6), sig, o);
   ASSERT_TRUE(r.mask.defined());
   auto want = torch::zeros({2, 1, 8, 8}, torch::kFloat64);
-  want.slice(2, 0, 4).slice(3, 0, 4).fill_(1);
+  want.slice(2, 0, 3).slice(3, 0, 3).fill_(1);
   EXPECT_TRUE(torch::equal(r.mask, want)) << r.mask;
   EXPECT_EQ(((r.edited - r.source) * (1 - r.mask)).abs().max().item<double>(), 0.0);
   EXPECT_GT(((r.edited - r.source) * r.mask).abs().max().item<double>(), 1e-3);

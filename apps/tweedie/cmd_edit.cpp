@@ -155,8 +155,9 @@ int run(int argc, char** argv) {
                                    "model's own; text models: any multiple of their size step)", ""},
              {"test-images", "", false, "edit the first N Fashion-MNIST test images of the --from class", ""},
              {"output", "o", false, "OUT.png (grid: source row, edited row, and the mask row for diffedit) or DIR/ (one PNG per edit)", ""},
-             {"model", "m", false, "model file (.safetensors; default: the shipped Fashion-MNIST model) or a Stable "
-                                   "Diffusion checkpoint (file or diffusers folder)", ""},
+             {"model", "m", false, "model file (.safetensors; default: the shipped Fashion-MNIST model, or with "
+                                   "prompts the FashionCanvas text model) or a Stable Diffusion checkpoint (file or "
+                                   "diffusers folder)", ""},
              {"strength", "", false, "fraction of the schedule to re-run, in [0, 1] (default: " + strengths + ")", ""},
              {"cfg", "", false, "classifier-free guidance scale toward the target", "3"},
              {"steps", "s", false, "number of steps", "20"},
@@ -192,8 +193,8 @@ int run(int argc, char** argv) {
   e.method = a.str("method");
   const EditMethodInfo& method = find_edit_method(e.method);
   std::string spec = a.str("model");
-  if (spec.empty()) {
-    spec = default_model_path();
+  if (spec.empty()) {  // prompts: the default text model (FashionCanvas), else the class model
+    spec = a.has("target-prompt") || a.has("source-prompt") ? default_text_model_path() : default_model_path();
     check(std::ifstream(spec).good(), "tweedie edit: no --model given and the default model ", spec, " is missing");
   }
   const bool text = is_text_model(spec);

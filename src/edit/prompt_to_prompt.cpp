@@ -417,8 +417,11 @@ PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vecto
     if (!o.blend.empty() && i + 1 > blend_after) {
       const auto [map_src, map_tgt] = control.blend_maps();
       auto one = [&](const torch::Tensor& m) {
-        auto pooled = torch::max_pool2d(m.unsqueeze(1), {3, 3}, {1, 1}, {1, 1});
-        auto up = torch::upsample_nearest2d(pooled, {h, w});
+        // Bilinear to the latent's grid, then a max-pool of (2k + 1)^2 with k = round(side / 16):
+        // the paper's 3x3 on 16x16 maps for SD's 64x64 latents, at any map and latent size.
+        const int64_t k = (std::max(h, w) + 8) / 16;
+        auto up = torch::upsample_bilinear2d(m.unsqueeze(1), {h, w}, false);
+        if (k > 0) up = torch::max_pool2d(up, {2 * k + 1, 2 * k + 1}, {1, 1}, {k, k});
         auto peak = std::get<0>(up.flatten(1).max(1)).clamp_min(1e-30).view({-1, 1, 1, 1});
         return (up / peak).gt(o.blend_threshold);
       };

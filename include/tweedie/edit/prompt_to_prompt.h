@@ -25,8 +25,10 @@
 // Local blending (--blend words): the blend words' cross-attention maps at
 // the resolution nearest a quarter of the latent's side (SD at 512: 16x16,
 // the paper's), summed over their tokens, averaged over heads and layers and
-// accumulated over the steps, max-pooled 3x3, scaled to their maximum and thresholded, in the
-// source and in the target; after each step past blend_start of them, the
+// accumulated over the steps, resized bilinearly to the latent's grid and
+// max-pooled (2k+1)^2 with k = round(latent side / 16) (for SD's 64x64
+// latents the paper's 3x3 on 16x16 maps), scaled to their maximum and
+// thresholded, in the source and in the target; after each step past blend_start of them, the
 // target state is source + mask (target - source) with the union of the two
 // masks, so outside it the target is the source exactly.
 //
