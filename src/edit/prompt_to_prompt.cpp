@@ -16,10 +16,7 @@
 
 #include "tweedie/core/error.h"
 #include "tweedie/edit/edit_method.h"
-#include "tweedie/edit/inversion.h"
-#include "tweedie/guide/cfg.h"
-#include "tweedie/models/net_denoiser.h"
-#include "tweedie/nn/hooks.h"
+#include "tweedie/edit/paired_sampling.h"
 
 namespace tweedie {
 
@@ -163,18 +160,6 @@ std::vector<int64_t> p2p_word_tokens(const std::vector<PromptWord>& words, const
 
 namespace {
 
-// Rows of a call that hold one branch's conditional half: "source/cond",
-// or all of "source" when no CFG split the call (w = 1).
-std::vector<int64_t> cond_rows(const HookContext& ctx, const std::string& branch) {
-  std::vector<int64_t> rows = ctx.rows(branch);
-  const std::vector<int64_t> cond = ctx.rows("cond");
-  if (cond.empty() && ctx.rows("uncond").empty()) return rows;
-  std::vector<int64_t> out;
-  for (int64_t r : rows)
-    if (std::find(cond.begin(), cond.end(), r) != cond.end()) out.push_back(r);
-  return out;
-}
-
 torch::Tensor index(const std::vector<int64_t>& rows) { return torch::tensor(rows, torch::kInt64); }
 
 // The attention control: hooks on the network's attention probabilities
@@ -212,19 +197,6 @@ class Control {
   }
 
  private:
-  struct Rows {
-    torch::Tensor src, tgt;
-    int64_t B = 0;
-  };
-  static Rows rows(const HookContext& ctx) {
-    Rows r;
-    if (ctx.branches.empty()) return r;
-    const auto s = cond_rows(ctx, "source"), t = cond_rows(ctx, "target");
-    if (s.empty() || s.size() != t.size()) return r;
-    r.src = index(s), r.tgt = index(t), r.B = ctx.branches.back().end;
-    return r;
-  }
-
   void record(const torch::Tensor& S, const torch::Tensor& T, int64_t Lq) {
     if (blend_src_.empty() && blend_tgt_.empty()) return;
     int64_t h = lh_, w = lw_;
@@ -241,14 +213,14 @@ class Control {
   }
 
   torch::Tensor cross(const std::string& site, const torch::Tensor& probs, const HookContext& ctx) {
-    const Rows r = rows(ctx);
-    if (!r.src.defined()) return probs;
+    const PairRows r = pair_rows(ctx, true);
+    if (!r.defined()) return probs;
     ++cross_calls;
     const int64_t Lq = probs.size(1), Lk = probs.size(2);
     check(Lk == map_.mapper.size(0), "p2p: cross-attention over ", Lk, " context tokens, the prompts have ",
           map_.mapper.size(0));
     auto p = probs.reshape({r.B, probs.size(0) / r.B, Lq, Lk});
-    auto S = p.index_select(0, r.src).to(torch::kFloat32), T = p.index_select(0, r.tgt).to(torch::kFloat32);
+    auto S = p.index_select(0, r.source).to(torch::kFloat32), T = p.index_select(0, r.target).to(torch::kFloat32);
     record(S, T, Lq);
     if (ctx.step < 0 || ctx.step >= cross_steps_) {
       if (observe_) observe_(site, ctx.step, true, S, T);
@@ -258,22 +230,22 @@ class Control {
     if (eq_.defined()) edited = edited * eq_;
     if (observe_) observe_(site, ctx.step, true, S, edited);
     auto out = p.clone();
-    out.index_copy_(0, r.tgt, edited.to(out.scalar_type()));
+    out.index_copy_(0, r.target, edited.to(out.scalar_type()));
     return out.view(probs.sizes());
   }
 
   torch::Tensor self(const std::string& site, const torch::Tensor& probs, const HookContext& ctx) {
-    const Rows r = rows(ctx);
-    if (!r.src.defined()) return probs;
+    const PairRows r = pair_rows(ctx, true);
+    if (!r.defined()) return probs;
     auto p = probs.reshape({r.B, probs.size(0) / r.B, probs.size(1), probs.size(2)});
-    auto S = p.index_select(0, r.src);
+    auto S = p.index_select(0, r.source);
     if (ctx.step < 0 || ctx.step >= self_steps_) {
-      if (observe_) observe_(site, ctx.step, false, S, p.index_select(0, r.tgt));
+      if (observe_) observe_(site, ctx.step, false, S, p.index_select(0, r.target));
       return probs;
     }
     if (observe_) observe_(site, ctx.step, false, S, S);
     auto out = p.clone();
-    out.index_copy_(0, r.tgt, S);
+    out.index_copy_(0, r.target, S);
     return out.view(probs.sizes());
   }
 
@@ -287,44 +259,6 @@ class Control {
   std::vector<std::unique_ptr<ScopedHook>> hooks_;
 };
 
-// Evaluates [source rows; target rows] in one call of the inner model, named as branches.
-class PairDenoiser : public Denoiser {
- public:
-  explicit PairDenoiser(DenoiserPtr inner) : inner_(std::move(inner)) {}
-  const Process& process() const override { return inner_->process(); }
-  Prediction predict(const torch::Tensor& x, double s, const Cond& c) override {
-    BranchScope branches({"source", "target"});
-    return inner_->predict(x, s, c);
-  }
-
- private:
-  DenoiserPtr inner_;
-};
-
-// The self-attention sites strictly below the latent's resolution, found by one observing call.
-std::vector<std::string> coarse_self_attention_sites(NetDenoiser& net, const torch::Tensor& x, double s,
-                                                     const Cond& c) {
-  const int64_t latent_tokens = x.size(2) * x.size(3);
-  std::vector<std::string> sites;
-  {
-    ScopedHook seen(net.network().hooks(), "*attn1.q",
-                    [&](const std::string& site, const torch::Tensor& q, const HookContext&) {
-                      if (q.dim() == 4 && q.size(2) * 4 <= latent_tokens)
-                        sites.push_back(site.substr(0, site.size() - 2) + ".probs");
-                      return q;
-                    });
-    torch::NoGradGuard ng;
-    Cond one = c;
-    if (one.context.defined()) one.context = one.context.slice(0, 0, 1);
-    for (auto& [k, v] : one.extra)
-      if (v.size(0) == c.context.size(0)) v = v.slice(0, 0, 1);
-    net.predict(x.slice(0, 0, 1).to(torch::kFloat32), s, one);
-  }
-  std::sort(sites.begin(), sites.end());
-  sites.erase(std::unique(sites.begin(), sites.end()), sites.end());
-  return sites;
-}
-
 }  // namespace
 
 PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vector<double>& sigmas,
@@ -332,20 +266,14 @@ PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vecto
                                       const std::vector<PromptWord>& source_words,
                                       const std::vector<PromptWord>& target_words, const PromptToPromptOptions& o,
                                       torch::Generator gen) {
-  auto net = std::dynamic_pointer_cast<NetDenoiser>(model);
-  check(net != nullptr, "p2p needs a network model with cross-attention (a Stable Diffusion UNet)");
-  check(x.dim() == 4, "p2p: the latents must be [N, C, h, w], got ", x.sizes());
-  check(source.context.defined() && target.context.defined(), "p2p needs a source and a target prompt");
-  const int64_t N = x.size(0), L = target.context.size(1);
-  check(source.context.size(0) == N && target.context.size(0) == N && source.context.size(1) == L,
-        "p2p: the prompts' contexts must be [N, L, D] for the ", N, " latents, with one L");
   check(o.cross_replace >= 0 && o.cross_replace <= 1, "p2p: --cross-replace must be in [0, 1] (got ", o.cross_replace, ")");
   check(o.self_replace >= 0 && o.self_replace <= 1, "p2p: --self-replace must be in [0, 1] (got ", o.self_replace, ")");
   check(o.mode == "auto" || o.mode == "replace" || o.mode == "refine", "p2p: --p2p-mode must be auto, replace or refine (got '",
         o.mode, "')");
   check(o.inversion == "direct" || o.inversion == "ddim" || o.inversion == "null-text" || o.inversion == "negative-prompt",
         "p2p: --p2p-inversion must be direct, ddim, null-text or negative-prompt (got '", o.inversion, "')");
-
+  check(source.context.defined() && target.context.defined(), "p2p needs a source and a target prompt");
+  const int64_t L = target.context.size(1);
   const bool swap = o.mode == "replace" || (o.mode == "auto" && source_words.size() == target_words.size());
   TokenMapping map = swap ? p2p_word_swap(source_words, target_words, L) : p2p_refinement(source_words, target_words, L);
   torch::Tensor eq = o.reweight.empty() ? torch::Tensor() : p2p_reweight(target_words, o.reweight, L);
@@ -357,64 +285,27 @@ PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vecto
             "p2p: the blend word '", w, "' is in neither prompt");
   }
 
-  // The levels to run and the state to start from.
-  std::vector<double> levels = sigmas;
-  torch::Tensor start;
-  Inversion inv;
-  const Cond both = source.concat(target);
-  if (from_noise) {
-    start = (x.to(torch::kFloat64) * sigmas.front());
-  } else {
-    levels = schedule_tail(sigmas, o.strength);
-    if (levels.size() < 2) return {x.to(torch::kFloat64), x.to(torch::kFloat64), {}};
-    require_invertible(find_sampler(o.sampler));
-    InversionOptions io;
-    io.sampler = o.sampler;
-    io.cfg = o.inversion == "null-text" ? o.cfg : 1.0;
-    io.lr = 0.01;  // the paper's rate for CLIP text embeddings
-    inv = invert(o.inversion == "null-text" ? "null-text" : "ddim", model, levels, x, source, io);
-    levels = inv.sigmas;
-    start = inv.latent;
-  }
-  const int steps = int(levels.size()) - 1;
-  if (steps < 1) return {start, start, {}};
-
-  // CFG around the pair, with the negative branch the inversion asks for.
-  CFGOptions g;
-  g.scale = o.cfg;
-  if (o.inversion == "negative-prompt" && !from_noise) {
-    const Cond src2 = source.concat(source);
-    g.negative = [src2](const Cond&) { return src2; };
-  } else if (o.inversion == "null-text" && !from_noise) {
-    g.negative = [&inv](const Cond& pos) {
-      const int k = current_hook_context(0, 0).step;
-      check(k >= 0 && k < int(inv.null_embeddings.size()), "p2p: no null-text embedding for step ", k);
-      Cond n = pos.null_like();
-      const auto& e = inv.null_embeddings[size_t(k)];
-      n.context = torch::cat({e, e}).to(pos.context.scalar_type());
-      return n;
-    };
-  }
-  DenoiserPtr guided = o.cfg == 1.0 && !g.negative ? model : std::make_shared<CFGDenoiser>(model, g);
-  PairDenoiser pair(guided);
-
+  PairedOptions po;
+  po.cfg = o.cfg, po.sampler = o.sampler, po.strength = o.strength, po.inversion = o.inversion, po.who = "p2p";
+  PairedSampling pair(model, sigmas, x, from_noise, source, target, po);
+  const int steps = pair.steps();
+  if (steps < 1) return {pair.start(), pair.start(), {}};
   const int cross_steps = int(std::floor(o.cross_replace * steps + 1e-9));
   const int self_steps = int(std::floor(o.self_replace * steps + 1e-9));
   const int blend_after = int(std::floor(o.blend_start * steps + 1e-9));
-  const int64_t h = x.size(2), w = x.size(3);
-  const auto self_sites = self_steps > 0 ? coarse_self_attention_sites(*net, start, levels.front(), source)
-                                         : std::vector<std::string>{};
-  Control control(net->network(), map, eq, cross_steps, self_steps, self_sites, blend_src, blend_tgt, h, w,
-                  o.on_attention);
+  const int64_t N = x.size(0), h = x.size(2), w = x.size(3);
+  std::vector<std::string> self_sites;  // below the latent's resolution
+  if (self_steps > 0)
+    for (const AttentionLayer& l : self_attention_layers(pair.network_model(), pair.start(), pair.levels().front(), source))
+      if (l.tokens * 4 <= h * w) self_sites.push_back(l.site + ".probs");
+  Control control(pair.network_model().network(), map, eq, cross_steps, self_steps, self_sites, blend_src, blend_tgt, h,
+                  w, o.on_attention);
 
   torch::Tensor mask;
-  auto step_edit = [&](int i, const torch::Tensor& y) {
-    torch::Tensor out = y;
-    if (!from_noise && o.inversion == "direct") {
-      out = y.clone();
-      out.slice(0, 0, N).copy_(inv.trajectory[size_t(i + 1)]);
-    }
-    if (!o.blend.empty() && i + 1 > blend_after) {
+  std::function<torch::Tensor(int, const torch::Tensor&)> blend;
+  if (!o.blend.empty())
+    blend = [&](int i, const torch::Tensor& y) {
+      if (i + 1 <= blend_after) return y;
       const auto [map_src, map_tgt] = control.blend_maps();
       auto one = [&](const torch::Tensor& m) {
         // Bilinear to the latent's grid, then a max-pool of (2k + 1)^2 with k = round(side / 16):
@@ -426,26 +317,14 @@ PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vecto
         return (up / peak).gt(o.blend_threshold);
       };
       mask = torch::logical_or(one(map_src), one(map_tgt)).to(torch::kFloat64);
-      if (out.is_same(y)) out = y.clone();
+      torch::Tensor out = y.clone();
       auto src = out.slice(0, 0, N), tgt = out.slice(0, N, 2 * N);
       out.slice(0, N, 2 * N).copy_(src + mask * (tgt - src));
-    }
-    return out;
-  };
-
-  torch::NoGradGuard ng;
-  SamplerRun run(pair, levels, both, {}, gen);
-  torch::Tensor X = torch::cat({start, start});
-  const SamplerInfo& sampler = find_sampler(o.sampler);
-  const bool edits_steps = (!from_noise && o.inversion == "direct") || !o.blend.empty();
-  torch::Tensor out = edits_steps ? edit_detail::run_with_step_edit(sampler, run, X, step_edit)
-                                  : run_sampler(sampler, run, X);
+      return out;
+    };
+  const auto [src, tgt] = pair.run(blend, gen);
   check(control.cross_calls > 0, "p2p: the model has no cross-attention layers to control");
-  PromptToPromptResult r;
-  r.source = out.slice(0, 0, N).to(torch::kFloat64);
-  r.edited = out.slice(0, N, 2 * N).to(torch::kFloat64);
-  r.mask = mask;
-  return r;
+  return {src, tgt, mask};
 }
 
 namespace {

@@ -3,7 +3,8 @@
 //
 // The source prompt's image and the target prompt's are sampled together,
 // from one starting latent, as one batch: rows [source; target] under the
-// branch names "source" and "target" (nn/hooks.h), with CFG around them. The
+// branch names "source" and "target" (nn/hooks.h), with CFG around them
+// (edit/paired_sampling.h). The
 // target borrows the source's attention through hooks on the UNet's
 // attention probabilities, on the conditional rows only (as the paper's
 // code): for the first cross_replace of the steps, at every cross-attention
@@ -33,18 +34,10 @@
 // masks, so outside it the target is the source exactly.
 //
 // Sources: a seed (x is unit noise, the source is generated as `tweedie
-// generate` would with the same seed, sampler and CFG), or a real image
-// (x is its latent) inverted first, by
-//   direct           DDIM inversion at w = 1, and after every step the source
-//                    rows are set back onto that path, so the source is the
-//                    input exactly (Direct Inversion / PnP Inversion, Ju et
-//                    al. 2024);
-//   ddim             DDIM inversion at w = 1, decoded freely;
-//   null-text        null-text inversion at w (Mokady et al. 2023): the
-//                    optimized per-step null contexts are CFG's negative
-//                    branch of both rows;
-//   negative-prompt  the source prompt as CFG's negative branch of both
-//                    rows (Miyake et al. 2023).
+// generate` would with the same seed, sampler and CFG), or a real image (x is
+// its latent) inverted first: direct (default: the source is the input
+// exactly), ddim, null-text or negative-prompt (edit/paired_sampling.h,
+// shared with MasaCtrl).
 // Verified in tests/test_prompt_to_prompt.cpp.
 #pragma once
 #include <functional>
