@@ -2,6 +2,8 @@
 #include "tweedie/edit/paired_sampling.h"
 
 #include <algorithm>
+#include <cctype>
+#include <sstream>
 
 #include "tweedie/core/error.h"
 #include "tweedie/guide/cfg.h"
@@ -27,6 +29,12 @@ class PairDenoiser : public Denoiser {
 
 }  // namespace
 
+MethodOption paired_inversion_option() {
+  return MethodOption::text("inversion", "direct",
+                            "input images: direct (the source kept on the DDIM inversion path, exact), ddim, null-text "
+                            "or negative-prompt");
+}
+
 PairedSampling::PairedSampling(const DenoiserPtr& model, const std::vector<double>& sigmas, const torch::Tensor& x,
                                bool from_noise, const Cond& source, const Cond& target, const PairedOptions& o)
     : net_(std::dynamic_pointer_cast<NetDenoiser>(model)), model_(model), source_(source), target_(target), o_(o),
@@ -40,7 +48,7 @@ PairedSampling::PairedSampling(const DenoiserPtr& model, const std::vector<doubl
             source.context.size(1) == target.context.size(1),
         who, ": the prompts' contexts must be [N, L, D] for the ", N, " latents, with one L");
   check(o.inversion == "direct" || o.inversion == "ddim" || o.inversion == "null-text" || o.inversion == "negative-prompt",
-        who, ": the inversion must be direct, ddim, null-text or negative-prompt (got '", o.inversion, "')");
+        who, ": --inversion must be direct, ddim, null-text or negative-prompt (got '", o.inversion, "')");
   check(sigmas.size() >= 2 && sigmas.back() == 0, who, ": the schedule must end at 0");
   if (from_noise) {
     levels_ = sigmas;
@@ -144,6 +152,29 @@ std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch:
     net.predict(x.slice(0, 0, 1).to(torch::kFloat32), s, one);
   }
   return layers;
+}
+
+std::vector<std::string> comma_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    out.push_back(a == std::string::npos ? "" : item.substr(a, b - a + 1));
+  }
+  return out;
+}
+
+std::vector<int64_t> prompt_word_tokens(const std::vector<PromptWord>& words, const std::string& names) {
+  auto lower = [](std::string t) {
+    for (char& c : t) c = char(std::tolower(static_cast<unsigned char>(c)));
+    return t;
+  };
+  std::vector<int64_t> out;
+  for (const std::string& name : comma_list(names))
+    for (const PromptWord& w : words)
+      if (!name.empty() && lower(w.text) == lower(name)) out.insert(out.end(), w.positions.begin(), w.positions.end());
+  return out;
 }
 
 }  // namespace tweedie

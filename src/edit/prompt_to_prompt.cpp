@@ -1,6 +1,6 @@
 // Prompt-to-Prompt (Hertz et al. 2023): the source's attention injected into
 // the target's sampling (edit/prompt_to_prompt.h has the math). Verified in
-// tests/test_prompt_to_prompt.cpp: the token maps on real prompts; with no
+// tests/test_attention_edits.cpp: the token maps on real prompts; with no
 // injection the two rows are exactly the two prompts' own generations; the
 // target's maps equal the source's mapped maps inside the windows and its
 // own outside; outside the blend mask the target is the source; direct
@@ -63,17 +63,6 @@ void map_word(TokenMapping& m, const PromptWord& s, const PromptWord& t) {
     for (int64_t j : t.positions) M[i][j] = share;
 }
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep)) {
-    const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-    out.push_back(a == std::string::npos ? "" : item.substr(a, b - a + 1));
-  }
-  return out;
-}
-
 }  // namespace
 
 TokenMapping p2p_word_swap(const std::vector<PromptWord>& source, const std::vector<PromptWord>& target,
@@ -123,10 +112,10 @@ TokenMapping p2p_refinement(const std::vector<PromptWord>& source, const std::ve
 
 torch::Tensor p2p_reweight(const std::vector<PromptWord>& target, const std::string& spec, int64_t length) {
   torch::Tensor eq = torch::ones({length});
-  for (const std::string& item : split(spec, ',')) {
+  for (const std::string& item : comma_list(spec)) {
     const size_t at = item.find('=');
     check(at != std::string::npos && at > 0, "p2p: --p2p-reweight takes word=factor[,word=factor...], got '", item, "'");
-    const std::string word = lower(split(item.substr(0, at), ' ')[0]);
+    const std::string word = lower(comma_list(item.substr(0, at))[0]);
     double factor = 0;
     try {
       size_t used = 0;
@@ -148,14 +137,6 @@ torch::Tensor p2p_reweight(const std::vector<PromptWord>& target, const std::str
     check(found, "p2p: --p2p-reweight word '", word, "' is not in the target prompt");
   }
   return eq;
-}
-
-std::vector<int64_t> p2p_word_tokens(const std::vector<PromptWord>& words, const std::string& names) {
-  std::vector<int64_t> out;
-  for (const std::string& name : split(names, ','))
-    for (const PromptWord& w : words)
-      if (!name.empty() && lower(w.text) == lower(name)) out.insert(out.end(), w.positions.begin(), w.positions.end());
-  return out;
 }
 
 namespace {
@@ -270,8 +251,6 @@ PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vecto
   check(o.self_replace >= 0 && o.self_replace <= 1, "p2p: --self-replace must be in [0, 1] (got ", o.self_replace, ")");
   check(o.mode == "auto" || o.mode == "replace" || o.mode == "refine", "p2p: --p2p-mode must be auto, replace or refine (got '",
         o.mode, "')");
-  check(o.inversion == "direct" || o.inversion == "ddim" || o.inversion == "null-text" || o.inversion == "negative-prompt",
-        "p2p: --p2p-inversion must be direct, ddim, null-text or negative-prompt (got '", o.inversion, "')");
   check(source.context.defined() && target.context.defined(), "p2p needs a source and a target prompt");
   const int64_t L = target.context.size(1);
   const bool swap = o.mode == "replace" || (o.mode == "auto" && source_words.size() == target_words.size());
@@ -279,9 +258,9 @@ PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vecto
   torch::Tensor eq = o.reweight.empty() ? torch::Tensor() : p2p_reweight(target_words, o.reweight, L);
   std::vector<int64_t> blend_src, blend_tgt;
   if (!o.blend.empty()) {
-    blend_src = p2p_word_tokens(source_words, o.blend), blend_tgt = p2p_word_tokens(target_words, o.blend);
-    for (const std::string& w : split(o.blend, ','))
-      check(!p2p_word_tokens(source_words, w).empty() || !p2p_word_tokens(target_words, w).empty(),
+    blend_src = prompt_word_tokens(source_words, o.blend), blend_tgt = prompt_word_tokens(target_words, o.blend);
+    for (const std::string& w : comma_list(o.blend))
+      check(!prompt_word_tokens(source_words, w).empty() || !prompt_word_tokens(target_words, w).empty(),
             "p2p: the blend word '", w, "' is in neither prompt");
   }
 
@@ -338,7 +317,7 @@ EditResult p2p_edit(const EditRequest& r) {
   o.blend = r.options.text("blend");
   o.blend_threshold = r.options.number("blend-threshold");
   o.blend_start = r.options.number("blend-start");
-  o.inversion = r.options.text("p2p-inversion");
+  o.inversion = r.options.text("inversion");
   o.cfg = r.cfg, o.sampler = r.sampler, o.strength = r.strength;
   PromptToPromptResult p = prompt_to_prompt(r.model, r.sigmas, r.x, r.from_noise, r.source, r.target, r.source_words,
                                             r.target_words, o, r.gen);
@@ -370,9 +349,7 @@ EditMethodRegistrar reg(
                                                 "outside it the target is the source"))
         .option(MethodOption{"blend-threshold", 0.3, "local blending: mask threshold on the max-scaled maps"}.in(0, 1, true, true))
         .option(MethodOption{"blend-start", 0.2, "local blending: share of the steps before it starts"}.in(0, 1))
-        .option(MethodOption::text("p2p-inversion", "direct",
-                                   "input images: direct (the source kept on the DDIM inversion path, exact), ddim, "
-                                   "null-text or negative-prompt")));
+        .option(paired_inversion_option()));
 
 }  // namespace
 

@@ -14,8 +14,7 @@
 //                    branch of both rows;
 //   negative-prompt  the source prompt as CFG's negative branch of both
 //                    rows (Miyake et al. 2023).
-// Verified through its users (tests/test_prompt_to_prompt.cpp,
-// tests/test_masactrl.cpp): with nothing borrowed the rows are the two
+// Verified through its users (tests/test_attention_edits.cpp): with nothing borrowed the rows are the two
 // prompts' own samples; direct inversion returns the input exactly.
 #pragma once
 #include <functional>
@@ -24,9 +23,11 @@
 
 #include <torch/types.h>
 
+#include "tweedie/core/method_options.h"
 #include "tweedie/edit/inversion.h"
 #include "tweedie/models/denoiser.h"
 #include "tweedie/models/net_denoiser.h"
+#include "tweedie/models/prompt_weighting.h"
 #include "tweedie/nn/hooks.h"
 
 namespace tweedie {
@@ -38,6 +39,9 @@ struct PairedOptions {
   std::string inversion = "direct";  // real images: direct | ddim | null-text | negative-prompt
   std::string who = "edit";          // names the method in errors ("p2p")
 };
+
+// The edit methods' --inversion option (PairedOptions::inversion).
+MethodOption paired_inversion_option();
 
 class PairedSampling {
  public:
@@ -87,5 +91,11 @@ struct AttentionLayer {
   int64_t tokens = 0;
 };
 std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch::Tensor& x, double s, const Cond& c);
+
+// "a, b,c" -> {"a", "b", "c"}: comma-separated, each trimmed (empty entries kept).
+std::vector<std::string> comma_list(const std::string& s);
+// The context positions of the named words ("w1,w2", any case) in a prompt
+// (StableDiffusion::word_positions); none when absent.
+std::vector<int64_t> prompt_word_tokens(const std::vector<PromptWord>& words, const std::string& names);
 
 }  // namespace tweedie

@@ -38,7 +38,7 @@
 // its latent) inverted first: direct (default: the source is the input
 // exactly), ddim, null-text or negative-prompt (edit/paired_sampling.h,
 // shared with MasaCtrl).
-// Verified in tests/test_prompt_to_prompt.cpp.
+// Verified in tests/test_attention_edits.cpp.
 #pragma once
 #include <functional>
 #include <string>
@@ -65,8 +65,6 @@ TokenMapping p2p_refinement(const std::vector<PromptWord>& source, const std::ve
 // Per-token factors [L] (1 except the tokens of the named target words) from
 // "word=factor[,word=factor...]"; Error for a word not in the target prompt.
 torch::Tensor p2p_reweight(const std::vector<PromptWord>& target, const std::string& spec, int64_t length);
-// The context positions of the named words ("w1,w2") in a prompt (none if absent).
-std::vector<int64_t> p2p_word_tokens(const std::vector<PromptWord>& words, const std::string& names);
 
 struct PromptToPromptOptions {
   std::string mode = "auto";     // replace (word swap) | refine | auto: replace if the word counts agree

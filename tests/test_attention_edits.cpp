@@ -1,4 +1,5 @@
-// Prompt-to-Prompt (edit/prompt_to_prompt.h) on a tiny SD1-structured model:
+// The attention-control edits on a tiny SD1-structured model.
+// Prompt-to-Prompt (edit/prompt_to_prompt.h):
 // the token maps of word swap, refinement and reweighting on real prompts;
 // with nothing injected the two rows are exactly the two prompts' own CFG
 // generations from the same noise; inside the windows the target's maps are
@@ -7,6 +8,11 @@
 // equal to the source outside its mask; direct inversion returns the input
 // exactly; the CLI generates a source from a seed as `generate` does and
 // refuses bad words by name.
+// MasaCtrl (edit/masactrl.h): before its start step the rows are the two
+// prompts' own samples; at the controlled layers and steps the target's
+// keys are the source's, its own elsewhere; a hand-set cross-attention map
+// gives the closed-form foreground/background split of the target's
+// attention; the CLI runs it on inputs and seeds.
 #include <unistd.h>
 
 #include <filesystem>
@@ -19,6 +25,8 @@
 #include "sd_testing.h"
 #include "testing.h"
 #include "tweedie/core/error.h"
+#include "tweedie/edit/masactrl.h"
+#include "tweedie/edit/paired_sampling.h"
 #include "tweedie/edit/prompt_to_prompt.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/io/image.h"
@@ -133,8 +141,8 @@ TEST(P2PTokenMaps, WordSwapRefinementAndReweightOnRealPrompts) {
   EXPECT_EQ(error_of([&] { p2p_reweight(wt, "blue=x2", L); }), "p2p: --p2p-reweight factor of 'blue' is not a number: 'x2'");
   std::vector<int64_t> both = ws[1].positions;
   both.insert(both.end(), ws[2].positions.begin(), ws[2].positions.end());
-  EXPECT_EQ(p2p_word_tokens(ws, "red, COAT"), both);
-  EXPECT_TRUE(p2p_word_tokens(ws, "blue").empty());
+  EXPECT_EQ(prompt_word_tokens(ws, "red, COAT"), both);
+  EXPECT_TRUE(prompt_word_tokens(ws, "blue").empty());
 }
 
 // Sample with P2P from unit noise.
@@ -268,7 +276,7 @@ TEST(P2P, RealImagesDirectInversionReturnsTheInputExactly) {
   PromptToPromptOptions bad;
   bad.inversion = "edict";
   EXPECT_EQ(error_of([&] { prompt_to_prompt(pipeline().denoiser(), sig, x, false, p.src, p.tgt, p.ws, p.wt, bad); }),
-            "p2p: --p2p-inversion must be direct, ddim, null-text or negative-prompt (got 'edict')");
+            "p2p: --inversion must be direct, ddim, null-text or negative-prompt (got 'edict')");
 }
 
 TEST(P2PCLI, GeneratesTheSourceAsGenerateDoesAndRefusesBadWords) {
@@ -302,9 +310,120 @@ TEST(P2PCLI, GeneratesTheSourceAsGenerateDoesAndRefusesBadWords) {
   expect_error(m + "--method p2p --blend hat", "p2p: the blend word 'hat' is in neither prompt");
   expect_error(m + "--method p2p --cross-replace 2", "--cross-replace must be in [0, 1] (got 2)");
   expect_error(m + "--method p2p --p2p-mode swap", "--p2p-mode must be auto, replace or refine (got 'swap')");
-  expect_error(m + "--method sdedit", "--method sdedit edits images: give --input (p2p can generate the source from --seed)");
+  expect_error(m + "--method sdedit", "--method sdedit edits images: give --input (masactrl, p2p can generate the source from --seed)");
   expect_error(m + "--method sdedit --blend red -i /nonexistent.png", "--blend applies to p2p only, not sdedit");
   expect_error("edit --method p2p --to 1 -o " + out, "needs a text model");
+}
+
+MasaCtrlResult run_masa(const Pair& p, const torch::Tensor& z, const std::vector<double>& sig, MasaCtrlOptions o) {
+  torch::NoGradGuard ng;
+  return masactrl(pipeline().denoiser(), sig, z, true, p.src, p.tgt, p.ws, p.wt, o);
+}
+
+TEST(MasaCtrl, BeforeItsStartTheRowsAreTheTwoPromptsOwnSamples) {
+  const Pair p = prompts(kSource, kTarget, 2);
+  const auto z = noise(2, 3);
+  const auto sig = make_schedule("karras", pipeline().process(), 5);
+  MasaCtrlOptions o;
+  o.pair.cfg = 3, o.start_step = 1;  // never starts
+  const MasaCtrlResult never = run_masa(p, z, sig, o);
+  PromptToPromptOptions none;  // P2P with nothing injected: the two prompts' own samples (tested above)
+  none.cfg = 3, none.cross_replace = 0, none.self_replace = 0;
+  const PromptToPromptResult own = run(p, z, sig, none);
+  EXPECT_LT((never.source - own.source).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((never.edited - own.edited).abs().max().item<double>(), 1e-4);
+  // Controlled from step 1 at the default layers (10/16 of them): the source is untouched, the target changes.
+  o.start_step = 0.2;
+  const MasaCtrlResult r = run_masa(p, z, sig, o);
+  EXPECT_FALSE(r.layers.empty());
+  EXPECT_LT((r.source - own.source).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((r.edited - own.edited).abs().max().item<double>(), 1e-3);
+}
+
+TEST(MasaCtrl, TheTargetUsesTheSourceKeysAtTheControlledLayersAndStepsOnly) {
+  const Pair p = prompts(kSource, kTarget, 2);
+  const auto sig = make_schedule("karras", pipeline().process(), 5);
+  MasaCtrlOptions o;
+  o.pair.cfg = 3, o.start_step = 0.4, o.start_layer = "1";  // steps 2-4, layers 1..
+  std::set<std::string> sites;
+  std::set<int> steps;
+  o.on_attention = [&](const std::string& site, int step, const torch::Tensor& S, const torch::Tensor& T) {
+    sites.insert(site);
+    steps.insert(step);
+    ASSERT_EQ(S.size(0), 4);  // both rows of both CFG branches
+    EXPECT_TRUE(torch::equal(S, T)) << site;
+  };
+  const MasaCtrlResult r = run_masa(p, noise(2, 8), sig, o);
+  EXPECT_EQ(steps, (std::set<int>{2, 3, 4}));
+  std::set<std::string> want;
+  for (const std::string& l : r.layers) want.insert(l + ".k");
+  EXPECT_EQ(sites, want);
+  // Layer 0 is not controlled; every later one is.
+  const auto all = self_attention_layers(*pipeline().denoiser(), noise(1, 0), sig.front(), p.src);
+  ASSERT_EQ(r.layers.size() + 1, all.size());
+  for (size_t i = 1; i < all.size(); ++i) EXPECT_EQ(r.layers[i - 1], all[i].site);
+  o.start_layer = "99";
+  EXPECT_EQ(error_of([&] { run_masa(p, noise(2, 8), sig, o); }),
+            "masactrl: --masa-layer must be auto or a layer index in [0, " + std::to_string(all.size()) + ") (got '99')");
+}
+
+TEST(MasaCtrl, MasksSplitTheTargetsAttentionIntoForegroundAndBackground) {
+  const Pair p = prompts(kSource, kTarget, 1);
+  const auto sig = make_schedule("karras", pipeline().process(), 4);
+  // The colour word attends only to query 0 of the 4x4 cross-attention
+  // (the maps nearest a quarter of the 8x8 latent): both masks are that one
+  // position at 4x4.
+  const std::vector<int64_t> word = p.ws[1].positions;
+  ScopedHook focus(pipeline().denoiser()->network().hooks(), "*attn2.probs",
+                   [&](const std::string&, const torch::Tensor& probs, const HookContext&) {
+                     if (probs.size(1) != 16) return probs;
+                     auto out = probs.clone();
+                     for (int64_t t : word) {
+                       out.select(2, t).zero_();
+                       out.select(2, t).select(1, 0).fill_(0.5);
+                     }
+                     return out;
+                   });
+  MasaCtrlOptions o;
+  o.pair.cfg = 3, o.start_step = 0, o.start_layer = "0", o.mask = "red,blue";
+  int checked = 0;
+  o.on_attention = [&](const std::string& site, int, const torch::Tensor&, const torch::Tensor& T) {
+    if (site.size() < 6 || site.compare(site.size() - 6, 6, ".probs") != 0 || T.size(2) != 16) return;
+    // Query 0 (foreground) attends only to key 0; every other query only to keys 1..15.
+    EXPECT_LT((T.select(2, 0).select(2, 0) - 1).abs().max().item<double>(), 1e-5) << site;
+    EXPECT_EQ(T.slice(2, 1, 16).select(3, 0).abs().max().item<double>(), 0.0) << site;
+    EXPECT_LT((T.sum(3) - 1).abs().max().item<double>(), 1e-5) << site;
+    ++checked;
+  };
+  run_masa(p, noise(1, 9), sig, o);
+  EXPECT_GT(checked, 0);
+  o.mask = "hat";
+  EXPECT_EQ(error_of([&] { run_masa(p, noise(1, 9), sig, o); }), "masactrl: the mask word 'hat' is in neither prompt");
+}
+
+TEST(MasaCtrl, CommandLineOnASeedAndAnInput) {
+  using testing::cli;
+  const std::string out = ::testing::TempDir() + "/masa_cli.png", in = ::testing::TempDir() + "/masa_in.png";
+  torch::manual_seed(2);
+  write_png(in, tensor_to_image(torch::rand({3, 16, 16}) * 2 - 1));
+  const std::string common = "edit -m " + model_dir() + " --method masactrl -s 4 --cfg 3 -q --source-prompt \"" +
+                             kSource + "\" --target-prompt \"" + kTarget + "\" -o " + out;
+  auto r = cli(common + " -W 16 -H 16 --masa-mask red,blue");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read_png(out).height, 2 * 16 + 3 * 2);
+  r = cli(common + " -i " + in + " --masa-step 0 --masa-layer 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  // Direct inversion: the source row is the input itself.
+  const Image grid = read_png(out), img = read_png(in);
+  int worst = 0;
+  for (int y = 0; y < 16; ++y)
+    for (int x = 0; x < 16; ++x)
+      for (int c = 0; c < 3; ++c)
+        worst = std::max(worst, std::abs(int(grid.pixels[size_t(((y + 2) * grid.width + x + 2) * grid.channels + c)]) -
+                                         int(img.pixels[size_t((y * img.width + x) * img.channels + c)])));
+  EXPECT_EQ(worst, 0);
+  testing::expect_error(common + " --masa-threshold 2", "--masa-threshold must be in [0, 1] (got 2)");
+  testing::expect_error(common + " --cross-replace 0.5", "--cross-replace applies to p2p only, not masactrl");
 }
 
 }  // namespace
