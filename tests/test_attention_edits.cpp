@@ -351,10 +351,13 @@ TEST(MasaCtrl, TheTargetUsesTheSourceKeysAtTheControlledLayersAndStepsOnly) {
     sites.insert(site);
     steps.insert(step);
     ASSERT_EQ(S.size(0), 4);  // both rows of both CFG branches
-    EXPECT_TRUE(torch::equal(S, T)) << site;
+    if (step >= 2)
+      EXPECT_TRUE(torch::equal(S, T)) << site << " step " << step;
+    else
+      EXPECT_GT((S - T).abs().max().item<double>(), 1e-4) << site << " step " << step;
   };
   const MasaCtrlResult r = run_masa(p, noise(2, 8), sig, o);
-  EXPECT_EQ(steps, (std::set<int>{2, 3, 4}));
+  EXPECT_EQ(steps, (std::set<int>{0, 1, 2, 3, 4}));
   std::set<std::string> want;
   for (const std::string& l : r.layers) want.insert(l + ".k");
   EXPECT_EQ(sites, want);

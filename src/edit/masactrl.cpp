@@ -36,13 +36,10 @@ class MutualControl {
       : start_(start_step), src_tokens_(std::move(src_tokens)), tgt_tokens_(std::move(tgt_tokens)),
         map_tokens_(map_tokens), lh_(lh), lw_(lw), threshold_(threshold), observe_(std::move(observe)) {
     const bool masks = !src_tokens_.empty() || !tgt_tokens_.empty();
+    auto active = [this](int step) { return step >= start_; };
     for (const std::string& l : layers) {
-      add(net, l + ".k", [this](const std::string& site, const torch::Tensor& t, const HookContext& ctx) {
-        return share(site, t, ctx, true);
-      });
-      add(net, l + ".v", [this](const std::string& site, const torch::Tensor& t, const HookContext& ctx) {
-        return share(site, t, ctx, false);
-      });
+      hooks_.push_back(share_source_rows(net.hooks(), l + ".k", active, false, observe_));
+      hooks_.push_back(share_source_rows(net.hooks(), l + ".v", active, false));
       if (masks)
         add(net, l + ".probs", [this](const std::string& site, const torch::Tensor& p, const HookContext& ctx) {
           return split(site, p, ctx);
@@ -56,23 +53,10 @@ class MutualControl {
   }
   MutualControl(const MutualControl&) = delete;
   MutualControl& operator=(const MutualControl&) = delete;
-  int shared_calls = 0;
 
  private:
   void add(Network& net, const std::string& pattern, HookFn fn) {
     hooks_.push_back(std::make_unique<ScopedHook>(net.hooks(), pattern, std::move(fn)));
-  }
-
-  // Target rows' keys or values [B, heads, L, d] replaced by their source rows'.
-  torch::Tensor share(const std::string& site, const torch::Tensor& t, const HookContext& ctx, bool keys) {
-    if (ctx.step < start_) return t;
-    const PairRows r = pair_rows(ctx, false);
-    if (!r.defined() || t.size(0) != r.B) return t;
-    ++shared_calls;
-    auto out = t.clone();
-    out.index_copy_(0, r.target, t.index_select(0, r.source));
-    if (keys && observe_) observe_(site, ctx.step, t.index_select(0, r.source), out.index_select(0, r.target));
-    return out;
   }
 
   // The mask words' cross-attention of the conditional rows, averaged over the layers this call has run.
@@ -197,7 +181,6 @@ MasaCtrlResult masactrl(const DenoiserPtr& model, const std::vector<double>& sig
   MutualControl control(pair.network_model().network(), out.layers, start, src_tokens, tgt_tokens, map_tokens, lh, lw,
                         o.mask_threshold, o.on_attention);
   std::tie(out.source, out.edited) = pair.run({}, gen);
-  check(start >= pair.steps() || control.shared_calls > 0, "masactrl: no self-attention layer was controlled");
   return out;
 }
 

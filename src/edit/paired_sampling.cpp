@@ -132,6 +132,32 @@ PairRows pair_rows(const HookContext& ctx, bool cond_only) {
   return r;
 }
 
+std::unique_ptr<ScopedHook> share_source_rows(Hooks& hooks, const std::string& pattern, std::function<bool(int)> when,
+                                              bool cond_only, PairObserver observe) {
+  return std::make_unique<ScopedHook>(
+      hooks, pattern,
+      [when = std::move(when), cond_only, observe = std::move(observe)](const std::string& site, const torch::Tensor& t,
+                                                                         const HookContext& ctx) {
+        const bool on = when(ctx.step);
+        if (!on && !observe) return t;
+        const PairRows r = pair_rows(ctx, cond_only);
+        if (!r.defined() || t.size(0) % r.B != 0) return t;
+        // Batch-first values of B rows, or attention probabilities [B * heads, ...].
+        const int64_t per = t.size(0) / r.B;
+        auto v = t.reshape({r.B, per, -1});
+        auto src = v.index_select(0, r.source);
+        auto out = on ? v.clone() : v;
+        if (on) out.index_copy_(0, r.target, src);
+        if (observe) {  // rows first: [R, heads, ...] for probabilities, [R, ...] otherwise
+          std::vector<int64_t> shape = {r.source.size(0)};
+          if (per > 1) shape.push_back(per);
+          for (int64_t d = 1; d < t.dim(); ++d) shape.push_back(t.size(d));
+          observe(site, ctx.step, src.reshape(shape), out.index_select(0, r.target).reshape(shape));
+        }
+        return on ? out.view(t.sizes()) : t;
+      });
+}
+
 std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch::Tensor& x, double s, const Cond& c) {
   std::vector<AttentionLayer> layers;
   {

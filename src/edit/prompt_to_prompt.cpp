@@ -157,9 +157,10 @@ class Control {
         net.hooks(), "*attn2.probs",
         [this](const std::string& site, const torch::Tensor& p, const HookContext& ctx) { return cross(site, p, ctx); }));
     for (const std::string& site : self_sites)
-      hooks_.push_back(std::make_unique<ScopedHook>(
-          net.hooks(), site,
-          [this](const std::string& site, const torch::Tensor& p, const HookContext& ctx) { return self(site, p, ctx); }));
+      hooks_.push_back(share_source_rows(net.hooks(), site, [this](int step) { return step >= 0 && step < self_steps_; },
+                                         true, observe_ ? [this](const std::string& site, int step, const torch::Tensor& S,
+                                                                 const torch::Tensor& T) { observe_(site, step, false, S, T); }
+                                                        : PairObserver()));
   }
   Control(const Control&) = delete;
   Control& operator=(const Control&) = delete;
@@ -212,21 +213,6 @@ class Control {
     if (observe_) observe_(site, ctx.step, true, S, edited);
     auto out = p.clone();
     out.index_copy_(0, r.target, edited.to(out.scalar_type()));
-    return out.view(probs.sizes());
-  }
-
-  torch::Tensor self(const std::string& site, const torch::Tensor& probs, const HookContext& ctx) {
-    const PairRows r = pair_rows(ctx, true);
-    if (!r.defined()) return probs;
-    auto p = probs.reshape({r.B, probs.size(0) / r.B, probs.size(1), probs.size(2)});
-    auto S = p.index_select(0, r.source);
-    if (ctx.step < 0 || ctx.step >= self_steps_) {
-      if (observe_) observe_(site, ctx.step, false, S, p.index_select(0, r.target));
-      return probs;
-    }
-    if (observe_) observe_(site, ctx.step, false, S, S);
-    auto out = p.clone();
-    out.index_copy_(0, r.target, S);
     return out.view(probs.sizes());
   }
 

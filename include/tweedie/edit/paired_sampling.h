@@ -18,6 +18,7 @@
 // prompts' own samples; direct inversion returns the input exactly.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,19 @@ struct PairRows {
   bool defined() const { return source.defined(); }
 };
 PairRows pair_rows(const HookContext& ctx, bool cond_only);
+
+// While the returned hook lives: at the sites matching `pattern` (values
+// batch first: [B, ...]), the target rows of a pair's network calls take the
+// source rows' values at the steps where when(step) holds; of the
+// conditional half only when cond_only. observe(site, step, source rows,
+// target rows as used) sees every pair's call at those sites, inside the
+// steps or not. (MasaCtrl's keys and
+// values, Plug-and-Play's features and queries/keys, Prompt-to-Prompt's
+// self-attention maps.)
+using PairObserver = std::function<void(const std::string& site, int step, const torch::Tensor& source,
+                                        const torch::Tensor& target)>;
+std::unique_ptr<ScopedHook> share_source_rows(Hooks& hooks, const std::string& pattern, std::function<bool(int)> when,
+                                              bool cond_only, PairObserver observe = {});
 
 // The self-attention layers of a network in the order one forward call
 // runs them, with their query counts: found by observing one call on x's
