@@ -13,6 +13,9 @@
 // keys are the source's, its own elsewhere; a hand-set cross-attention map
 // gives the closed-form foreground/background split of the target's
 // attention; the CLI runs it on inputs and seeds.
+// Plug-and-Play (edit/plug_and_play.h): with nothing injected the rows are
+// the prompts' own samples; the blocks found on the test UNet; inside the
+// windows the target's features, queries and keys are the source's.
 #include <unistd.h>
 
 #include <filesystem>
@@ -27,6 +30,7 @@
 #include "tweedie/core/error.h"
 #include "tweedie/edit/masactrl.h"
 #include "tweedie/edit/paired_sampling.h"
+#include "tweedie/edit/plug_and_play.h"
 #include "tweedie/edit/prompt_to_prompt.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/io/image.h"
@@ -310,7 +314,7 @@ TEST(P2PCLI, GeneratesTheSourceAsGenerateDoesAndRefusesBadWords) {
   expect_error(m + "--method p2p --blend hat", "p2p: the blend word 'hat' is in neither prompt");
   expect_error(m + "--method p2p --cross-replace 2", "--cross-replace must be in [0, 1] (got 2)");
   expect_error(m + "--method p2p --p2p-mode swap", "--p2p-mode must be auto, replace or refine (got 'swap')");
-  expect_error(m + "--method sdedit", "--method sdedit edits images: give --input (masactrl, p2p can generate the source from --seed)");
+  expect_error(m + "--method sdedit", "--method sdedit edits images: give --input (masactrl, p2p, pnp can generate the source from --seed)");
   expect_error(m + "--method sdedit --blend red -i /nonexistent.png", "--blend applies to p2p only, not sdedit");
   expect_error("edit --method p2p --to 1 -o " + out, "needs a text model");
 }
@@ -427,6 +431,68 @@ TEST(MasaCtrl, CommandLineOnASeedAndAnInput) {
   EXPECT_EQ(worst, 0);
   testing::expect_error(common + " --masa-threshold 2", "--masa-threshold must be in [0, 1] (got 2)");
   testing::expect_error(common + " --cross-replace 0.5", "--cross-replace applies to p2p only, not masactrl");
+}
+
+TEST(PlugAndPlay, InjectsTheSourceFeaturesAndQueriesKeysInsideTheWindows) {
+  const Pair p = prompts(kSource, kTarget, 2);
+  const auto z = noise(2, 3);
+  const auto sig = make_schedule("karras", pipeline().process(), 5);
+  PlugAndPlayOptions o;
+  o.pair.cfg = 3, o.features = 0, o.attention = 0;
+  torch::NoGradGuard ng;
+  const PlugAndPlayResult none = plug_and_play(pipeline().denoiser(), sig, z, true, p.src, p.tgt, o);
+  PromptToPromptOptions own;
+  own.cfg = 3, own.cross_replace = 0, own.self_replace = 0;
+  const PromptToPromptResult ref = run(p, z, sig, own);
+  EXPECT_LT((none.source - ref.source).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((none.edited - ref.edited).abs().max().item<double>(), 1e-4);
+  // The blocks: the decoder's second stage's second residual block, and the self-attention layers from it on.
+  const auto blocks = visited_sites(*pipeline().denoiser(), "output_blocks.*", z, sig.front(), p.src);
+  std::vector<std::pair<std::string, int64_t>> res;  // decoder residual blocks and their heights
+  for (const SiteShape& s : blocks)
+    if (s.site.size() > 6 && s.site.compare(s.site.size() - 6, 6, ".0.out") == 0) res.push_back({s.site, s.shape[2]});
+  ASSERT_GE(res.size(), 4u);
+  std::vector<std::string> stage1;  // the blocks at the decoder's second resolution
+  int64_t second = -1;
+  for (const auto& [site, h] : res) {
+    if (h != res.front().second && second < 0) second = h;
+    if (h == second) stage1.push_back(site);
+  }
+  ASSERT_GE(stage1.size(), 2u);
+  o.features = 0.6, o.attention = 0.4;  // steps 0-2 and 0-1 of 5
+  std::map<std::string, std::set<int>> inside;
+  o.on_inject = [&](const std::string& site, int step, const torch::Tensor& S, const torch::Tensor& T) {
+    const bool feature = site == stage1[1];
+    const bool in = step < (feature ? 3 : 2);
+    if (in) {
+      EXPECT_TRUE(torch::equal(S, T)) << site << " step " << step;
+      inside[site].insert(step);
+    } else if (step >= 3) {  // outside both windows (inside the feature window the rest follows the features)
+      EXPECT_GT((S - T).abs().max().item<double>(), 1e-5) << site << " step " << step;
+    }
+  };
+  const PlugAndPlayResult r = plug_and_play(pipeline().denoiser(), sig, z, true, p.src, p.tgt, o);
+  EXPECT_EQ(r.feature_site, stage1[1]);
+  EXPECT_EQ(inside[r.feature_site], (std::set<int>{0, 1, 2}));
+  ASSERT_FALSE(r.attention_layers.empty());
+  for (const std::string& l : r.attention_layers) {
+    EXPECT_EQ(l.rfind("output_blocks.", 0), 0u) << l;
+    EXPECT_EQ(inside[l + ".q"], (std::set<int>{0, 1})) << l;
+    EXPECT_EQ(inside[l + ".k"], (std::set<int>{0, 1})) << l;
+  }
+  EXPECT_LT((r.source - ref.source).abs().max().item<double>(), 1e-4);  // the source is untouched
+  EXPECT_GT((r.edited - ref.edited).abs().max().item<double>(), 1e-3);
+  // On the command line: an input, no source prompt (the empty prompt, as the paper).
+  const std::string in = ::testing::TempDir() + "/pnp_in.png", out = ::testing::TempDir() + "/pnp.png";
+  torch::manual_seed(3);
+  write_png(in, tensor_to_image(torch::rand({3, 16, 16}) * 2 - 1));
+  auto c = testing::cli("edit -m " + model_dir() + " --method pnp -i " + in + " --target-prompt \"" + kTarget +
+                        "\" -s 4 -q -o " + out);
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_EQ(read_png(out).height, 2 * 16 + 3 * 2);
+  testing::expect_error("edit -m " + model_dir() + " --method pnp -i " + in + " --target-prompt a --pnp-features 1.5 -o " +
+                            out,
+                        "--pnp-features must be in [0, 1] (got 1.5)");
 }
 
 }  // namespace

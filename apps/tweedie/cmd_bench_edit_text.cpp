@@ -12,6 +12,7 @@
 //                     local blending on the edited item's words
 //   masactrl, masactrl + mask  MasaCtrl with its defaults, and with the
 //                     foreground masks of the item's words
+//   pnp               Plug-and-Play with its defaults
 // Reported per edit and method: the share of edited images the judge finds
 // correct for the target caption; the share where everything the edit
 // should keep is kept (every other cell judged as in the source; the edited
@@ -32,6 +33,7 @@
 #include "model_spec.h"
 #include "tweedie/core/error.h"
 #include "tweedie/edit/masactrl.h"
+#include "tweedie/edit/plug_and_play.h"
 #include "tweedie/edit/prompt_to_prompt.h"
 #include "tweedie/eval/canvas_judge.h"
 #include "tweedie/io/fs.h"
@@ -43,8 +45,8 @@ namespace {
 
 struct Setting {
   std::string name;
-  std::string method;  // p2p | masactrl
-  double a, b;         // p2p: cross, self replace (0, 0: regenerate)
+  std::string method;  // p2p | masactrl | pnp
+  double a, b;         // p2p: cross, self replace (0, 0: regenerate); pnp: features, attention
   bool words;          // blend / mask on the item's words
 };
 
@@ -87,7 +89,7 @@ int run(int argc, char** argv) {
   const std::vector<double> sigmas = make_schedule(a.str("schedule"), sd.process(), steps);
   const std::vector<Setting> settings = {{"regenerate", "p2p", 0, 0, false},   {"p2p", "p2p", 0.8, 0.4, false},
                                          {"p2p + blend", "p2p", 0.8, 0.4, true}, {"masactrl", "masactrl", 0, 0, false},
-                                         {"masactrl + mask", "masactrl", 0, 0, true}};
+                                         {"masactrl + mask", "masactrl", 0, 0, true}, {"pnp", "pnp", 0.8, 0.5, false}};
   const char* edits[] = {"colour", "item", "cell"};
   const int kinds = 3;
   std::map<std::pair<int, size_t>, Tally> tallies;
@@ -140,6 +142,11 @@ int run(int argc, char** argv) {
           o.cfg = cfg, o.cross_replace = st.a, o.self_replace = st.b;
           if (st.words) o.blend = words;
           const PromptToPromptResult r = prompt_to_prompt(sd.denoiser(), sigmas, z, true, conds[0], conds[1], ws, wt, o);
+          source = r.source, edited = r.edited;
+        } else if (st.method == "pnp") {
+          PlugAndPlayOptions o;
+          o.pair.cfg = cfg, o.features = st.a, o.attention = st.b;
+          const PlugAndPlayResult r = plug_and_play(sd.denoiser(), sigmas, z, true, conds[0], conds[1], o);
           source = r.source, edited = r.edited;
         } else {
           MasaCtrlOptions o;
@@ -217,7 +224,7 @@ int run(int argc, char** argv) {
   return 0;
 }
 
-BenchRegistrar reg({"edit-text", "Prompt-to-Prompt and MasaCtrl colour, item and cell edits on the FashionCanvas text "
+BenchRegistrar reg({"edit-text", "Prompt-to-Prompt, MasaCtrl and Plug-and-Play colour, item and cell edits on the FashionCanvas text "
                                  "model, judged by its judge against regenerating from the same noise (writes edit_text.md)",
                     run});
 

@@ -88,7 +88,8 @@ int edit_text(const Args& a, const EditSettings& e, const EditMethodInfo& method
   const bool has_src = a.has("source-prompt");
   const auto conds = model.prompt_conditions({has_src ? a.str("source-prompt") : "", a.str("target-prompt")},
                                              a.str("negative-prompt"), n, height, width);
-  const Cond src = has_src ? conds[0] : Cond{}, tgt = conds[1];
+  // Methods acting inside the network sample a source branch: without --source-prompt, the empty prompt's.
+  const Cond src = has_src || method.text_only ? conds[0] : Cond{}, tgt = conds[1];
   const std::vector<double> sigmas = make_schedule(a.str("schedule"), model.denoiser->process(), steps);
   if (!a.has("quiet"))
     std::fprintf(stderr, "edit %s: %ld image(s) %ldx%ld%s, '%s' -> '%s', %d steps...\n", e.method.c_str(), (long)n,

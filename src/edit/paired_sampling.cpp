@@ -158,16 +158,15 @@ std::unique_ptr<ScopedHook> share_source_rows(Hooks& hooks, const std::string& p
       });
 }
 
-std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch::Tensor& x, double s, const Cond& c) {
-  std::vector<AttentionLayer> layers;
+std::vector<SiteShape> visited_sites(NetDenoiser& net, const std::string& pattern, const torch::Tensor& x, double s,
+                                     const Cond& c) {
+  std::vector<SiteShape> sites;
   {
-    ScopedHook seen(net.network().hooks(), "*attn1.q",
-                    [&](const std::string& site, const torch::Tensor& q, const HookContext&) {
-                      const std::string path = site.substr(0, site.size() - 2);
-                      const bool again = std::any_of(layers.begin(), layers.end(),
-                                                     [&](const AttentionLayer& l) { return l.site == path; });
-                      if (q.dim() == 4 && !again) layers.push_back({path, q.size(2)});
-                      return q;
+    ScopedHook seen(net.network().hooks(), pattern,
+                    [&](const std::string& site, const torch::Tensor& v, const HookContext&) {
+                      if (std::none_of(sites.begin(), sites.end(), [&](const SiteShape& x) { return x.site == site; }))
+                        sites.push_back({site, v.sizes().vec()});
+                      return v;
                     });
     torch::NoGradGuard ng;
     Cond one = c;
@@ -177,6 +176,13 @@ std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch:
       if (v.dim() > 0 && v.size(0) == n && n > 1) v = v.slice(0, 0, 1);
     net.predict(x.slice(0, 0, 1).to(torch::kFloat32), s, one);
   }
+  return sites;
+}
+
+std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch::Tensor& x, double s, const Cond& c) {
+  std::vector<AttentionLayer> layers;
+  for (const SiteShape& q : visited_sites(net, "*attn1.q", x, s, c))
+    if (q.shape.size() == 4) layers.push_back({q.site.substr(0, q.site.size() - 2), q.shape[2]});
   return layers;
 }
 

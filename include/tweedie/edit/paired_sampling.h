@@ -97,9 +97,18 @@ using PairObserver = std::function<void(const std::string& site, int step, const
 std::unique_ptr<ScopedHook> share_source_rows(Hooks& hooks, const std::string& pattern, std::function<bool(int)> when,
                                               bool cond_only, PairObserver observe = {});
 
+// The sites matching `pattern` that one forward call on x's first sample at
+// level s under c visits, in call order (each once), with the shapes of
+// their values.
+struct SiteShape {
+  std::string site;
+  std::vector<int64_t> shape;
+};
+std::vector<SiteShape> visited_sites(NetDenoiser& net, const std::string& pattern, const torch::Tensor& x, double s,
+                                     const Cond& c);
+
 // The self-attention layers of a network in the order one forward call
-// runs them, with their query counts: found by observing one call on x's
-// first sample at level s under c.
+// runs them, with their query counts (visited_sites of "*attn1.q").
 struct AttentionLayer {
   std::string site;  // module path ("output_blocks.4.1.transformer_blocks.0.attn1")
   int64_t tokens = 0;
