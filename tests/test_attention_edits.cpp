@@ -16,6 +16,8 @@
 // Plug-and-Play (edit/plug_and_play.h): with nothing injected the rows are
 // the prompts' own samples; the blocks found on the test UNet; inside the
 // windows the target's features, queries and keys are the source's.
+// FreeU (guide/freeu.h) on the same UNet: its filter on closed forms, the
+// plain model at b = s = 1, parity with hand-installed hooks, the flag.
 #include <unistd.h>
 
 #include <filesystem>
@@ -33,6 +35,7 @@
 #include "tweedie/edit/plug_and_play.h"
 #include "tweedie/edit/prompt_to_prompt.h"
 #include "tweedie/guide/cfg.h"
+#include "tweedie/guide/freeu.h"
 #include "tweedie/io/image.h"
 #include "tweedie/models/clip_tokenizer.h"
 #include "tweedie/models/sd_export.h"
@@ -493,6 +496,65 @@ TEST(PlugAndPlay, InjectsTheSourceFeaturesAndQueriesKeysInsideTheWindows) {
   testing::expect_error("edit -m " + model_dir() + " --method pnp -i " + in + " --target-prompt a --pnp-features 1.5 -o " +
                             out,
                         "--pnp-features must be in [0, 1] (got 1.5)");
+}
+
+TEST(FreeU, TheFourierFilterOnClosedForms) {
+  torch::manual_seed(1);
+  const auto x = torch::randn({2, 3, 8, 8});
+  EXPECT_TRUE(torch::equal(freeu_fourier_filter(x, 1.0), x));
+  // A constant image is all zero frequency: scaled.
+  EXPECT_LT((freeu_fourier_filter(torch::full({1, 2, 8, 8}, 0.7), 0.2) - 0.14).abs().max().item<double>(), 1e-6);
+  // The Nyquist checkerboard lies outside the box: untouched.
+  const auto i = torch::arange(8).view({8, 1}), j = torch::arange(8).view({1, 8});
+  const auto board = ((i + j).remainder(2) * 2 - 1).to(torch::kFloat32).expand({1, 1, 8, 8});
+  EXPECT_LT((freeu_fourier_filter(board, 0.2) - board).abs().max().item<double>(), 1e-6);
+  // cos(2 pi j / 8) = (e^{i t} + e^{-i t}) / 2: the box holds frequency -1 only, so the real part keeps (1 + s) / 2 of it.
+  const auto wave = torch::cos(j.to(torch::kFloat64) * (2 * M_PI / 8)).to(torch::kFloat32).expand({1, 1, 8, 8});
+  EXPECT_LT((freeu_fourier_filter(wave, 0.2) - 0.6 * wave).abs().max().item<double>(), 1e-6);
+}
+
+TEST(FreeU, EqualsHandInstalledHooksAndIsThePlainModelAtOne) {
+  auto net = pipeline().denoiser();
+  const Pair p = prompts(kSource, kSource, 2);
+  const auto x = noise(2, 11) * 3;
+  const double s = 2.0;
+  torch::NoGradGuard ng;
+  const auto plain = net->predict(x, s, p.src).x0();
+  FreeUDenoiser one(net, {1, 1, 1, 1});
+  EXPECT_LT((one.predict(x, s, p.src).x0() - plain).abs().max().item<double>(), 1e-5);
+  // By hand on the test UNet (channel_mult 1-2, one residual block per level): output blocks 0 and 1 run at the
+  // lowest resolution (4x4) with skips 3 and 2, blocks 2 and 3 at 8x8 with skips 1 and 0.
+  const std::map<std::string, double> b = {
+      {"output_blocks.0.in", 1.5}, {"output_blocks.1.in", 1.5}, {"output_blocks.2.in", 1.6}, {"output_blocks.3.in", 1.6}};
+  const std::map<std::string, double> sk = {{"skip.3", 0.9}, {"skip.2", 0.9}, {"skip.1", 0.2}, {"skip.0", 0.2}};
+  torch::Tensor want;
+  {
+    Hooks& hk = net->network().hooks();
+    ScopedHook hb(hk, "output_blocks.*", [&](const std::string& site, const torch::Tensor& h, const HookContext&) {
+      auto it = b.find(site);
+      if (it == b.end()) return h;
+      auto o = h.clone();
+      o.slice(1, 0, h.size(1) / 2).mul_(it->second);
+      return o;
+    });
+    ScopedHook hs(hk, "skip.*", [&](const std::string& site, const torch::Tensor& v, const HookContext&) {
+      return freeu_fourier_filter(v, sk.at(site));
+    });
+    want = net->predict(x, s, p.src).x0();
+  }
+  FreeUDenoiser freeu(net, parse_freeu("sd1"));
+  const auto got = freeu.predict(x, s, p.src).x0();
+  EXPECT_LT((got - want).abs().max().item<double>(), 1e-6);
+  EXPECT_GT((got - plain).abs().max().item<double>(), 1e-3);
+  // The network is left as it was.
+  EXPECT_LT((net->predict(x, s, p.src).x0() - plain).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(error_of([] { parse_freeu("1,2"); }),
+            "--freeu takes B1,B2,S1,S2 (e.g. 1.5,1.6,0.9,0.2) or a preset (sd1, sd2, sdxl), got '1,2'");
+  // generate --freeu
+  const std::string out = ::testing::TempDir() + "/freeu.png";
+  auto r = testing::cli("generate -m " + model_dir() + " -p \"" + kSource + "\" --freeu sd1 -s 2 -W 16 -H 16 -q -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  testing::expect_error("generate -m " + model_dir() + " -p a --freeu 1.5,x,1,1 -s 2 -o " + out, "--freeu takes B1,B2,S1,S2");
 }
 
 }  // namespace

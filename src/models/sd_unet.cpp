@@ -290,6 +290,7 @@ class SdUNet : public Network {
     conv_out_->weight.zero_();
     conv_out_->bias.zero_();
     for (size_t i = 0; i < in_.size(); ++i) skip_sites_.push_back("skip." + std::to_string(i));
+    for (size_t i = 0; i < out_.size(); ++i) in_sites_.push_back("output_blocks." + std::to_string(i) + ".in");
   }
 
   std::string arch() const override { return "sd_unet"; }
@@ -347,9 +348,11 @@ class SdUNet : public Network {
       skips.push_back(h);
     }
     h = mid_->forward(h, emb, ctx, hk);
-    for (auto& b : out_) {
+    for (size_t k = 0; k < out_.size(); ++k) {
+      auto& b = out_[k];
       auto s = std::move(skips.back());
       skips.pop_back();
+      if (hk) h = hk->apply(in_sites_[k], h);  // the backbone entering output block k (FreeU)
       if (hk) s = hk->apply(skip_sites_[skips.size()], s);
       h = b->forward(torch::cat({h, s}, 1), emb, ctx, hk);
     }
@@ -372,7 +375,7 @@ class SdUNet : public Network {
   SdBlock mid_{nullptr};
   GroupNorm32 norm_out_{nullptr};
   nn::Conv2d conv_out_{nullptr};
-  std::vector<std::string> skip_sites_;
+  std::vector<std::string> skip_sites_, in_sites_;
 };
 
 }  // namespace

@@ -46,7 +46,9 @@
 // "label_emb" (the embedding of y, before it is added), "skip.<i>" (skip
 // connection i in encoder order, 0 = conv_in output, fired when concatenated),
 // "<block>.out" for every input_blocks.<k>, middle_block and output_blocks.<k>
-// (the block's output), "<resblock>.out" (e.g. "input_blocks.1.0.out"), and
+// (the block's output), "output_blocks.<k>.in" (the backbone features
+// entering output block k, before its skip is concatenated; FreeU),
+// "<resblock>.out" (e.g. "input_blocks.1.0.out"), and
 // the transformer sites of spatial_transformer.h at their module paths, e.g.
 // "input_blocks.1.1.transformer_blocks.0.attn1.probs" (self) and
 // "...attn2.probs" (cross-attention on the text tokens).
