@@ -2,6 +2,7 @@
 // of PNGs written by `tweedie sample -o DIR/`) in the feature space of the
 // shipped classifier, against the Fashion-MNIST test set (eval/evaluator.h).
 #include <cstdio>
+#include <set>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -72,8 +73,11 @@ int run_text(const Args& a, const std::string& spec) {
   for (const char* o : {"reference", "images"})
     check(!a.has(o), "tweedie eval: --", o, " applies to class models; a text model is judged against test canvases of "
           "its prompts");
+  std::set<std::string> text_rules;  // the options of the rules offered for text models (as `tweedie generate`)
+  for (const auto& o : sd_guidance_opts()) text_rules.insert(o.name);
   for (const auto& o : guidance_opts())
-    check(o.name == "cfg" || !a.has(o.name), "tweedie eval: --", o.name, " is not available for text models (CFG is)");
+    check(o.name == "cfg" || text_rules.count(o.name) || !a.has(o.name), "tweedie eval: --", o.name,
+          " is not available for text models (the rules `tweedie generate` takes are)");
   const uint64_t seed = uint64_t(a.integer("seed"));
   check(a.integer("seed") >= 0, "tweedie eval: --seed must be >= 0");
   const auto layouts = a.has("prompts") ? read_prompt_file(a.str("prompts")) : canvas_prompt_set(a.integer("num"), seed);
@@ -90,6 +94,7 @@ int run_text(const Args& a, const std::string& spec) {
   SdRequest req;
   const SamplerInfo& sampler = set_sd_sampling(a, req);
   req.cfg = a.number("cfg");
+  req.guidance = sd_guidance_options(a, req.cfg);
   req.width = req.height = 64;
   req.seed = seed;
   std::vector<std::string> prompts;
@@ -108,16 +113,16 @@ int run_text(const Args& a, const std::string& spec) {
       });
   prog.finish();
   const CanvasEval e = evaluate_canvases(judge, layouts, images, seed);
-  std::printf("%zu prompts (%s), %s: %s, %s, %d steps, CFG %g, seed %lu\n", layouts.size(),
+  std::printf("%zu prompts (%s), %s: %s, %s, %d steps, %s, seed %lu\n", layouts.size(),
               a.has("prompts") ? a.str("prompts").c_str() : "seeded prompt set", spec.c_str(), sampler.name.c_str(),
-              req.schedule.c_str(), req.steps, req.cfg, (unsigned long)seed);
+              req.schedule.c_str(), req.steps, req.guidance.describe().c_str(), (unsigned long)seed);
   print_canvas_eval(e);
   if (attention) print_attention_shares(*attention, req.steps);
   if (a.has("json")) {
     nlohmann::json j = canvas_eval_json(e);
     if (attention) j["attention_share"] = attention_shares_json(*attention, req.steps);
     j.update({{"model", spec}, {"sampler", sampler.name}, {"schedule", req.schedule}, {"steps", req.steps},
-              {"cfg", req.cfg}, {"seed", seed}, {"batch", batch}, {"prompts", a.has("prompts") ? a.str("prompts") : ""}});
+              {"cfg", req.cfg}, {"guidance", req.guidance.describe()}, {"seed", seed}, {"batch", batch}, {"prompts", a.has("prompts") ? a.str("prompts") : ""}});
     write_file_atomic(a.str("json"), j.dump(2) + "\n");
   }
   return 0;
