@@ -752,7 +752,8 @@ TEST(SdCheckpoint, FamilyDetectionFromKeysAndShapes) {
     int64_t in, ctx;
     bool linear;
   };
-  for (const Case& c : {Case{"sd1", 4, 768, false}, Case{"sd2", 4, 1024, true}, Case{"sdxl", 4, 2048, true}, Case{"sd1", 9, 768, false}}) {
+  for (const Case& c : {Case{"sd1", 4, 768, false}, Case{"sd2", 4, 1024, true}, Case{"sdxl", 4, 2048, true}, Case{"sd1", 9, 768, false},
+                      Case{"sd1", 8, 768, false}}) {
     const SdCheckpoint ck = sd_checkpoint_from_state_dict(tiny_single_file(c.family, c.in), "m.safetensors");
     EXPECT_EQ(ck.family, c.family);
     EXPECT_EQ(ck.inpainting, c.in == 9);

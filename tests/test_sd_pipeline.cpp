@@ -1,7 +1,8 @@
 // Stable Diffusion pipelines end to end on tiny random checkpoints written in
 // the real layouts (LDM single file, diffusers folder): identical images from
 // both, seeds, img2img at strength 0, blended inpainting keeps the unmasked
-// latents exactly, 9-channel inpainting, LoRA merged = LoRA at run time,
+// latents exactly, 9-channel inpainting, InstructPix2Pix's 8-channel models
+// and dual guidance, LoRA merged = LoRA at run time,
 // bf16 close to fp32, and `tweedie generate` (A1111 parameters, bad input).
 #include <sys/stat.h>
 
@@ -14,6 +15,7 @@
 #include "cli_testing.h"
 #include "sd_testing.h"
 #include "testing.h"
+#include "tweedie/guide/instruct_pix2pix.h"
 #include "tweedie/core/error.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
@@ -303,6 +305,58 @@ TEST(SdPipeline, NineChannelInpaintingModelsTakeTheMaskedImage) {
   SdRequest r2 = r;
   r2.init = -r.init;
   EXPECT_FALSE(torch::allclose(z, sd_generate_latents(sd, r2)));
+}
+
+TEST(SdPipeline, InstructPix2PixModelsTakeTheImageAndGuideTowardBoth) {
+  const std::string path = write_ldm(make_tiny(7, 8), "tiny_sd1_ip2p");
+  StableDiffusion sd(path, with_tokenizer());
+  EXPECT_EQ(sd.checkpoint().unet_config.in_channels, 8);
+  EXPECT_FALSE(sd.checkpoint().inpainting);
+  SdRequest r = small_request();
+  EXPECT_ERROR(sd_generate_latents(sd, r), "is an InstructPix2Pix model: give --init (the image to edit) and no mask");
+  torch::manual_seed(8);
+  r.init = torch::rand({1, 3, 16, 16}) * 2 - 1;
+  // The rule is the dual formula on three separate network calls.
+  auto [c, n] = sd.encode_prompts(r.prompt, r.negative, 1, 16, 16);
+  const auto image = sd.encode_images(r.init) / sd.checkpoint().vae_config.scaling_factor;
+  c.extra["c_concat"] = image;
+  n.extra["c_concat"] = image.clone();
+  Cond u = n;
+  u.extra["c_concat"] = torch::zeros_like(image);
+  auto den = sd.denoiser();
+  torch::NoGradGuard ng;
+  const auto x = torch::randn({1, 4, 8, 8}) * 5;
+  const double s = 3;
+  const auto x0c = den->predict(x, s, c).x0(), x0i = den->predict(x, s, n).x0(), x0u = den->predict(x, s, u).x0();
+  InstructPix2PixGuidance g(den, 7.0, 1.5, [n = n](const Cond&) { return n; }, [u](const Cond&) { return u; });
+  const auto want = x0u + (x0i - x0u) * 1.5 + (x0c - x0i) * 7.0;
+  EXPECT_LT((g.predict(x, s, c).x0() - want).abs().max().item<double>(), 1e-4);
+  // The pipeline: the image reaches the network, and the image scale (1.5 unless given) matters.
+  const auto z = sd_generate_latents(sd, r);
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{1, 4, 8, 8}));
+  EXPECT_TRUE(torch::isfinite(z).all().item<bool>());
+  SdRequest other = r;
+  other.init = -r.init;
+  EXPECT_FALSE(torch::allclose(z, sd_generate_latents(sd, other)));
+  SdRequest given = r;
+  given.guidance.set("image-cfg", 1.5);
+  EXPECT_TRUE(torch::equal(z, sd_generate_latents(sd, given)));
+  given.guidance.set("image-cfg", 1.0);
+  EXPECT_FALSE(torch::allclose(z, sd_generate_latents(sd, given)));
+  // A plain model has no image branch.
+  StableDiffusion plain(write_ldm(make_tiny(5), "tiny_sd1_plain_ip2p"), with_tokenizer());
+  SdRequest p = small_request();
+  p.guidance.set("image-cfg", 2.0);
+  EXPECT_ERROR(sd_generate_latents(plain, p), "--image-cfg needs an InstructPix2Pix model");
+  // On the command line: --image-cfg, and --strength refused.
+  const std::string in = ::testing::TempDir() + "/ip2p_in.png", out = ::testing::TempDir() + "/ip2p_out.png";
+  write_png(in, tensor_to_image(r.init[0]));
+  const std::string cmd = "generate -q -m " + path + " --tokenizer " + kTokenizer + " -p \"make it blue\" --init " + in +
+                          " -s 2 -o " + out;
+  auto run = testing::cli(cmd + " --image-cfg 1.2");
+  ASSERT_EQ(run.code, 0) << run.out;
+  EXPECT_EQ(read_png(out).width, 16);
+  testing::expect_error(cmd + " --strength 0.5", "--strength does not apply to InstructPix2Pix models");
 }
 
 TEST(SdPipeline, LoraMergedEqualsLoraAtRunTime) {

@@ -53,7 +53,8 @@ int run(int argc, char** argv) {
       {"batch-size", "", false, "images per sampler run", "1"},
       {"output", "o", false, "output PNG (several images: NAME_i.png)", "output.png"},
       {"init", "i", false, "init image (PNG/JPEG) for img2img / inpainting", ""},
-      {"strength", "", false, "img2img denoising strength in [0, 1] (1 = ignore the init image's content)", "0.75"},
+      {"strength", "", false, "img2img denoising strength in [0, 1] (1 = ignore the init image's content; not for "
+                              "InstructPix2Pix models, whose --init is the image to edit)", "0.75"},
       {"resize-mode", "", false, "an --init / --mask of another size than -W x -H: stretch (A1111's Just resize), crop "
                                  "(Crop and resize) or fill (Resize and fill); Lanczos resampling", "stretch"},
       {"mask", "", false, "inpainting mask image: white = repaint, black = keep", ""},
@@ -149,6 +150,12 @@ int run(int argc, char** argv) {
       req.mask = resize_image(req.mask, req.height, req.width, a.str("resize-mode")).clamp(0, 1);
     if (!a.has("strength")) req.strength = 1.0;
   }
+  const SdUNetConfig& uc = sd.checkpoint().unet_config;
+  if (uc.in_channels == 2 * uc.out_channels)  // InstructPix2Pix: the init image is the condition, sampling starts from noise
+    check(!a.has("strength"), "tweedie generate: --strength does not apply to InstructPix2Pix models (", model,
+          "): the --init image is their condition and sampling starts from noise");
+  else
+    check(!a.has("image-cfg"), "tweedie generate: --image-cfg applies to InstructPix2Pix models only");
   const int seed_arg = a.integer("seed");
   check(seed_arg >= 0, "tweedie generate: --seed must be >= 0, got ", seed_arg);
   const uint64_t seed = uint64_t(seed_arg);

@@ -278,7 +278,8 @@ std::string SdCheckpoint::describe() const {
     return o.str();
   };
   std::ostringstream o;
-  o << family << (inpainting ? " inpainting" : "") << ", prediction " << prediction << " (" << prediction_source
+  o << family << (inpainting ? " inpainting" : "")
+    << (unet_config.in_channels == 2 * unet_config.out_channels ? " instruct-pix2pix" : "") << ", prediction " << prediction << " (" << prediction_source
     << "), UNet " << params(unet) << " params (in " << unet_config.in_channels << ", context " << unet_config.context_dim
     << "), VAE " << (vae.empty() ? std::string("absent") : params(vae)) << " (scale " << vae_config.scaling_factor << ")";
   for (auto& te : text_encoders) o << ", " << te.name << " " << params(te.weights) << " (" << te.config.describe() << ")";

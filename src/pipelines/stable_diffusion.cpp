@@ -284,6 +284,10 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
   check(!has_mask || has_init, "a mask needs an init image (--init)");
   const bool native_inpaint = uc.in_channels == uc.out_channels + 5;
   check(!native_inpaint || has_mask, sd.checkpoint().source, " is an inpainting model: give --init and --mask");
+  // InstructPix2Pix: the image's latent beside the input (guide/instruct_pix2pix.h).
+  const bool instruct = uc.in_channels == 2 * uc.out_channels;
+  check(!instruct || (has_init && !has_mask), sd.checkpoint().source,
+        " is an InstructPix2Pix model: give --init (the image to edit) and no mask");
   if (has_init)
     check(req.init.dim() == 4 && req.init.size(1) == 3 && req.init.size(2) == req.height && req.init.size(3) == req.width &&
               (req.init.size(0) == 1 || req.init.size(0) == req.batch),
@@ -327,11 +331,24 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
       neg.extra["c_concat"] = cond.extra["c_concat"].clone();
     }
   }
+  Cond image_neg;  // InstructPix2Pix: the empty prompt and the zero image
+  if (instruct) {
+    // The posterior mean, unscaled, as InstructPix2Pix was trained (diffusers' pipeline).
+    const auto image = (init_lat / sd.checkpoint().vae_config.scaling_factor).contiguous();
+    cond.extra["c_concat"] = image;
+    neg.extra["c_concat"] = image.clone();
+    image_neg = neg;
+    image_neg.extra["c_concat"] = torch::zeros_like(image);
+  }
 
   GuidanceOptions g = req.guidance;
   g.set("cfg", req.cfg);
   check(!g.has("negative-class"), "Stable Diffusion guides with a negative prompt, not a negative class");
   g.attach("negative", std::function<Cond(const Cond&)>([neg](const Cond&) { return neg; }));
+  if (instruct) {
+    g.attach("image-negative", std::function<Cond(const Cond&)>([image_neg](const Cond&) { return image_neg; }));
+    if (!g.has("image-cfg")) g.set("image-cfg", 1.5);  // diffusers' default
+  }
   DenoiserPtr den = make_guidance(sd.denoiser(), g);
   std::vector<double> sigmas = make_schedule(req.schedule, proc, req.steps, req.schedule_options);
   const SamplerInfo& sampler = find_sampler(req.sampler);
@@ -355,7 +372,7 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
     ro.set("sampler", req.sampler);
     const double s0 = tail[0];
     latents = run_restore(find_restore_solver("blended"), run, m, proc.add_noise(init_lat, noise, s0), ro);
-  } else if (has_init && req.strength < 1.0) {
+  } else if (has_init && req.strength < 1.0 && !instruct) {  // InstructPix2Pix samples from noise
     SDEditOptions so;
     so.strength = req.strength;
     so.sampler = req.sampler;
