@@ -3,6 +3,9 @@
 #pragma once
 #include <sys/stat.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -14,6 +17,7 @@
 #include "tweedie/models/autoencoder_kl.h"
 #include "tweedie/models/clip_text.h"
 #include "tweedie/models/sd_checkpoint.h"
+#include "tweedie/models/sd_export.h"
 #include "tweedie/models/sd_unet.h"
 #include "tweedie/nn/module_weights.h"
 
@@ -154,6 +158,17 @@ inline SdCheckpoint tiny_sd(const std::string& family, uint64_t seed) {
   AutoencoderKL vae(v);
   c.vae = randomized(*vae, 0.08);
   return c;
+}
+
+// tiny_sd("sd1", seed) saved as a diffusers folder with the tokenizer, one
+// folder per process (ctest runs tests in parallel processes sharing TempDir).
+inline std::string tiny_sd_folder(const std::string& name, uint64_t seed) {
+  const std::string d = ::testing::TempDir() + "/" + name + "_" + std::to_string(::getpid());
+  std::filesystem::remove_all(d);
+  SdSaveOptions so;
+  so.tokenizer = kTokenizer;
+  save_sd_checkpoint(tiny_sd("sd1", seed), d, SdForm::Diffusers, so);
+  return d;
 }
 
 }  // namespace tweedie::testing

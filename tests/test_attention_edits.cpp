@@ -49,14 +49,7 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string& model_dir() {
-  static const std::string dir = [] {
-    const std::string d = ::testing::TempDir() + "/p2p_model_" + std::to_string(::getpid());
-    fs::remove_all(d);
-    SdSaveOptions so;
-    so.tokenizer = testing::kTokenizer;
-    save_sd_checkpoint(testing::tiny_sd("sd1", 31), d, SdForm::Diffusers, so);
-    return d;
-  }();
+  static const std::string dir = testing::tiny_sd_folder("attention_edits_model", 31);
   return dir;
 }
 
@@ -85,6 +78,17 @@ Pair prompts(const std::string& a, const std::string& b, int64_t n) {
   StableDiffusion& sd = pipeline();
   auto c = sd.conditions({a, b}, "", n, 16, 16);
   return {c[0], c[1], sd.word_positions(a), sd.word_positions(b)};
+}
+
+// The largest 8-bit difference between a grid's first 16x16 tile (after its 2-pixel border) and an image.
+int first_tile_difference(const Image& grid, const Image& img) {
+  int worst = 0;
+  for (int y = 0; y < 16; ++y)
+    for (int x = 0; x < 16; ++x)
+      for (int c = 0; c < 3; ++c)
+        worst = std::max(worst, std::abs(int(grid.pixels[size_t(((y + 2) * grid.width + x + 2) * grid.channels + c)]) -
+                                         int(img.pixels[size_t((y * img.width + x) * img.channels + c)])));
+  return worst;
 }
 
 torch::Tensor noise(int64_t n, uint64_t seed) {
@@ -163,7 +167,7 @@ TEST(P2P, WithNothingInjectedTheRowsAreTheTwoPromptsOwnGenerations) {
   const auto z = noise(2, 3);
   const auto sig = make_schedule("karras", pipeline().process(), 5);
   PromptToPromptOptions o;
-  o.cfg = 3, o.cross_replace = 0, o.self_replace = 0;
+  o.pair.cfg = 3, o.cross_replace = 0, o.self_replace = 0;
   const PromptToPromptResult r = run(p, z, sig, o);
   torch::NoGradGuard ng;
   auto own = [&](const Cond& c) {
@@ -183,7 +187,7 @@ TEST(P2P, TheTargetTakesTheSourceMapsInsideTheWindowsOnly) {
   const auto sig = make_schedule("karras", pipeline().process(), 5);
   const TokenMapping map = p2p_word_swap(p.ws, p.wt, p.src.context.size(1));
   PromptToPromptOptions o;
-  o.cfg = 3, o.cross_replace = 0.6, o.self_replace = 0.4;  // steps 0-2 and 0-1 of 5
+  o.pair.cfg = 3, o.cross_replace = 0.6, o.self_replace = 0.4;  // steps 0-2 and 0-1 of 5
   std::map<std::pair<bool, bool>, int> seen;  // (cross, inside) -> calls
   std::set<int64_t> self_sizes, cross_sizes;
   o.on_attention = [&](const std::string& site, int step, bool cross, const torch::Tensor& S, const torch::Tensor& T) {
@@ -208,14 +212,14 @@ TEST(P2P, TheTargetTakesTheSourceMapsInsideTheWindowsOnly) {
   EXPECT_EQ(self_sizes, (std::set<int64_t>{16}));
   // The injection changes the target and leaves the source as it was.
   PromptToPromptOptions none;
-  none.cfg = 3, none.cross_replace = 0, none.self_replace = 0;
+  none.pair.cfg = 3, none.cross_replace = 0, none.self_replace = 0;
   const PromptToPromptResult plain = run(p, z, sig, none);
   EXPECT_LT((r.source - plain.source).abs().max().item<double>(), 1e-4);  // (explicit vs chunked attention)
   EXPECT_GT((r.edited - plain.edited).abs().max().item<double>(), 1e-3);
   // Reweighting scales the target's columns of the word (here the same prompt twice).
   const Pair same = prompts(kTarget, kTarget, 1);
   PromptToPromptOptions rw;
-  rw.cfg = 3, rw.reweight = "blue=3";
+  rw.pair.cfg = 3, rw.reweight = "blue=3";
   rw.on_attention = [&](const std::string& site, int step, bool cross, const torch::Tensor& S, const torch::Tensor& T) {
     if (!cross || step >= 4) return;
     for (int64_t j : same.wt[1].positions)
@@ -246,7 +250,7 @@ TEST(P2P, LocalBlendingMasksWhereTheWordsAttendAndKeepsTheSourceOutside) {
                      return out;
                    });
   PromptToPromptOptions o;
-  o.cfg = 3, o.blend = "red,blue";
+  o.pair.cfg = 3, o.blend = "red,blue";
   const PromptToPromptResult r = run(p, noise(2, 6), sig, o);
   ASSERT_TRUE(r.mask.defined());
   auto want = torch::zeros({2, 1, 8, 8}, torch::kFloat64);
@@ -267,7 +271,7 @@ TEST(P2P, RealImagesDirectInversionReturnsTheInputExactly) {
   torch::NoGradGuard ng;
   auto edit = [&](const std::string& inversion) {
     PromptToPromptOptions o;
-    o.cfg = 5, o.inversion = inversion;
+    o.pair.cfg = 5, o.pair.inversion = inversion;
     return prompt_to_prompt(pipeline().denoiser(), sig, x, false, p.src, p.tgt, p.ws, p.wt, o);
   };
   const PromptToPromptResult direct = edit("direct"), ddim = edit("ddim");
@@ -281,7 +285,7 @@ TEST(P2P, RealImagesDirectInversionReturnsTheInputExactly) {
     EXPECT_LT((r.source - x).abs().max().item<double>(), e_ddim) << inv;  // both follow the w = 1 path better
   }
   PromptToPromptOptions bad;
-  bad.inversion = "edict";
+  bad.pair.inversion = "edict";
   EXPECT_EQ(error_of([&] { prompt_to_prompt(pipeline().denoiser(), sig, x, false, p.src, p.tgt, p.ws, p.wt, bad); }),
             "p2p: --inversion must be direct, ddim, null-text or negative-prompt (got 'edict')");
 }
@@ -299,12 +303,7 @@ TEST(P2PCLI, GeneratesTheSourceAsGenerateDoesAndRefusesBadWords) {
   const Image grid = read_png(out), img = read_png(gen);
   ASSERT_EQ(grid.width, 16 + 2 * 2);
   ASSERT_EQ(grid.height, 2 * 16 + 3 * 2);  // source row, edited row
-  int worst = 0;
-  for (int y = 0; y < 16; ++y)
-    for (int x = 0; x < 16; ++x)
-      for (int c = 0; c < 3; ++c)
-        worst = std::max(worst, std::abs(int(grid.pixels[size_t(((y + 2) * grid.width + x + 2) * grid.channels + c)]) -
-                                         int(img.pixels[size_t((y * img.width + x) * img.channels + c)])));
+  const int worst = first_tile_difference(grid, img);
   EXPECT_LE(worst, 1);
   r = cli("edit" + common + "--method p2p --source-prompt \"" + kSource + "\" --target-prompt \"" + kTarget +
           "\" --blend red,blue -n 2 -o " + out);
@@ -335,7 +334,7 @@ TEST(MasaCtrl, BeforeItsStartTheRowsAreTheTwoPromptsOwnSamples) {
   o.pair.cfg = 3, o.start_step = 1;  // never starts
   const MasaCtrlResult never = run_masa(p, z, sig, o);
   PromptToPromptOptions none;  // P2P with nothing injected: the two prompts' own samples (tested above)
-  none.cfg = 3, none.cross_replace = 0, none.self_replace = 0;
+  none.pair.cfg = 3, none.cross_replace = 0, none.self_replace = 0;
   const PromptToPromptResult own = run(p, z, sig, none);
   EXPECT_LT((never.source - own.source).abs().max().item<double>(), 1e-4);
   EXPECT_LT((never.edited - own.edited).abs().max().item<double>(), 1e-4);
@@ -425,12 +424,7 @@ TEST(MasaCtrl, CommandLineOnASeedAndAnInput) {
   ASSERT_EQ(r.code, 0) << r.out;
   // Direct inversion: the source row is the input itself.
   const Image grid = read_png(out), img = read_png(in);
-  int worst = 0;
-  for (int y = 0; y < 16; ++y)
-    for (int x = 0; x < 16; ++x)
-      for (int c = 0; c < 3; ++c)
-        worst = std::max(worst, std::abs(int(grid.pixels[size_t(((y + 2) * grid.width + x + 2) * grid.channels + c)]) -
-                                         int(img.pixels[size_t((y * img.width + x) * img.channels + c)])));
+  const int worst = first_tile_difference(grid, img);
   EXPECT_EQ(worst, 0);
   testing::expect_error(common + " --masa-threshold 2", "--masa-threshold must be in [0, 1] (got 2)");
   testing::expect_error(common + " --cross-replace 0.5", "--cross-replace applies to p2p only, not masactrl");
@@ -445,7 +439,7 @@ TEST(PlugAndPlay, InjectsTheSourceFeaturesAndQueriesKeysInsideTheWindows) {
   torch::NoGradGuard ng;
   const PlugAndPlayResult none = plug_and_play(pipeline().denoiser(), sig, z, true, p.src, p.tgt, o);
   PromptToPromptOptions own;
-  own.cfg = 3, own.cross_replace = 0, own.self_replace = 0;
+  own.pair.cfg = 3, own.cross_replace = 0, own.self_replace = 0;
   const PromptToPromptResult ref = run(p, z, sig, own);
   EXPECT_LT((none.source - ref.source).abs().max().item<double>(), 1e-4);
   EXPECT_LT((none.edited - ref.edited).abs().max().item<double>(), 1e-4);

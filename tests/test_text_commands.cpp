@@ -26,15 +26,7 @@ using testing::expect_error;
 
 // The tiny model as a diffusers folder (with the tokenizer) and a 16x16 RGB picture.
 const std::string& model_dir() {
-  static const std::string dir = [] {
-    // One folder per process: ctest runs these tests in parallel processes sharing TempDir.
-    const std::string d = ::testing::TempDir() + "/text_cmd_model_" + std::to_string(::getpid());
-    fs::remove_all(d);
-    SdSaveOptions so;
-    so.tokenizer = testing::kTokenizer;
-    save_sd_checkpoint(testing::tiny_sd("sd1", 31), d, SdForm::Diffusers, so);
-    return d;
-  }();
+  static const std::string dir = testing::tiny_sd_folder("text_cmd_model", 31);
   return dir;
 }
 
@@ -110,7 +102,11 @@ TEST(TextCommands, ClassAndTextOptionsAreNotMixed) {
   expect_error("edit " + m + " --method sdedit -o x.png", "--target-prompt is required");
   expect_error("edit " + m + " --method ddib --target-prompt a -o x.png", "needs --source-prompt");
   expect_error("invert " + m + " --class 2", "is a text model: give --prompt");
-  expect_error("edit -i " + picture() + " --method sdedit --to 1 --target-prompt a -o x.png", "prompts need a text model");
+  expect_error("edit -m models/fashion_mnist.safetensors -i " + picture() + " --method sdedit --to 1 --target-prompt a -o x.png",
+               "prompts need a text model");
+  // Prompts without -m mean the default text model.
+  expect_error("edit -i " + picture() + " --method sdedit --to 1 --target-prompt a -o x.png",
+               "fashion_canvas.safetensors is a text model");
   expect_error("invert -i " + picture() + " -p hello", "need a text model");
   // An image whose size the model cannot take.
   const std::string odd = ::testing::TempDir() + "/text_cmd_odd.png";

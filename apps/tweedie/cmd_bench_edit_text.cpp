@@ -139,7 +139,7 @@ int run(int argc, char** argv) {
         torch::Tensor source, edited;
         if (st.method == "p2p") {
           PromptToPromptOptions o;
-          o.cfg = cfg, o.cross_replace = st.a, o.self_replace = st.b;
+          o.pair.cfg = cfg, o.cross_replace = st.a, o.self_replace = st.b;
           if (st.words) o.blend = words;
           const PromptToPromptResult r = prompt_to_prompt(sd.denoiser(), sigmas, z, true, conds[0], conds[1], ws, wt, o);
           source = r.source, edited = r.edited;

@@ -192,8 +192,7 @@ EditResult masactrl_edit(const EditRequest& r) {
   o.start_layer = r.options.text("masa-layer");
   o.mask = r.options.text("masa-mask");
   o.mask_threshold = r.options.number("masa-threshold");
-  o.pair.inversion = r.options.text("inversion");
-  o.pair.cfg = r.cfg, o.pair.sampler = r.sampler, o.pair.strength = r.strength;
+  o.pair = paired_options(r);
   MasaCtrlResult m = masactrl(r.model, r.sigmas, r.x, r.from_noise, r.source, r.target, r.source_words,
                               r.target_words, o, r.gen);
   EditResult out;

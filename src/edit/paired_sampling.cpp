@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "tweedie/core/error.h"
+#include "tweedie/edit/edit_method.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/sample/sampler.h"
 
@@ -33,6 +34,12 @@ MethodOption paired_inversion_option() {
   return MethodOption::text("inversion", "direct",
                             "input images: direct (the source kept on the DDIM inversion path, exact), ddim, null-text "
                             "or negative-prompt");
+}
+
+PairedOptions paired_options(const EditRequest& r) {
+  PairedOptions o;
+  o.cfg = r.cfg, o.sampler = r.sampler, o.strength = r.strength, o.inversion = r.options.text("inversion");
+  return o;
 }
 
 PairedSampling::PairedSampling(const DenoiserPtr& model, const std::vector<double>& sigmas, const torch::Tensor& x,

@@ -92,8 +92,7 @@ EditResult pnp_edit(const EditRequest& r) {
   PlugAndPlayOptions o;
   o.features = r.options.number("pnp-features");
   o.attention = r.options.number("pnp-attention");
-  o.pair.inversion = r.options.text("inversion");
-  o.pair.cfg = r.cfg, o.pair.sampler = r.sampler, o.pair.strength = r.strength;
+  o.pair = paired_options(r);
   PlugAndPlayResult p = plug_and_play(r.model, r.sigmas, r.x, r.from_noise, r.source, r.target, o, r.gen);
   EditResult out;
   out.edited = p.edited;

@@ -250,8 +250,8 @@ PromptToPromptResult prompt_to_prompt(const DenoiserPtr& model, const std::vecto
             "p2p: the blend word '", w, "' is in neither prompt");
   }
 
-  PairedOptions po;
-  po.cfg = o.cfg, po.sampler = o.sampler, po.strength = o.strength, po.inversion = o.inversion, po.who = "p2p";
+  PairedOptions po = o.pair;
+  po.who = "p2p";
   PairedSampling pair(model, sigmas, x, from_noise, source, target, po);
   const int steps = pair.steps();
   if (steps < 1) return {pair.start(), pair.start(), {}};
@@ -303,8 +303,7 @@ EditResult p2p_edit(const EditRequest& r) {
   o.blend = r.options.text("blend");
   o.blend_threshold = r.options.number("blend-threshold");
   o.blend_start = r.options.number("blend-start");
-  o.inversion = r.options.text("inversion");
-  o.cfg = r.cfg, o.sampler = r.sampler, o.strength = r.strength;
+  o.pair = paired_options(r);
   PromptToPromptResult p = prompt_to_prompt(r.model, r.sigmas, r.x, r.from_noise, r.source, r.target, r.source_words,
                                             r.target_words, o, r.gen);
   EditResult out;

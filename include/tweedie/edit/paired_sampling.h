@@ -41,8 +41,11 @@ struct PairedOptions {
   std::string who = "edit";          // names the method in errors ("p2p")
 };
 
-// The edit methods' --inversion option (PairedOptions::inversion).
+// The edit methods' --inversion option (PairedOptions::inversion), and the
+// pair's options from an edit request (its cfg, sampler, strength and that option).
 MethodOption paired_inversion_option();
+struct EditRequest;
+PairedOptions paired_options(const EditRequest& r);
 
 class PairedSampling {
  public:

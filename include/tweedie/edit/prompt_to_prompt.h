@@ -47,8 +47,7 @@
 
 #include <torch/types.h>
 
-#include "tweedie/models/denoiser.h"
-#include "tweedie/models/prompt_weighting.h"
+#include "tweedie/edit/paired_sampling.h"
 
 namespace tweedie {
 
@@ -74,10 +73,7 @@ struct PromptToPromptOptions {
   std::string blend;             // local blending words "w1,w2" ("": no blending)
   double blend_threshold = 0.3;
   double blend_start = 0.2;      // share of the steps before blending starts
-  std::string inversion = "direct";  // real images: direct | ddim | null-text | negative-prompt
-  double cfg = 7.5;
-  std::string sampler = "ddim";  // invertible for real images
-  double strength = 1.0;         // real images: share of the schedule inverted and re-run
+  PairedOptions pair;            // cfg, sampler, strength, inversion (edit/paired_sampling.h)
   // Called at every controlled attention site of every network call with
   // the conditional rows' maps [N, heads, Lq, Lk]: the source's and the
   // target's as used (after the edit); cross: a cross-attention site. For
