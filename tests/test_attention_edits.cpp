@@ -91,6 +91,21 @@ int first_tile_difference(const Image& grid, const Image& img) {
   return worst;
 }
 
+// While alive: the context tokens `word` attend only to the first query of the test UNet's 4x4 cross-attention
+// layers (installed before an edit's own hooks, so the edit sees these maps).
+std::unique_ptr<ScopedHook> focus_on_first_query(const std::vector<int64_t>& word) {
+  return std::make_unique<ScopedHook>(pipeline().denoiser()->network().hooks(), "*attn2.probs",
+                                      [word](const std::string&, const torch::Tensor& probs, const HookContext&) {
+                                        if (probs.size(1) != 16) return probs;
+                                        auto out = probs.clone();
+                                        for (int64_t t : word) {
+                                          out.select(2, t).zero_();
+                                          out.select(2, t).select(1, 0).fill_(0.5);
+                                        }
+                                        return out;
+                                      });
+}
+
 torch::Tensor noise(int64_t n, uint64_t seed) {
   torch::manual_seed(seed);
   return torch::randn({n, 4, 8, 8});
@@ -239,16 +254,7 @@ TEST(P2P, LocalBlendingMasksWhereTheWordsAttendAndKeepsTheSourceOutside) {
   // 1, .75, .25, 0, ...; max-pooled 3x3 (k = 1 at side 8) 1, 1, .75, .25,
   // 0, ...; above 0.3 in both: the top-left 3x3 of the latent.
   const std::vector<int64_t> word = p.ws[1].positions;
-  ScopedHook focus(pipeline().denoiser()->network().hooks(), "*attn2.probs",
-                   [&](const std::string&, const torch::Tensor& probs, const HookContext&) {
-                     if (probs.size(1) != 16) return probs;
-                     auto out = probs.clone();
-                     for (int64_t t : word) {
-                       out.select(2, t).zero_();
-                       out.select(2, t).select(1, 0).fill_(0.5);
-                     }
-                     return out;
-                   });
+  const auto focus = focus_on_first_query(word);
   PromptToPromptOptions o;
   o.pair.cfg = 3, o.blend = "red,blue";
   const PromptToPromptResult r = run(p, noise(2, 6), sig, o);
@@ -383,16 +389,7 @@ TEST(MasaCtrl, MasksSplitTheTargetsAttentionIntoForegroundAndBackground) {
   // (the maps nearest a quarter of the 8x8 latent): both masks are that one
   // position at 4x4.
   const std::vector<int64_t> word = p.ws[1].positions;
-  ScopedHook focus(pipeline().denoiser()->network().hooks(), "*attn2.probs",
-                   [&](const std::string&, const torch::Tensor& probs, const HookContext&) {
-                     if (probs.size(1) != 16) return probs;
-                     auto out = probs.clone();
-                     for (int64_t t : word) {
-                       out.select(2, t).zero_();
-                       out.select(2, t).select(1, 0).fill_(0.5);
-                     }
-                     return out;
-                   });
+  const auto focus = focus_on_first_query(word);
   MasaCtrlOptions o;
   o.pair.cfg = 3, o.start_step = 0, o.start_layer = "0", o.mask = "red,blue";
   int checked = 0;
