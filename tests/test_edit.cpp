@@ -411,7 +411,7 @@ TEST(EditCLI, BadInputGetsOneClearError) {
   expect_error("edit --method sdedit --from sneaker " + std::string("--test-images 2 -o ") + out, "--to is required", out);
   expect_error("edit --method sdedit --to nope --test-images 2 --from sneaker -o " + out, "unknown class 'nope'", out);
   expect_error("edit --method ddib --sampler euler-a " + imgs, "cannot invert", out);
-  expect_error("edit --method sdedit --factor 2 " + imgs, "--factor does not apply to sdedit", out);
+  expect_error("edit --method sdedit --factor 2 " + imgs, "tweedie edit: --factor applies to ilvr only, not sdedit", out);
   const std::string big = tmp("edit_32.png"), rgb = tmp("edit_rgb.png");
   write_png(big, Image(32, 32, 1, 128));
   write_png(rgb, Image(28, 28, 3, 128));
