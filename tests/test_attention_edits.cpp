@@ -321,6 +321,7 @@ TEST(P2PCLI, GeneratesTheSourceAsGenerateDoesAndRefusesBadWords) {
   expect_error(m + "--method p2p --p2p-reweight coat=2,hat=3", "p2p: --p2p-reweight word 'hat' is not in the target prompt");
   expect_error(m + "--method p2p --blend hat", "p2p: the blend word 'hat' is in neither prompt");
   expect_error(m + "--method p2p --cross-replace 2", "--cross-replace must be in [0, 1] (got 2)");
+  expect_error(m + "--method p2p --strength 0.5", "--strength applies to --input images");
   expect_error(m + "--method p2p --p2p-mode swap", "--p2p-mode must be auto, replace or refine (got 'swap')");
   expect_error(m + "--method sdedit", "--method sdedit edits images: give --input (masactrl, p2p, pnp can generate the source from --seed)");
   expect_error(m + "--method sdedit --blend red -i /nonexistent.png", "--blend applies to p2p only, not sdedit");

@@ -209,6 +209,8 @@ int run(int argc, char** argv) {
           methods_where([](const EditMethodInfo& m) { return m.seeds; }), " can generate the source from --seed)");
     check(!a.has("input") || (!a.has("num") && !a.has("width") && !a.has("height")),
           "tweedie edit: -n, --width and --height size a generated source; with --input the images give them");
+    check(a.has("input") || !a.has("strength"), "tweedie edit: --strength applies to --input images (a generated source "
+          "is sampled over the whole schedule)");
   } else {
     check(!method.text_only, "tweedie edit: --method ", e.method, " edits by prompts' words and needs a text model (",
           spec, " is not one)");
