@@ -18,15 +18,6 @@ namespace tweedie {
 
 namespace {
 
-torch::Tensor rows_tensor(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kInt64); }
-
-// A call's map grid (h, w) from its query count and the latent grid.
-std::pair<int64_t, int64_t> grid_of(int64_t tokens, int64_t lh, int64_t lw) {
-  int64_t h = lh, w = lw;
-  while (h * w > tokens && h % 2 == 0 && w % 2 == 0) h /= 2, w /= 2;
-  return {h, w};
-}
-
 class MutualControl {
  public:
   using Observer = decltype(MasaCtrlOptions::on_attention);
@@ -70,12 +61,8 @@ class MutualControl {
     const PairRows r = pair_rows(ctx, true);
     if (!r.defined()) return;
     auto p = probs.reshape({r.B, probs.size(0) / r.B, probs.size(1), probs.size(2)}).to(torch::kFloat32);
-    auto word_map = [&](const torch::Tensor& rows, const std::vector<int64_t>& tokens) {
-      auto P = p.index_select(0, rows);
-      if (tokens.empty()) return torch::zeros({P.size(0), P.size(2)});
-      return P.index_select(3, rows_tensor(tokens)).sum(3).mean(1);
-    };
-    auto ms = word_map(r.source, src_tokens_), mt = word_map(r.target, tgt_tokens_);
+    auto ms = word_attention(p.index_select(0, r.source), src_tokens_);
+    auto mt = word_attention(p.index_select(0, r.target), tgt_tokens_);
     sum_src_ = sum_src_.defined() ? sum_src_ + ms : ms;
     sum_tgt_ = sum_tgt_.defined() ? sum_tgt_ + mt : mt;
     ++layers_;
@@ -83,8 +70,8 @@ class MutualControl {
 
   // A binary mask [N, tokens] at a layer's grid from a recorded map sum [N, map_tokens].
   torch::Tensor mask_at(const torch::Tensor& sum, int64_t tokens) const {
-    const auto [mh, mw] = grid_of(map_tokens_, lh_, lw_);
-    const auto [h, w] = grid_of(tokens, lh_, lw_);
+    const auto [mh, mw] = attention_grid(map_tokens_, lh_, lw_);
+    const auto [h, w] = attention_grid(tokens, lh_, lw_);
     auto m = (sum / double(layers_)).view({-1, 1, mh, mw});
     auto lo = std::get<0>(m.flatten(1).min(1)).view({-1, 1, 1, 1}), hi = std::get<0>(m.flatten(1).max(1)).view({-1, 1, 1, 1});
     auto scaled = (m - lo) / (hi - lo).clamp_min(1e-30);
@@ -170,13 +157,12 @@ MasaCtrlResult masactrl(const DenoiserPtr& model, const std::vector<double>& sig
   for (int64_t i = first; i < n; ++i) out.layers.push_back(layers[size_t(i)].site);
   // The cross-attention grid nearest a quarter of the latent's side (ties: the finer).
   const int64_t lh = x.size(2), lw = x.size(3);
-  const double want = std::log2(std::max(1.0, double(lh) / 4));
-  int64_t map_tokens = layers.front().tokens;
-  for (const AttentionLayer& l : layers) {
-    const double d = std::abs(std::log2(double(grid_of(l.tokens, lh, lw).first)) - want);
-    const double best = std::abs(std::log2(double(grid_of(map_tokens, lh, lw).first)) - want);
-    if (d < best || (d == best && l.tokens > map_tokens)) map_tokens = l.tokens;
-  }
+  std::vector<int64_t> heights;
+  for (const AttentionLayer& l : layers) heights.push_back(attention_grid(l.tokens, lh, lw).first);
+  const int64_t map_h = quarter_side_height(heights, lh);
+  int64_t map_tokens = 0;
+  for (const AttentionLayer& l : layers)
+    if (attention_grid(l.tokens, lh, lw).first == map_h) map_tokens = l.tokens;
   const int start = int(std::floor(o.start_step * pair.steps() + 1e-9));
   MutualControl control(pair.network_model().network(), out.layers, start, src_tokens, tgt_tokens, map_tokens, lh, lw,
                         o.mask_threshold, o.on_attention);

@@ -2,6 +2,7 @@
 #include "tweedie/edit/paired_sampling.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cctype>
 #include <sstream>
 
@@ -191,6 +192,28 @@ std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch:
   for (const SiteShape& q : visited_sites(net, "*attn1.q", x, s, c))
     if (q.shape.size() == 4) layers.push_back({q.site.substr(0, q.site.size() - 2), q.shape[2]});
   return layers;
+}
+
+std::pair<int64_t, int64_t> attention_grid(int64_t tokens, int64_t lh, int64_t lw) {
+  int64_t h = lh, w = lw;
+  while (h * w > tokens && h % 2 == 0 && w % 2 == 0) h /= 2, w /= 2;
+  return {h, w};
+}
+
+int64_t quarter_side_height(const std::vector<int64_t>& heights, int64_t lh) {
+  check(!heights.empty(), "no attention maps to choose from");
+  const double want = std::log2(std::max(1.0, double(lh) / 4));
+  int64_t best = heights.front();
+  for (int64_t h : heights) {
+    const double d = std::abs(std::log2(double(h)) - want), b = std::abs(std::log2(double(best)) - want);
+    if (d < b || (d == b && h > best)) best = h;
+  }
+  return best;
+}
+
+torch::Tensor word_attention(const torch::Tensor& P, const std::vector<int64_t>& tokens) {
+  if (tokens.empty()) return torch::zeros({P.size(0), P.size(2)});
+  return P.index_select(3, torch::tensor(tokens, torch::kInt64)).sum(3).mean(1);
 }
 
 std::vector<std::string> comma_list(const std::string& s) {

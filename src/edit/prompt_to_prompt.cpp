@@ -141,7 +141,6 @@ torch::Tensor p2p_reweight(const std::vector<PromptWord>& target, const std::str
 
 namespace {
 
-torch::Tensor index(const std::vector<int64_t>& rows) { return torch::tensor(rows, torch::kInt64); }
 
 // The attention control: hooks on the network's attention probabilities
 // while it lives, and the local-blend maps they accumulate.
@@ -171,24 +170,17 @@ class Control {
   // latent's side (the paper's 16x16 for SD at 512; ties: the finer).
   std::pair<torch::Tensor, torch::Tensor> blend_maps() const {
     check(!maps_.empty(), "p2p --blend: no cross-attention maps were recorded");
-    const double want = std::log2(std::max(1.0, double(lh_) / 4));
-    auto best = maps_.begin();
-    for (auto it = maps_.begin(); it != maps_.end(); ++it)
-      if (std::abs(std::log2(double(it->first)) - want) <= std::abs(std::log2(double(best->first)) - want)) best = it;
-    return best->second;
+    std::vector<int64_t> heights;
+    for (const auto& m : maps_) heights.push_back(m.first);
+    return maps_.at(quarter_side_height(heights, lh_));
   }
 
  private:
   void record(const torch::Tensor& S, const torch::Tensor& T, int64_t Lq) {
     if (blend_src_.empty() && blend_tgt_.empty()) return;
-    int64_t h = lh_, w = lw_;
-    while (h * w > Lq && h % 2 == 0 && w % 2 == 0) h /= 2, w /= 2;
+    const auto [h, w] = attention_grid(Lq, lh_, lw_);
     if (h * w != Lq) return;  // not a downsampling of the latent grid
-    auto word_map = [&](const torch::Tensor& P, const std::vector<int64_t>& tokens) {
-      if (tokens.empty()) return torch::zeros({P.size(0), h, w});
-      return P.index_select(3, index(tokens)).sum(3).mean(1).view({P.size(0), h, w});
-    };
-    auto ms = word_map(S, blend_src_), mt = word_map(T, blend_tgt_);
+    auto ms = word_attention(S, blend_src_).view({-1, h, w}), mt = word_attention(T, blend_tgt_).view({-1, h, w});
     auto& [a, b] = maps_[h];
     a = a.defined() ? a + ms : ms;
     b = b.defined() ? b + mt : mt;

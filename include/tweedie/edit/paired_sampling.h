@@ -118,6 +118,18 @@ struct AttentionLayer {
 };
 std::vector<AttentionLayer> self_attention_layers(NetDenoiser& net, const torch::Tensor& x, double s, const Cond& c);
 
+// Attention maps of the attention-control edits.
+// The grid (h, w) of an attention with `tokens` queries over an lh x lw
+// latent: the latent grid halved until it fits (h * w != tokens when none does).
+std::pair<int64_t, int64_t> attention_grid(int64_t tokens, int64_t lh, int64_t lw);
+// Of several map heights, the one nearest a quarter of the latent's height lh
+// (log scale; ties: the finer): the paper's 16x16 maps for SD at 512.
+int64_t quarter_side_height(const std::vector<int64_t>& heights, int64_t lh);
+// The map of some context tokens from attention probabilities P [R, heads,
+// Lq, Lk]: summed over the tokens, averaged over heads -> [R, Lq] (zeros
+// when there are no tokens).
+torch::Tensor word_attention(const torch::Tensor& P, const std::vector<int64_t>& tokens);
+
 // "a, b,c" -> {"a", "b", "c"}: comma-separated, each trimmed (empty entries kept).
 std::vector<std::string> comma_list(const std::string& s);
 // The context positions of the named words ("w1,w2", any case) in a prompt
