@@ -135,4 +135,9 @@ TEST(FashionCanvasModel, PromptFilesAndBenchCanvasRejectBadInputByName) {
   EXPECT_EQ(got["prompts"].get<std::string>(), good);
   // The reference canvases of a file's prompts are judged like any other: exactly.
   EXPECT_GE(got["reference"]["presence_accuracy"].get<double>(), 0.99);
+  // The guidance rules `generate` offers for text models apply; class-label rules are refused by name.
+  r = cli(eval + good + " --freeu 1.2,1.2,0.9,0.9");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("FreeU b 1.2/1.2 s 0.9/0.9"), std::string::npos) << r.out;
+  expect_error(eval + good + " --cads-noise 0.25", "--cads-noise is not available for text models");
 }
