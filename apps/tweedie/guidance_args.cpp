@@ -20,7 +20,7 @@ namespace {
 std::vector<Args::Opt> rule_flags(bool text_models) {
   std::vector<Args::Opt> out;
   for (const GuidanceRuleInfo* r : guidance_rules()) {
-    if (text_models && !r->text_models) continue;
+    if (text_models ? !r->text_models : r->prompts_only) continue;
     for (const MethodOption& o : r->options) {
       if (o.name == "cfg") continue;
       if (text_models && r->resource(o.name) == GuidanceResource::ClassIndex) continue;  // class labels

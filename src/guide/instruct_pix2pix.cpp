@@ -57,7 +57,7 @@ GuidanceRuleRegistrar reg(
         .off_at(1)
         .attachment("image-negative")
         .needs_condition()
-        .for_text_models()
+        .on_prompts()
         .does_the_work_of("cfg"));
 
 }  // namespace

@@ -57,7 +57,7 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
   const double w = cfg_.scale_at ? cfg_.scale_at(s) : cfg_.scale;
   check(std::isfinite(w), "cfg scale at sigma ", s, " is not finite");
   const int64_t n = x.size(0);
-  const bool with_cfg = w != 1.0, with_pag = opt_.scale != 0;
+  const bool with_cfg = w != 1.0, with_pag = opt_.scale != 0 && (!opt_.when || opt_.when(current_hook_context(s, 0)));
   if (!with_cfg && !with_pag) return inner(x, s, c);
   // Batch [c; neg; c], [c; c] or [c; neg]; with PAG the last n rows are perturbed.
   Cond all = c;
@@ -75,7 +75,10 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
     hooks.push_back(std::make_unique<ScopedHook>(
         net_->network().hooks(), prefix ? site : site + suffix,
         [&, i](const std::string& at, const torch::Tensor& v, const HookContext&) {
-          if (at.size() < suffix.size() || at.compare(at.size() - suffix.size(), suffix.size(), suffix) != 0) return v;
+          const bool acts = pert.acts_on ? pert.acts_on(at)
+                                         : at.size() >= suffix.size() &&
+                                               at.compare(at.size() - suffix.size(), suffix.size(), suffix) == 0;
+          if (!acts) return v;
           ++fired[i];
           return pert.apply ? pert.apply(v, rows, rows - n, x) : identity_attention_rows(v, rows, rows - n);
         }));
@@ -88,8 +91,8 @@ Prediction PAGDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) {
     return inner(torch::cat(std::vector<torch::Tensor>(rows / n, x)), s, all);
   }();
   for (size_t i = 0; i < hooks.size(); ++i)
-    check(fired[i] > 0, pert.name, ": the ", net_->network().arch(), " network has no self-attention at '", opt_.sites[i],
-          "' (sites are attention paths like mid.attn.0)");
+    check(fired[i] > 0, pert.name, ": the ", net_->network().arch(), " network has no ", pert.what, " at '",
+          opt_.sites[i], "' (sites are ", pert.sites_are, ")");
   auto x0 = both.x0().split(n), eps = both.eps().split(n);
   const auto& cond = x0[0];
   torch::Tensor guided = with_pag ? cond + (cond - x0.back()) * opt_.scale : cond;

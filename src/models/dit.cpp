@@ -116,7 +116,7 @@ TORCH_MODULE(Mlp);
 class DiTBlockImpl : public torch::nn::Module {
  public:
   DiTBlockImpl(int64_t dim, int64_t heads, int64_t mlp_hidden, bool skip, const std::string& path)
-      : site_out_(path + ".out") {
+      : site_out_(path + ".out"), site_mlp_(path + ".mlp.out") {
     attn = register_module("attn", Attention(dim, heads, 0, path + ".attn"));
     mlp = register_module("mlp", Mlp(dim, mlp_hidden));
     adaLN_modulation = register_module("adaLN_modulation", AdaLNModulation(dim, dim, 6));
@@ -126,7 +126,9 @@ class DiTBlockImpl : public torch::nn::Module {
     if (skip_linear) x = skip_linear->forward(torch::cat({x, skip}, -1));
     auto m = adaLN_modulation->forward(c);  // shift, scale, gate (attention), shift, scale, gate (MLP)
     x = torch::addcmul(x, m[2].unsqueeze(1), attn->forward(modulate(layer_norm_f32(x), m[0], m[1]), {}, hk));
-    x = torch::addcmul(x, m[5].unsqueeze(1), mlp->forward(modulate(layer_norm_f32(x), m[3], m[4])));
+    auto f = mlp->forward(modulate(layer_norm_f32(x), m[3], m[4]));
+    if (hk) f = hk->apply(site_mlp_, f);
+    x = torch::addcmul(x, m[5].unsqueeze(1), f);
     return hk ? hk->apply(site_out_, x) : x;
   }
   Attention attn{nullptr};
@@ -135,7 +137,7 @@ class DiTBlockImpl : public torch::nn::Module {
   torch::nn::Linear skip_linear{nullptr};
 
  private:
-  std::string site_out_;
+  std::string site_out_, site_mlp_;
 };
 TORCH_MODULE(DiTBlock);
 

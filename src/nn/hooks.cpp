@@ -50,17 +50,25 @@ ScopedHook::~ScopedHook() { hooks_.remove(id_); }
 namespace {
 thread_local std::vector<std::vector<std::string>> t_branches;  // outermost first
 thread_local int t_step = -1;
+thread_local int t_steps = 0;
 }  // namespace
 
 BranchScope::BranchScope(std::vector<std::string> names) { t_branches.push_back(std::move(names)); }
 BranchScope::~BranchScope() { t_branches.pop_back(); }
 
-StepScope::StepScope(int step) : previous_(t_step) { t_step = step; }
-StepScope::~StepScope() { t_step = previous_; }
+StepScope::StepScope(int step, int steps) : previous_(t_step), previous_steps_(t_steps) {
+  t_step = step;
+  t_steps = steps;
+}
+StepScope::~StepScope() {
+  t_step = previous_;
+  t_steps = previous_steps_;
+}
 
 HookContext current_hook_context(double s, int64_t rows) {
   HookContext ctx;
   ctx.step = t_step;
+  ctx.steps = t_steps;
   ctx.s = s;
   if (t_branches.empty() || rows <= 0) return ctx;
   // Row sizes of each level's copies, innermost first: the innermost rule's

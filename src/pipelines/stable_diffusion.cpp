@@ -14,6 +14,7 @@
 #include "tweedie/edit/sdedit.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/guide/guidance.h"
+#include "tweedie/guide/sega.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/models/sd_lora.h"
 #include "tweedie/nn/module_weights.h"
@@ -344,6 +345,26 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
   GuidanceOptions g = req.guidance;
   g.set("cfg", req.cfg);
   check(!g.has("negative-class"), "Stable Diffusion guides with a negative prompt, not a negative class");
+  if (g.has("sega")) {  // SEGA's concepts (guide/sega.h), encoded with the prompt and padded alike
+    check(req.prompts.empty(), "--sega: give one prompt for the whole batch");
+    std::vector<std::string> texts{req.prompt};
+    for (const SegaConcept& k : parse_sega_concepts(g.text("sega"))) texts.push_back(k.prompt);
+    const auto cs = sd.conditions(texts, req.negative, n, req.width, req.height, req.clip_skip);
+    if (cs[0].context.size(1) != cond.context.size(1)) {  // a concept takes more 77-token windows than the prompt
+      cond.context = cs[0].context;
+      neg.context = cs[0].extra.at("null_context").expand({n, -1, -1}).contiguous();
+    }
+    std::vector<Cond> concepts;
+    for (size_t i = 1; i < cs.size(); ++i) {
+      Cond k = cs[i];
+      k.extra.erase("null_context");
+      k.extra.erase("null_y");
+      for (const auto& [key, v] : cond.extra)
+        if (!k.extra.count(key)) k.extra[key] = v;  // the image latents of inpainting models
+      concepts.push_back(std::move(k));
+    }
+    g.attach("sega-concepts", concepts);
+  }
   g.attach("negative", std::function<Cond(const Cond&)>([neg](const Cond&) { return neg; }));
   if (instruct) {
     g.attach("image-negative", std::function<Cond(const Cond&)>([image_neg](const Cond&) { return image_neg; }));

@@ -149,6 +149,7 @@ struct GuidanceRuleInfo {
   bool conditional = false;                // its options need conditional samples
   bool needs_cfg = false;                  // a CFG variant: on only with --cfg other than 1
   bool text_models = false;                // offered for prompt-conditioned latent models
+  bool prompts_only = false;               // offered for those only (it needs prompts or their UNets)
   bool class_labels = false;               // acts on class labels (not prompts)
   std::string absorbs;                     // a rule whose work it does while on (PAG: cfg)
   std::string off_hint;                    // why its options need the switch; "" = "needs --<switch>"
@@ -163,6 +164,7 @@ struct GuidanceRuleInfo {
   GuidanceRuleInfo& needs_condition() { conditional = true; return *this; }
   GuidanceRuleInfo& needs_guidance() { needs_cfg = true; return *this; }
   GuidanceRuleInfo& for_text_models() { text_models = true; return *this; }
+  GuidanceRuleInfo& on_prompts() { text_models = prompts_only = true; return *this; }
   GuidanceRuleInfo& on_class_labels() { class_labels = true; return *this; }
   GuidanceRuleInfo& does_the_work_of(std::string rule) { absorbs = std::move(rule); return *this; }
   GuidanceRuleInfo& off_message(std::string m) { off_hint = std::move(m); return *this; }

@@ -60,12 +60,20 @@ struct AttentionPerturbation {
   std::string suffix = ".probs";
   std::function<torch::Tensor(const torch::Tensor& value, int64_t batch, int64_t first, const torch::Tensor& x)>
       apply;  // empty: identity attention (PAG)
+  // Which sites a hook acts on (empty: those ending in `suffix`); sites given
+  // as prefix patterns ("P.*") are filtered by it.
+  std::function<bool(const std::string& site)> acts_on = {};
+  // For the error when a site never fires: what a site is, and an example.
+  std::string what = "self-attention", sites_are = "attention paths like mid.attn.0";
 };
 
 struct PAGOptions {
   double scale = 0.0;              // s_pag
   std::vector<std::string> sites;  // attention paths; empty = middle_attention_site
   AttentionPerturbation perturbation = {};
+  // Where the perturbed branch runs (empty: every call); elsewhere the rule is
+  // its CFG alone. Skip-Layer Guidance's step window.
+  std::function<bool(const HookContext&)> when = {};
 };
 
 class PAGDenoiser : public GuidanceRule {

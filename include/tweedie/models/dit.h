@@ -30,7 +30,8 @@
 // attn.proj, mlp.fc1, mlp.fc2, adaLN_modulation.1}, final_layer.{linear,
 // adaLN_modulation.1}. Hook sites: "label_emb" (the class embedding, before it
 // is added to the time embedding), "temb", "blocks.<i>.attn.q/.k/.v/.probs/.out"
-// (out before the gate), "blocks.<i>.out".
+// (out before the gate), "blocks.<i>.mlp.out" (the MLP branch before its gate),
+// "blocks.<i>.out".
 // Verified in tests/test_networks.cpp.
 #pragma once
 #include <string>

@@ -43,6 +43,7 @@ class SdNetwork : public Network {
   std::string config_json() const override { return cfg_.to_json(); }
   std::vector<int64_t> sample_shape() const override { return unet_->sample_shape(); }
   int64_t num_classes() const override { return 0; }
+  std::string default_attention_site() const override { return unet_->default_attention_site(); }
 
   // The UNet's context for token ids [N, L].
   torch::Tensor encode(const torch::Tensor& ids);

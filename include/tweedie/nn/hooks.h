@@ -43,6 +43,7 @@ struct HookBranch {
 
 struct HookContext {
   int step = -1;                    // sampler step in progress (0-based), -1 outside sampling
+  int steps = 0;                    // the run's number of steps, 0 outside sampling
   double s = 0;                     // noise level of the current evaluation
   std::vector<HookBranch> branches;  // rows by branch; empty when no rule batched this call
 
@@ -67,17 +68,17 @@ class BranchScope {
   BranchScope& operator=(const BranchScope&) = delete;
 };
 
-// The sampler step of the network calls made while this lives (SamplerRun
-// sets it; thread-local, nests).
+// The sampler step (of `steps`) of the network calls made while this lives
+// (SamplerRun sets it; thread-local, nests).
 class StepScope {
  public:
-  explicit StepScope(int step);
+  explicit StepScope(int step, int steps = 0);
   ~StepScope();
   StepScope(const StepScope&) = delete;
   StepScope& operator=(const StepScope&) = delete;
 
  private:
-  int previous_;
+  int previous_, previous_steps_;
 };
 
 // The context of a network call of `rows` rows at level s, from the scopes
