@@ -517,7 +517,7 @@ TEST(GuidanceRegistry, RulesDeclareTheirPlaceOptionsAndNeeds) {
       EXPECT_EQ(guidance_rule_of(o.name), r) << o.name;
     }
   }
-  EXPECT_EQ(order, (std::vector<std::string>{"freeu", "cads", "sag", "autoguidance", "apg", "cfg", "cfg-zero-star", "fdg", "instruct-pix2pix",
+  EXPECT_EQ(order, (std::vector<std::string>{"attend-excite", "layout", "freeu", "cads", "sag", "autoguidance", "apg", "cfg", "cfg-zero-star", "fdg", "instruct-pix2pix",
                                              "pag", "seg", "sega", "slg", "tcfg", "loss-guidance", "classifier-guidance", "dynamic-threshold"}));
   EXPECT_EQ(guidance_rule_of("negative")->name, "cfg");  // an attachment
   EXPECT_EQ(guidance_rule_of("nowhere"), nullptr);

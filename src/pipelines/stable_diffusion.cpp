@@ -11,9 +11,12 @@
 
 #include "tweedie/core/error.h"
 #include "tweedie/edit/inversion.h"
+#include "tweedie/edit/paired_sampling.h"
 #include "tweedie/edit/sdedit.h"
+#include "tweedie/guide/attend_and_excite.h"
 #include "tweedie/guide/cfg.h"
 #include "tweedie/guide/guidance.h"
+#include "tweedie/guide/layout_guidance.h"
 #include "tweedie/guide/sega.h"
 #include "tweedie/io/fs.h"
 #include "tweedie/models/sd_lora.h"
@@ -373,6 +376,35 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
   DenoiserPtr den = make_guidance(sd.denoiser(), g);
   std::vector<double> sigmas = make_schedule(req.schedule, proc, req.steps, req.schedule_options);
   const SamplerInfo& sampler = find_sampler(req.sampler);
+  // Attention-loss guidance (guide/attention_loss.h): updates of the state before its steps.
+  StateUpdate update;
+  if (g.has("attend-excite") || g.has("layout") || req.update.fn) {
+    check(req.prompts.empty() || !(g.has("attend-excite") || g.has("layout")),
+          "--attend-excite and --layout act on one prompt: give one for the whole batch");
+    check(!has_mask && !(has_init && req.strength < 1.0), "--attend-excite and --layout work when generating from "
+          "noise (not with --init or --mask)");
+    const auto words = g.has("attend-excite") || g.has("layout") ? sd.word_positions(req.prompt)
+                                                                   : std::vector<PromptWord>{};
+    const int steps = int(sigmas.size()) - 1;
+    if (g.has("attend-excite")) {
+      const int64_t last = last_text_token(words);
+      check(last < 76, "--attend-excite: the prompt must fit one 77-token window");
+      AttendExciteOptions o{g.number("attend-excite-scale"), g.number("attend-excite-until"),
+                            int(g.number("attend-excite-refine"))};
+      update = chain(update, attend_and_excite(sd.denoiser(),
+                                               word_tokens(words, comma_list(g.text("attend-excite")), "attend-excite"),
+                                               last, o, steps));
+    }
+    if (g.has("layout")) {
+      const auto boxes = parse_layout(g.text("layout"));
+      std::vector<std::string> names;
+      for (const WordBox& b : boxes) names.push_back(b.word);
+      LayoutOptions o{g.number("layout-scale"), g.number("layout-until"), int(g.number("layout-iterations")),
+                      g.number("layout-threshold")};
+      update = chain(update, layout_guidance(sd.denoiser(), word_tokens(words, names, "layout"), boxes, o, steps));
+    }
+    update = chain(update, req.update);
+  }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(req.seed);
   auto noise = at::randn({n, sd.latent_channels(), h, w}, gen, torch::kFloat32);
 
@@ -407,6 +439,8 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
   } else {
     GenerateOptions go;
     go.sampler = req.sampler_options;
+    go.update = update.fn;
+    go.update_steps = update.steps;
     go.progress = [&](int64_t done, int64_t total) {
       if (req.progress) req.progress(int(done), int(total));
     };

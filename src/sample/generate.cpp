@@ -64,10 +64,27 @@ Generated generate(Denoiser& d, const SamplerInfo& s, const std::vector<double>&
     Cond part = cond;
     part.labels = rows(cond.labels, i, len, "labels");
     part.context = rows(cond.context, i, len, "context");
-    SamplerRun run(d, sigmas, part, opt.sampler, gen);
-    if (opt.progress) run.callback = [&](const StepInfo& st) { opt.progress(c * steps + st.step + 1, chunks * steps); };
-    out.push_back(run_sampler(s, run, noise.narrow(0, i, len) * sigmas.front()));
-    g.nfe = run.nfe;
+    torch::Tensor x = noise.narrow(0, i, len) * sigmas.front();
+    int nfe = 0;
+    // Levels [first, end) of the schedule as one sampler run, numbered as steps of the whole.
+    auto run_part = [&](int64_t first, int64_t end) {
+      SamplerRun run(d, std::vector<double>(sigmas.begin() + first, sigmas.begin() + end + 1), part, opt.sampler, gen);
+      run.step_offset = int(first);
+      run.total_steps = int(steps);
+      if (opt.progress)
+        run.callback = [&](const StepInfo& st) { opt.progress(c * steps + first + st.step + 1, chunks * steps); };
+      x = run_sampler(s, run, x);
+      nfe += run.nfe;
+    };
+    const int64_t k = opt.update ? std::clamp<int64_t>(opt.update_steps, 0, steps) : 0;
+    for (int64_t j = 0; j < k; ++j) {
+      x = opt.update(int(j), int(steps), sigmas[size_t(j)], x, part);
+      check(torch::isfinite(x).all().item<bool>(), "generate: the state update of step ", j, " is not finite");
+      run_part(j, j + 1);
+    }
+    if (k < steps) run_part(k, steps);
+    out.push_back(x);
+    g.nfe = nfe;
   }
   g.x = out.size() == 1 ? out[0] : torch::cat(out);
   return g;

@@ -20,7 +20,7 @@ SamplerRun::SamplerRun(Denoiser& m, std::vector<double> s, Cond c, SamplerOption
 
 Prediction SamplerRun::denoise(const torch::Tensor& x, double s) {
   ++nfe;
-  StepScope scope(step_, steps());
+  StepScope scope(step_ + step_offset, total_steps > 0 ? total_steps : steps());
   Prediction p = model.predict(x, s, cond);
   if (!torch::isfinite(p.x0()).all().item<bool>())
     fail("the denoiser returned non-finite values at sigma = ", s);

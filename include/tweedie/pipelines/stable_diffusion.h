@@ -39,6 +39,7 @@
 
 #include <torch/types.h>
 
+#include "tweedie/guide/attention_loss.h"
 #include "tweedie/guide/guidance.h"
 #include "tweedie/models/autoencoder_kl.h"
 #include "tweedie/models/clip_text.h"
@@ -142,6 +143,10 @@ struct SdRequest {
   torch::Tensor mask;           // inpaint: [1, 1, H, W] in [0, 1], 1 = repaint
   bool tiled_vae = false;
   std::function<void(int step, int steps)> progress;
+  // A change of the state before the first steps (attention_loss.h), after
+  // those of --attend-excite / --layout: e.g. attention guidance on tokens
+  // picked by position rather than by word.
+  StateUpdate update;
 };
 
 // Generate `req.batch` images [batch, 3, H, W] in [-1, 1]; Error naming the

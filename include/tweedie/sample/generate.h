@@ -23,6 +23,13 @@ struct GenerateOptions {
   int64_t batch = 0;  // samples per sampler run; 0 = all at once
   // Called after every step of every chunk: (steps done over all chunks, total).
   std::function<void(int64_t, int64_t)> progress;
+  // A change of the state before each of the first update_steps steps
+  // (attention-loss guidance: Attend-and-Excite, layout guidance; x at level
+  // s, the chunk's condition). Those steps run one at a time, so a multistep
+  // sampler starts its history afresh after each change (the old history
+  // belongs to the state before it); the rest run as one.
+  std::function<torch::Tensor(int step, int steps, double s, const torch::Tensor& x, const Cond& c)> update;
+  int update_steps = 0;
 };
 
 // Number of sampler runs generate() makes for n samples in batches of `batch`.

@@ -58,6 +58,10 @@ class SamplerRun {
   torch::Generator gen;
   StepCallback callback;
   int nfe = 0;
+  // A run that is part of a longer one (generate's state updates run steps
+  // one at a time): its step i is step step_offset + i of total_steps for
+  // the hooks (HookContext); 0 = this run is the whole one.
+  int step_offset = 0, total_steps = 0;
   MethodValues values;  // the running sampler's own options (set by run_sampler from opt.own)
 
   const Process& process() const { return model.process(); }
