@@ -22,15 +22,7 @@ using namespace tweedie;
 
 namespace {
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using tweedie::testing::error_of;
 
 CrossAttentionLayer layer(const std::string& site, int64_t side, torch::Tensor probs) {
   return {site, side, side, probs.to(torch::kFloat64)};

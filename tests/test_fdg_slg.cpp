@@ -25,15 +25,7 @@ using namespace tweedie::testing;
 
 namespace {
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using tweedie::testing::error_of;
 
 double max_abs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
 

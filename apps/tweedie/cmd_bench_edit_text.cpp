@@ -4,7 +4,9 @@
 // item (the next Fashion-MNIST class) and its cell (the next empty cell;
 // layouts with four items are skipped); the source prompt is the canonical
 // caption, the target the caption with those words changed. Each source is
-// generated from a seed (noise seed + layout index) and edited by:
+// generated from a seed (noise seed + layout index), or with --real is the
+// test-split canvas of the layout (encoded, inverted by direct inversion,
+// Ju et al. 2024: the source branch returns the input exactly), and edited by:
 //   regenerate        the target prompt sampled from the same noise (what a
 //                     user gets without an edit method: the two prompts' own
 //                     samples)
@@ -18,7 +20,8 @@
 // should keep is kept (every other cell judged as in the source; the edited
 // item keeps its other attributes); the RMSE of the pixels outside the
 // edited cells against the source ([-1, 1] scale); seconds per edit. Writes
-// edit_text.md and edit_text.png (per edit: sources, then one row per method).
+// edit_text.md and edit_text.png (per edit: sources, then one row per method),
+// edit_text_real.md and edit_text_real.png with --real.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -39,6 +42,7 @@
 #include "tweedie/io/fs.h"
 #include "tweedie/io/image.h"
 #include "tweedie/process/schedule.h"
+#include "tweedie/train/fashion_canvas.h"
 
 namespace tweedie::cli {
 namespace {
@@ -63,8 +67,10 @@ int run(int argc, char** argv) {
           {"cfg", "", false, "CFG scale", "5"},
           {"schedule", "", false, "step schedule", "karras"},
           {"seed", "", false, "prompt set and noise seed", "0"},
+          {"real", "", true, "edit the layouts' test-split canvases (encoded, inverted by direct inversion) instead "
+                             "of sources generated from seeds", ""},
           {"tokenizer", "", false, "folder with vocab.json + merges.txt (or $TWEEDIE_TOKENIZER)", ""},
-          {"out", "o", false, "output folder (must exist) for edit_text.md and edit_text.png", "bench/results"},
+          {"out", "o", false, "output folder (must exist) for edit_text[_real].md and .png", "bench/results"},
           {"quiet", "q", true, "no progress on stderr", ""}});
   if (!a.parse(argc, argv)) return 0;
   check(a.positional().empty(), "tweedie bench edit-text: unexpected argument '",
@@ -85,6 +91,8 @@ int run(int argc, char** argv) {
   check(model.text(), spec, " is not a text model");
   StableDiffusion& sd = *model.sd;
   const CanvasJudge judge = make_canvas_judge("");
+  const bool real = a.has("real");
+  const FashionCanvas test("test");
   const auto layouts = canvas_prompt_set(n, seed);
   const std::vector<double> sigmas = make_schedule(a.str("schedule"), sd.process(), steps);
   const std::vector<Setting> settings = {{"regenerate", "p2p", 0, 0, false},   {"p2p", "p2p", 0.8, 0.4, false},
@@ -101,8 +109,13 @@ int run(int argc, char** argv) {
   torch::NoGradGuard ng;
   for (int64_t i = 0; i < n; ++i) {
     const CanvasLayout& src_layout = layouts[size_t(i)];
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + uint64_t(i));
-    const torch::Tensor z = at::randn({1, sd.latent_channels(), 16, 16}, gen, torch::kFloat32);
+    torch::Tensor z;  // unit noise, or the real canvas's latent
+    if (real) {
+      z = sd.encode_images(test.render(src_layout, test.pick_sources(src_layout, seed, i)).unsqueeze(0));
+    } else {
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + uint64_t(i));
+      z = at::randn({1, sd.latent_channels(), 16, 16}, gen, torch::kFloat32);
+    }
     for (int e = 0; e < kinds; ++e) {
       CanvasLayout tgt_layout = src_layout;
       CanvasItem& it = tgt_layout.items[0];
@@ -141,18 +154,18 @@ int run(int argc, char** argv) {
           PromptToPromptOptions o;
           o.pair.cfg = cfg, o.cross_replace = st.a, o.self_replace = st.b;
           if (st.words) o.blend = words;
-          const PromptToPromptResult r = prompt_to_prompt(sd.denoiser(), sigmas, z, true, conds[0], conds[1], ws, wt, o);
+          const PromptToPromptResult r = prompt_to_prompt(sd.denoiser(), sigmas, z, !real, conds[0], conds[1], ws, wt, o);
           source = r.source, edited = r.edited;
         } else if (st.method == "pnp") {
           PlugAndPlayOptions o;
           o.pair.cfg = cfg, o.features = st.a, o.attention = st.b;
-          const PlugAndPlayResult r = plug_and_play(sd.denoiser(), sigmas, z, true, conds[0], conds[1], o);
+          const PlugAndPlayResult r = plug_and_play(sd.denoiser(), sigmas, z, !real, conds[0], conds[1], o);
           source = r.source, edited = r.edited;
         } else {
           MasaCtrlOptions o;
           o.pair.cfg = cfg;
           if (st.words) o.mask = words;
-          const MasaCtrlResult r = masactrl(sd.denoiser(), sigmas, z, true, conds[0], conds[1], ws, wt, o);
+          const MasaCtrlResult r = masactrl(sd.denoiser(), sigmas, z, !real, conds[0], conds[1], ws, wt, o);
           source = r.source, edited = r.edited;
         }
         const double secs = now() - t0;
@@ -197,7 +210,9 @@ int run(int argc, char** argv) {
   std::ostringstream md;
   md << "`tweedie bench edit-text";
   for (int i = 0; i < argc; ++i) md << ' ' << argv[i];
-  md << "`: " << spec << ", " << n << " seeded layouts (the prompt set of `tweedie eval`), sources generated from seeds "
+  md << "`: " << spec << ", " << n << " seeded layouts (the prompt set of `tweedie eval`), "
+     << (real ? "sources the layouts' test-split canvases, encoded and inverted by direct inversion "
+              : "sources generated from seeds ")
      << "(DDIM, " << steps << " steps, CFG " << cfg << "); the first item's colour, its item, then its cell changed in the "
      << "prompt. "
      << "Judged by SPEC's rules with the shipped classifier. CPU: "
@@ -212,14 +227,15 @@ int run(int argc, char** argv) {
          << fmt("%.3f", double(t.correct) / double(t.n)) << " | " << fmt("%.3f", double(t.kept) / double(t.n)) << " | "
          << fmt("%.4f", std::sqrt(t.sq / t.count)) << " | " << fmt("%.2f", t.seconds / double(t.n)) << " |\n";
     }
-  md << "\n`edit_text.png`: for each edit (colour, item, cell) and its first layouts, the sources, then one row per "
+  const std::string name = real ? "/edit_text_real" : "/edit_text";
+  md << "\n`" << name.substr(1) << ".png`: for each edit (colour, item, cell) and its first layouts, the sources, then one row per "
      << "method in the table's order.\n";
   std::vector<torch::Tensor> all;
   for (auto& kind : rows)
     for (auto& r : kind)
       if (r.defined()) all.push_back(r.size(0) < shown ? torch::cat({r, -torch::ones({shown - r.size(0), 3, 64, 64})}) : r);
-  write_png(dir + "/edit_text.png", make_grid(torch::cat(all), int(shown)));
-  write_file_atomic(dir + "/edit_text.md", md.str());
+  write_png(dir + name + ".png", make_grid(torch::cat(all), int(shown)));
+  write_file_atomic(dir + name + ".md", md.str());
   std::printf("%s", md.str().c_str());
   return 0;
 }
