@@ -160,6 +160,10 @@ TEST(AttentionGuidanceCLI, GenerateTakesWordsAndBoxes) {
   tweedie::testing::expect_error(base + " --attend-excite shoe", "--attend-excite: 'shoe' is not a word of the prompt");
   tweedie::testing::expect_error(base + " --layout coat:0,0,2,1", "--layout: the box of 'coat' must satisfy");
   tweedie::testing::expect_error("sample --layout coat:0,0,1,1 -n 1 -o " + out, "unknown option '--layout'");
+  // the bench's own checks, before any model is loaded
+  tweedie::testing::expect_error("bench canvas-attention -n 1", "tweedie bench canvas-attention: -n must be >= 2");
+  tweedie::testing::expect_error("bench canvas-attention -o /nonexistent/dir",
+                                 "tweedie bench canvas-attention: output directory '/nonexistent/dir' does not exist");
 }
 
 }  // namespace

@@ -111,7 +111,8 @@ int run(int argc, char** argv) {
     const CanvasLayout& src_layout = layouts[size_t(i)];
     torch::Tensor z;  // unit noise, or the real canvas's latent
     if (real) {
-      z = sd.encode_images(test.render(src_layout, test.pick_sources(src_layout, seed, i)).unsqueeze(0));
+      const torch::Tensor canvas = test.render(src_layout, test.pick_sources(src_layout, seed, i));  // uint8
+      z = sd.encode_images(canvas.unsqueeze(0).to(torch::kFloat32) / 127.5 - 1);
     } else {
       auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + uint64_t(i));
       z = at::randn({1, sd.latent_channels(), 16, 16}, gen, torch::kFloat32);
