@@ -288,7 +288,7 @@ TEST(EditDiffEdit, MaskSelectsTheCoordinatesWhereTheClassesDiffer) {
 TEST(EditMethods, RegistryRunsTheMethodsWithTheirDeclaredDefaults) {
   std::vector<std::string> names;
   for (const EditMethodInfo& m : edit_methods()) names.push_back(m.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"cycle", "ddib", "ddpm", "diffedit", "ilvr", "masactrl", "p2p", "pnp", "sdedit"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cycle", "ddib", "ddpm", "diffedit", "ilvr", "ledits", "masactrl", "p2p", "pnp", "sdedit"}));
   auto d = std::make_shared<GMMDenoiser>(testing::test_mixture(), make_process("vp:cosine"));
   auto x = d->mixture().sample(16, seeded(0), 1).to(torch::kFloat64);
   const Cond c1 = labels(16, 1), c0 = labels(16, 0);

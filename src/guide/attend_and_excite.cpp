@@ -17,26 +17,12 @@ torch::Tensor attend_and_excite_loss(const std::vector<CrossAttentionLayer>& map
                                      const std::vector<std::vector<int64_t>>& subjects, int64_t last_token,
                                      int64_t lh) {
   check(!maps.empty() && !subjects.empty(), "Attend-and-Excite: no maps or no subjects");
-  // The layers at the side nearest a quarter of the latent's (ties: the finer).
-  std::vector<int64_t> heights;
-  for (const auto& m : maps) heights.push_back(m.h);
-  const int64_t side = quarter_side_height(heights, lh);
-  torch::Tensor A;
-  int64_t count = 0, w = 0;
-  for (const auto& m : maps)
-    if (m.h == side) {
-      A = A.defined() ? A + m.probs : m.probs;
-      ++count, w = m.w;
-    }
-  A = A / double(count);  // [N, h*w, Lk]
+  int64_t side = 0, w = 0;
+  const torch::Tensor A = quarter_side_maps(maps, lh, side, w);  // [N, h*w, Lk]
   const int64_t n = A.size(0);
   check(last_token >= 1 && last_token < A.size(2), "Attend-and-Excite: text tokens 1..", last_token, " outside ",
         A.size(2), " context tokens");
   auto T = torch::softmax(A.narrow(2, 1, last_token) * 100, 2);  // text tokens 1..last
-  // The reference's 3 x 3 smoothing: per axis exp(-(d / (2 sigma))^2) at d = -1, 0, 1, sigma 0.5, normalized.
-  const double e = std::exp(-1.0);
-  auto k1 = torch::tensor({e, 1.0, e}, T.options()) / (1 + 2 * e);
-  auto kernel = (k1.view({3, 1}) * k1.view({1, 3})).view({1, 1, 3, 3});
   std::vector<torch::Tensor> losses;
   for (const auto& tokens : subjects) {
     torch::Tensor map;
@@ -45,8 +31,7 @@ torch::Tensor attend_and_excite_loss(const std::vector<CrossAttentionLayer>& map
       auto col = T.select(2, t - 1);
       map = map.defined() ? map + col : col;
     }
-    auto img = map.view({n, 1, side, w});
-    if (side >= 2 && w >= 2) img = torch::conv2d(torch::reflection_pad2d(img, {1, 1, 1, 1}), kernel);
+    auto img = smooth_attention(map.view({n, 1, side, w}));
     losses.push_back((1 - std::get<0>(img.reshape({n, -1}).max(1))).clamp_min(0));
   }
   return std::get<0>(torch::stack(losses, 1).max(1));

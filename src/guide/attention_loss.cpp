@@ -32,6 +32,29 @@ std::vector<CrossAttentionLayer> cross_attention_maps(NetDenoiser& net, const to
   return out;
 }
 
+torch::Tensor quarter_side_maps(const std::vector<CrossAttentionLayer>& maps, int64_t lh, int64_t& h, int64_t& w) {
+  check(!maps.empty(), "no cross-attention maps");
+  std::vector<int64_t> heights;
+  for (const auto& m : maps) heights.push_back(m.h);
+  h = quarter_side_height(heights, lh);
+  torch::Tensor A;
+  int64_t count = 0;
+  for (const auto& m : maps)
+    if (m.h == h) {
+      A = A.defined() ? A + m.probs : m.probs;
+      ++count, w = m.w;
+    }
+  return A / double(count);
+}
+
+torch::Tensor smooth_attention(const torch::Tensor& maps) {
+  if (maps.size(2) < 2 || maps.size(3) < 2) return maps;
+  const double e = std::exp(-1.0);
+  auto k1 = torch::tensor({e, 1.0, e}, maps.options()) / (1 + 2 * e);
+  auto kernel = (k1.view({3, 1}) * k1.view({1, 3})).view({1, 1, 3, 3});
+  return torch::conv2d(torch::reflection_pad2d(maps, {1, 1, 1, 1}), kernel);
+}
+
 LossAndGradient attention_loss_gradient(NetDenoiser& net, const torch::Tensor& x, double s, const Cond& c,
                                         const AttentionLoss& loss) {
   torch::AutoGradMode grad_on(true);

@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "tweedie/core/error.h"
+#include "tweedie/edit/paired_sampling.h"
+#include "tweedie/guide/attention_loss.h"
 #include "tweedie/guide/cfg_rescale.h"
 #include "tweedie/guide/guidance.h"
 #include "tweedie/nn/hooks.h"
@@ -35,8 +37,23 @@ std::vector<SegaConcept> parse_sega_concepts(const std::string& text) {
   return out;
 }
 
-SegaDenoiser::SegaDenoiser(DenoiserPtr inner, CFGOptions cfg, SegaOptions sega, std::vector<Cond> concepts)
-    : GuidanceRule(std::move(inner)), cfg_(std::move(cfg)), o_(std::move(sega)), concepts_(std::move(concepts)) {
+SegaMask parse_sega_mask(const std::string& text, const std::string& option) {
+  if (text == "channel") return SegaMask::Channel;
+  if (text == "attention") return SegaMask::Attention;
+  if (text == "intersect") return SegaMask::Intersect;
+  fail("--", option, ": unknown mask '", text, "' (channel, attention, intersect)");
+}
+
+SegaDenoiser::SegaDenoiser(DenoiserPtr inner, CFGOptions cfg, SegaOptions sega, std::vector<Cond> concepts,
+                           std::shared_ptr<NetDenoiser> net)
+    : GuidanceRule(std::move(inner)), cfg_(std::move(cfg)), o_(std::move(sega)), concepts_(std::move(concepts)),
+      net_(std::move(net)) {
+  if (o_.mask != SegaMask::Channel) {
+    check(net_ != nullptr, "SEGA's attention masks need a network model (they read its cross-attention)");
+    check(o_.tokens.size() == concepts_.size(), "SEGA's attention masks need each concept's tokens (", o_.tokens.size(),
+          " for ", concepts_.size(), " concepts)");
+    for (const auto& t : o_.tokens) check(!t.empty(), "SEGA's attention masks: a concept without tokens");
+  }
   check(!concepts_.empty(), "SEGA needs at least one concept");
   check(o_.away.size() == concepts_.size() && o_.scales.size() == concepts_.size(), "SEGA: ", concepts_.size(),
         " concepts, ", o_.scales.size(), " scales and ", o_.away.size(), " directions");
@@ -61,10 +78,29 @@ Prediction SegaDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) 
     all = all.concat(e);
     names.push_back("concept");
   }
+  // The concept rows' cross-attention, for the attention masks.
+  std::vector<CrossAttentionLayer> maps;
+  std::unique_ptr<ScopedHook> keep;
+  const bool attention = o_.mask != SegaMask::Channel;
+  if (attention) {
+    check(x.dim() == 4, "SEGA's attention masks need image-shaped latents [N, C, H, W], got ", x.sizes());
+    keep = std::make_unique<ScopedHook>(
+        net_->network().hooks(), "*attn2.probs", [&](const std::string& site, const torch::Tensor& pr, const HookContext&) {
+          const int64_t B = (k + 2) * n, heads = pr.size(0) / B, L = pr.size(1);
+          const auto [h, w] = attention_grid(L, x.size(2), x.size(3));
+          maps.push_back({site, h, w,
+                          pr.view({B, heads, L, pr.size(2)}).narrow(0, 2 * n, k * n).mean(1).to(torch::kFloat64)});
+          return pr;
+        });
+  }
   Prediction p = [&] {
     BranchScope branches(names);
     return inner(torch::cat(std::vector<torch::Tensor>(size_t(k + 2), x)), s, all);
   }();
+  keep.reset();
+  check(!attention || !maps.empty(), "SEGA's attention masks: the network has no cross-attention");
+  int64_t mh = 0, mw = 0;
+  const torch::Tensor A = attention ? quarter_side_maps(maps, x.size(2), mh, mw) : torch::Tensor();
   const auto eps = p.eps().to(torch::kFloat64).split(n);
   const torch::Tensor& ec = eps[0];
   const torch::Tensor& eu = eps[1];
@@ -76,9 +112,23 @@ Prediction SegaDenoiser::guide(const torch::Tensor& x, double s, const Cond& c) 
   for (int64_t j = 0; j < k; ++j) {
     if (step >= 0 && double(step) >= o_.cooldown) continue;
     torch::Tensor psi = (eps[size_t(j + 2)] - eu) * (o_.away[size_t(j)] ? -o_.scales[size_t(j)] : o_.scales[size_t(j)]);
-    auto mag = per_channel(psi.abs());
-    auto q = at::quantile(mag, o_.threshold, 2, true);
-    psi = per_channel(psi).where(mag >= q, torch::zeros_like(mag)).reshape(psi.sizes());
+    if (!attention) {
+      auto mag = per_channel(psi.abs());
+      auto q = at::quantile(mag, o_.threshold, 2, true);
+      psi = per_channel(psi).where(mag >= q, torch::zeros_like(mag)).reshape(psi.sizes());
+    } else {
+      // Where the concept's tokens attend most (LEDITS++'s M1) ...
+      const auto idx = torch::tensor(o_.tokens[size_t(j)], torch::kInt64);
+      auto m = smooth_attention(A.narrow(0, j * n, n).index_select(2, idx).sum(2).view({n, 1, mh, mw}));
+      auto qm = at::quantile(m.flatten(1), o_.threshold, 1, true).view({n, 1, 1, 1});
+      auto keep_mask = torch::upsample_nearest2d((m >= qm).to(psi.dtype()), {x.size(2), x.size(3)});
+      if (o_.mask == SegaMask::Intersect) {  // ... and where the direction is large over the channels (M2)
+        auto size = psi.abs().sum(1, true);
+        auto qs = at::quantile(size.flatten(1), o_.threshold, 1, true).view({n, 1, 1, 1});
+        keep_mask = keep_mask * (size >= qs).to(psi.dtype());
+      }
+      psi = psi * keep_mask;
+    }
     edit = edit + psi;
   }
   if (o_.momentum > 0) {
@@ -115,7 +165,7 @@ std::vector<double> concept_scales(const std::string& text, size_t k) {
   return out;
 }
 
-DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>&) {
+DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared_ptr<NetDenoiser>& net) {
   const auto concepts = parse_sega_concepts(g.text("sega"));
   check(g.has("sega-concepts"), "--sega needs a text model: its concepts are prompts");
   auto conds = g.object<std::vector<Cond>>("sega-concepts");
@@ -129,8 +179,13 @@ DenoiserPtr build(DenoiserPtr inner, const GuidanceOptions& g, const std::shared
   o.cooldown = g.number("sega-cooldown");
   o.momentum = g.number("sega-momentum");
   o.beta = g.number("sega-beta");
+  o.mask = parse_sega_mask(g.text("sega-mask"), "sega-mask");
+  if (o.mask != SegaMask::Channel) {
+    check(g.has("sega-tokens"), "--sega-mask ", g.text("sega-mask"), " needs the concepts' tokens (a text model)");
+    o.tokens = g.object<std::vector<std::vector<int64_t>>>("sega-tokens");
+  }
   return std::make_shared<SegaDenoiser>(std::move(inner), cfg_options(g, inner->process()), std::move(o),
-                                        std::move(conds));
+                                        std::move(conds), net);
 }
 
 std::string describe(const GuidanceOptions& g) {
@@ -158,7 +213,12 @@ GuidanceRuleRegistrar reg(
                     .or_infinite())
         .option(MethodOption{"sega-momentum", 0.1, "SEGA momentum scale s_m"}.at_least(0))
         .option(MethodOption{"sega-beta", 0.4, "SEGA momentum decay beta"}.in(0, 1, false, true))
+        .option(MethodOption::text("sega-mask", "channel",
+                                   "where each concept acts: channel (SEGA: its direction's per-channel quantile), "
+                                   "attention (its cross-attention's quantile) or intersect (both, summed over "
+                                   "channels: LEDITS++)"))
         .attachment("sega-concepts")
+        .attachment("sega-tokens")
         .on_when_given()
         .for_text_models()
         .on_prompts()

@@ -367,6 +367,13 @@ torch::Tensor sd_generate_latents(StableDiffusion& sd, const SdRequest& req) {
       concepts.push_back(std::move(k));
     }
     g.attach("sega-concepts", concepts);
+    std::vector<std::vector<int64_t>> tokens;  // for the attention masks: every word of each concept
+    for (size_t i = 1; i < texts.size(); ++i) {
+      tokens.emplace_back();
+      for (const PromptWord& w : sd.word_positions(texts[i]))
+        tokens.back().insert(tokens.back().end(), w.positions.begin(), w.positions.end());
+    }
+    g.attach("sega-tokens", tokens);
   }
   g.attach("negative", std::function<Cond(const Cond&)>([neg](const Cond&) { return neg; }));
   if (instruct) {

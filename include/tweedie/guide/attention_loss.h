@@ -36,6 +36,15 @@ struct CrossAttentionLayer {
 std::vector<CrossAttentionLayer> cross_attention_maps(NetDenoiser& net, const torch::Tensor& x, double s,
                                                       const Cond& c);
 
+// The maps of the layers at the side nearest a quarter of the latent's
+// height lh (the paper's 16 x 16 for SD at 512; quarter_side_height),
+// averaged: [N, h * w, Lk], with their grid in h, w.
+torch::Tensor quarter_side_maps(const std::vector<CrossAttentionLayer>& maps, int64_t lh, int64_t& h, int64_t& w);
+// Attend-and-Excite's and LEDITS++'s 3 x 3 smoothing of maps [N, 1, h, w]:
+// per axis exp(-(d / (2 sigma))^2) at d = -1, 0, 1 with sigma 0.5 (as their
+// code writes the Gaussian), normalized; reflected edges (none below 2 x 2).
+torch::Tensor smooth_attention(const torch::Tensor& maps);
+
 // A loss per sample [N] from the maps.
 using AttentionLoss = std::function<torch::Tensor(const std::vector<CrossAttentionLayer>&)>;
 

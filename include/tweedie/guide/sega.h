@@ -16,6 +16,14 @@
 // works in eps, as the paper does (the quantile mask is the same in any form;
 // the momentum mixes levels and is not).
 //
+// Masks (LEDITS++, Brack et al. 2024, "LEDITS++: Limitless Image Editing
+// using Text-to-Image Models"): instead of the per-channel quantile, a
+// concept's direction can be kept where its cross-attention is strong
+// (attention: the concept branch's maps of the concept's tokens at the
+// quarter side, smoothed (smooth_attention), >= their lambda-quantile,
+// scaled up to the latent), or where that holds and its size summed over
+// channels reaches its lambda-quantile too (intersect, LEDITS++'s default).
+//
 // The concepts' conditions are attached as "sega-concepts"
 // (std::vector<Cond>, each for the batch; the Stable Diffusion pipeline
 // encodes the --sega prompts). With no concept past its cool-down and no
@@ -28,6 +36,7 @@
 
 #include "tweedie/guide/cfg.h"
 #include "tweedie/guide/guidance_rule.h"
+#include "tweedie/models/net_denoiser.h"
 
 namespace tweedie {
 
@@ -39,6 +48,10 @@ struct SegaConcept {
 // allowed); Error naming --sega for an empty one.
 std::vector<SegaConcept> parse_sega_concepts(const std::string& text);
 
+enum class SegaMask { Channel, Attention, Intersect };
+// "channel" | "attention" | "intersect"; Error naming --option otherwise.
+SegaMask parse_sega_mask(const std::string& text, const std::string& option);
+
 struct SegaOptions {
   std::vector<bool> away;       // per concept
   std::vector<double> scales;   // s_j per concept
@@ -47,11 +60,15 @@ struct SegaOptions {
   double cooldown = INFINITY;   // step from which the concepts stop (inf: never)
   double momentum = 0.1;        // s_m
   double beta = 0.4;            // momentum decay in [0, 1)
+  SegaMask mask = SegaMask::Channel;
+  std::vector<std::vector<int64_t>> tokens;  // attention masks: each concept's context positions
 };
 
 class SegaDenoiser : public GuidanceRule {
  public:
-  SegaDenoiser(DenoiserPtr inner, CFGOptions cfg, SegaOptions sega, std::vector<Cond> concepts);
+  // net: the network under inner, whose cross-attention the attention masks read.
+  SegaDenoiser(DenoiserPtr inner, CFGOptions cfg, SegaOptions sega, std::vector<Cond> concepts,
+               std::shared_ptr<NetDenoiser> net = nullptr);
 
  protected:
   Prediction guide(const torch::Tensor& x, double s, const Cond& c) override;
@@ -60,6 +77,7 @@ class SegaDenoiser : public GuidanceRule {
   CFGOptions cfg_;
   SegaOptions o_;
   std::vector<Cond> concepts_;
+  std::shared_ptr<NetDenoiser> net_;
   torch::Tensor momentum_;
   int last_step_ = -1;
   double last_s_ = 0;
